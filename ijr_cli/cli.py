@@ -1,0 +1,144 @@
+"""Entry points; the only code that sees Hydra's config.
+
+`ijr-train` is a plain Hydra 1.3 app (`--help`, `--cfg job`, `-m` work as usual) with one addition: bad input
+ends with ONE line on stderr and exit code 2. Hydra reports composition errors (unknown option, wrong type,
+unknown key) itself, over several lines, with exit code 1; so stderr is held back until the task starts, and
+if Hydra gives up before that, its report is folded into one line. `HYDRA_FULL_ERROR=1` turns all this off.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import List
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from ijr_cli.config import register_configs
+from ijr_cli.errors import UserError
+
+PROG = "ijr-train"
+# conf/ sits at the top of the repository (design card); the package is installed editable (`make install`).
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+class _HeldStderr(io.TextIOBase):
+    """Stands in for sys.stderr: holds what is written until `release()`, then passes everything through."""
+
+    def __init__(self, real):
+        self.real, self.held, self.released = real, [], False
+
+    def write(self, s: str) -> int:
+        if self.released:
+            return self.real.write(s)
+        self.held.append(s)
+        return len(s)
+
+    def flush(self) -> None:
+        if self.released:
+            self.real.flush()
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.real.write("".join(self.held))
+            self.held.clear()
+
+    def isatty(self) -> bool:
+        return self.real.isatty()
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    @property
+    def encoding(self):
+        return getattr(self.real, "encoding", "utf-8")
+
+
+def one_line(report: str) -> str:
+    """Fold Hydra's multi-line error report into one line (drops tracebacks and type-internals lines)."""
+    lines = [ln.strip() for ln in report.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if "HYDRA_FULL_ERROR" not in ln]
+    if any(ln.startswith("Traceback") for ln in lines):
+        return lines[-1] if lines else "unknown error"
+    keep, options = [], []
+    in_options = False
+    for ln in lines:
+        if ln.startswith(("full_key:", "reference_type=", "object_type=", "To append to your config")):
+            continue
+        if ln.startswith("Available options in"):
+            in_options = True
+            keep.append(ln.rstrip(":") + ":")
+            continue
+        (options if in_options else keep).append(ln)
+    text = " ".join(keep).replace(": :", ":")
+    if options:
+        text += " " + ", ".join(options)
+    return text or "unknown error"
+
+
+def _fail(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.__stderr__ if sys.stderr is None else sys.stderr, flush=True)
+    raise SystemExit(UserError.exit_code)
+
+
+def _remove_fresh_run_dir(run_dir: Path) -> None:
+    """A run directory that Hydra made for this call and that holds no run is removed (nothing half-written)."""
+    if not run_dir.is_dir() or (run_dir / "status.json").exists():
+        return
+    if all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def _train_task(cfg: DictConfig) -> None:
+    if isinstance(sys.stderr, _HeldStderr):
+        sys.stderr.release()
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    overrides: List[str] = list(hc.overrides.task)
+    try:
+        from ijr_cli.experiment import run  # heavy imports (torch) only once composition succeeded
+
+        typed = OmegaConf.to_object(cfg)
+        code = run(typed, run_dir=run_dir, config_yaml=OmegaConf.to_yaml(cfg, resolve=True), overrides=overrides)
+    except UserError as e:
+        _remove_fresh_run_dir(run_dir)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        _fail(str(e))
+    if code:
+        raise SystemExit(code)
+
+
+def train() -> None:
+    """Console script `ijr-train`."""
+    register_configs()
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        _train_task()
+        return
+    real = sys.stderr
+    held = _HeldStderr(real)
+    sys.stderr = held
+    try:
+        _train_task()
+    except SystemExit as e:
+        if not held.released and e.code not in (0, None):
+            report = "".join(held.held)
+            sys.stderr = real
+            _fail(one_line(report))
+        raise
+    finally:
+        if sys.stderr is held:
+            held.release()
+            sys.stderr = real
+
+
+if __name__ == "__main__":
+    train()

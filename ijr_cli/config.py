@@ -1,0 +1,205 @@
+"""Typed config schemas (the one place defaults live) and the checks Hydra's typing cannot express.
+
+Each config group (`dataset`, `model`, ...) has one flat dataclass. The group's YAML options in `conf/` set only
+what differs from these defaults, and Hydra merges them into the schema, so a wrong type or an unknown key fails
+at composition, before anything runs. The schema is stored in the ConfigStore under a name outside every group
+(`ijr_train_schema`), so it never shows up as a selectable option.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import List, Optional
+
+from ijr_cli.errors import UserError
+
+
+class Standardize(str, Enum):
+    none = "none"  # inputs as loaded (images scaled to [0, 1])
+    channel = "channel"  # per-channel mean/std of the training images (Cohen et al.)
+    feature = "feature"  # per-feature mean/std of the training inputs (constant features keep std 1)
+
+
+class Activation(str, Enum):
+    relu = "relu"
+    tanh = "tanh"
+
+
+class LossName(str, Enum):
+    ce = "ce"  # cross-entropy (label smoothing from `regularizer.label_smoothing`)
+    mse = "mse"  # Cohen et al.: 1/2 ||z - s e_y||^2 summed over classes, averaged over examples
+
+
+class ScheduleName(str, Enum):
+    constant = "constant"
+    step = "step"
+    cosine = "cosine"
+
+
+class OptimizerName(str, Enum):
+    sgd = "sgd"  # minibatch SGD (heavy-ball / Nesterov momentum, weight decay)
+    gd = "gd"  # full-batch gradient descent, fixed order
+    sam = "sam"  # sharpness-aware minimisation (Foret et al. 2021) around SGD
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "digits"
+    data_dir: str = "data"  # root of torchvision's own file layouts (relative to the working directory)
+    download: bool = False  # only torchvision datasets download, and only when true
+    path: Optional[str] = None  # the .npz file for name=npz (x_train, y_train, x_test, y_test)
+    n_train: Optional[int] = None  # first N training examples in stored order (null: all)
+    n_test: Optional[int] = None  # first N test examples (null: all)
+    standardize: Standardize = Standardize.none
+    input_scale: float = 1.0  # multiplies the inputs after standardisation (paper 002 section 5)
+    # name=synthetic: a deterministic Gaussian-mixture task
+    input_shape: List[int] = field(default_factory=lambda: [20])
+    num_classes: int = 10
+    num_train_examples: int = 1000
+    num_test_examples: int = 1000
+    class_separation: float = 3.0  # distance scale between class means, in noise standard deviations
+    generator_seed: int = 0  # the task itself, independent of the run's `seed`
+
+
+@dataclass
+class ModelConfig:
+    name: str = "fcn3"
+    activation: Activation = Activation.relu  # fcn3 only (tanh: Cohen et al.'s fc-tanh)
+    widths: List[int] = field(default_factory=lambda: [200, 200])  # fcn3 hidden widths
+    batch_norm: bool = False  # vgg11, resnet20 (paper 000 uses neither with BN); resnet18/wrn always have BN
+    dropout: float = 0.0  # vgg11 classifier dropout (0: as in paper 000)
+    depth: int = 28  # wrn
+    width_factor: int = 10  # wrn
+
+
+@dataclass
+class LossConfig:
+    name: LossName = LossName.ce
+    target_scale: float = 1.0  # MSE target s * e_y (paper 002 Thm 5.1)
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = OptimizerName.sgd
+    lr: float = 0.1
+    batch_size: Optional[int] = 128  # null: full batch
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    rho: float = 0.05  # sam: neighbourhood radius
+    adaptive: bool = False  # sam: ASAM (Kwon et al. 2021) scaling of the perturbation
+
+
+@dataclass
+class RegularizerConfig:
+    """Options merge: `regularizer=[mixup,augment]` sets both fields; `none` sets nothing."""
+
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0  # 0: off; otherwise lambda ~ Beta(alpha, alpha) per batch (Zhang et al. 2018)
+    augment: bool = False  # random crop (4-pixel zero padding) + horizontal flip, on the device
+
+
+@dataclass
+class ScheduleConfig:
+    name: ScheduleName = ScheduleName.constant
+    gamma: float = 0.2  # step: factor at each milestone
+    milestones: List[float] = field(default_factory=lambda: [0.3, 0.6, 0.8])  # step: fractions of training
+    warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr
+    min_lr_factor: float = 0.0  # cosine: final lr as a fraction of the initial one
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: Optional[int] = 3000  # length in optimizer steps (ignored when `epochs` is set)
+    epochs: Optional[float] = None  # length in passes over the training set
+    train_acc_goal: Optional[float] = None  # stop once the full-train-set accuracy reaches this (0-1)
+    eval_every: int = 100  # steps between evaluations on the full train and test sets
+    checkpoint_every: int = 500  # steps between atomic checkpoints
+    sync_every: int = 25  # steps between host syncs (non-finite check, progress bar text)
+    eval_batch_size: int = 1000  # examples per forward pass during evaluation
+    grad_chunk: Optional[int] = None  # most examples per forward in one step (gradients accumulated)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: DType = DType.float32
+    progress: Optional[bool] = None  # null: a progress bar when stderr is a terminal
+    num_threads: Optional[int] = None  # torch CPU threads (null: torch's default)
+
+
+@dataclass
+class MetricsConfig:
+    names: List[str] = field(default_factory=list)  # measurements beyond the train/test evaluation
+    every: Optional[int] = None  # steps between them (null: trainer.eval_every)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+SCHEMA_NAME = "ijr_train_schema"
+
+
+def register_configs() -> None:
+    """Put the schema in Hydra's ConfigStore (called by the entry point, never at import)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=TrainConfig)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Checks on values alone (sizes that depend on the data are checked once it is loaded)."""
+    o, t, r, s, d = cfg.optimizer, cfg.trainer, cfg.regularizer, cfg.schedule, cfg.dataset
+    _require(math.isfinite(o.lr) and o.lr > 0, f"optimizer.lr must be a positive number, got {o.lr}")
+    _require(o.batch_size is None or o.batch_size > 0,
+             f"optimizer.batch_size must be positive or null (full batch), got {o.batch_size}")
+    _require(o.name != OptimizerName.gd or o.batch_size is None,
+             f"optimizer=gd is full batch but optimizer.batch_size={o.batch_size}; "
+             "drop the override or use optimizer=sgd")
+    _require(0 <= o.momentum < 1, f"optimizer.momentum must be in [0, 1), got {o.momentum}")
+    _require(not o.nesterov or o.momentum > 0, "optimizer.nesterov=true needs optimizer.momentum > 0")
+    _require(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
+    _require(o.rho > 0, f"optimizer.rho must be positive, got {o.rho}")
+    _require(0 <= r.label_smoothing < 1, f"regularizer.label_smoothing must be in [0, 1), got {r.label_smoothing}")
+    _require(r.mixup_alpha >= 0, f"regularizer.mixup_alpha must be >= 0 (0 turns mixup off), got {r.mixup_alpha}")
+    _require(cfg.loss.target_scale > 0, f"loss.target_scale must be positive, got {cfg.loss.target_scale}")
+    _require(s.gamma > 0, f"schedule.gamma must be positive, got {s.gamma}")
+    _require(all(0 < m < 1 for m in s.milestones) and list(s.milestones) == sorted(s.milestones),
+             f"schedule.milestones must be increasing fractions of training in (0, 1), got {list(s.milestones)}")
+    _require(s.warmup_steps >= 0, f"schedule.warmup_steps must be >= 0, got {s.warmup_steps}")
+    _require(0 <= s.min_lr_factor <= 1, f"schedule.min_lr_factor must be in [0, 1], got {s.min_lr_factor}")
+    _require(t.epochs is not None or t.max_steps is not None,
+             "set trainer.max_steps or trainer.epochs (both are null)")
+    _require(t.max_steps is None or t.max_steps >= 0, f"trainer.max_steps must be >= 0, got {t.max_steps}")
+    _require(t.epochs is None or t.epochs > 0, f"trainer.epochs must be positive, got {t.epochs}")
+    _require(t.train_acc_goal is None or 0 < t.train_acc_goal <= 1,
+             f"trainer.train_acc_goal must be in (0, 1], got {t.train_acc_goal}")
+    for key in ("eval_every", "checkpoint_every", "sync_every", "eval_batch_size"):
+        _require(getattr(t, key) > 0, f"trainer.{key} must be positive, got {getattr(t, key)}")
+    _require(t.grad_chunk is None or t.grad_chunk > 0, f"trainer.grad_chunk must be positive, got {t.grad_chunk}")
+    _require(t.num_threads is None or t.num_threads > 0, f"trainer.num_threads must be positive, got {t.num_threads}")
+    _require(cfg.metrics.every is None or cfg.metrics.every > 0,
+             f"metrics.every must be positive, got {cfg.metrics.every}")
+    _require(d.n_train is None or d.n_train > 0, f"dataset.n_train must be positive, got {d.n_train}")
+    _require(d.n_test is None or d.n_test > 0, f"dataset.n_test must be positive, got {d.n_test}")
+    _require(math.isfinite(d.input_scale) and d.input_scale > 0,
+             f"dataset.input_scale must be positive, got {d.input_scale}")
+    _require(cfg.model.dropout >= 0 and cfg.model.dropout < 1, f"model.dropout must be in [0, 1), got {cfg.model.dropout}")

@@ -1,0 +1,61 @@
+"""Training losses (SCIENCE.md, Notation): cross-entropy with label smoothing, MSE in Cohen et al.'s convention; mixup.
+
+All losses return the SUM over the examples given; callers divide by the total count exactly once, so chunked
+evaluation and gradient accumulation give the same number as one big batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The data loss as trained: `kind` "ce" or "mse", label smoothing eps, MSE target scale s.
+
+    - ce:  -sum_i t_i log softmax(z)_i with t = (1 - eps) e_y + eps/C (eps = 0: plain cross-entropy).
+    - mse: 1/2 ||z - s t||^2 summed over classes (NOT torch's MSELoss, which also divides by C).
+    Soft targets `t` (rows summing to 1, e.g. from mixup) replace the labels when given; smoothing is then
+    already folded into them by `soft_targets`.
+    """
+
+    kind: str
+    num_classes: int
+    label_smoothing: float = 0.0
+    target_scale: float = 1.0
+
+    def soft_targets(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        eps, c = self.label_smoothing, self.num_classes
+        t = F.one_hot(y, c).to(dtype)
+        return t * (1.0 - eps) + eps / c if eps else t
+
+    def sum(self, logits: torch.Tensor, y: torch.Tensor, targets: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Summed loss over the batch."""
+        if self.kind == "ce":
+            if targets is None:
+                return F.cross_entropy(logits, y, reduction="sum", label_smoothing=self.label_smoothing)
+            return -(targets * F.log_softmax(logits, dim=1)).sum()
+        if targets is None:
+            targets = self.soft_targets(y, logits.dtype)
+        return 0.5 * (logits - self.target_scale * targets).square().sum()
+
+
+def cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Plain cross-entropy against hard labels, summed (the `*_ce` metrics, whatever the training loss)."""
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+def mixup_lambda(alpha: float, seed: int) -> float:
+    """lambda ~ Beta(alpha, alpha) for one batch (Zhang et al. 2018), drawn on the host from its own stream."""
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def mixup(x: torch.Tensor, targets: torch.Tensor, lam: float, generator: torch.Generator):
+    """Convex combination of the batch with a permutation of itself: inputs and soft targets alike."""
+    perm = torch.randperm(x.shape[0], generator=generator, device=x.device)
+    return lam * x + (1.0 - lam) * x[perm], lam * targets + (1.0 - lam) * targets[perm]

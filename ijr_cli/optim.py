@@ -1,0 +1,72 @@
+"""Optimizers (SGD / full-batch GD / SAM), learning-rate schedules, and the stability threshold for a step size.
+
+GD is torch's SGD fed the full training set in stored order (the batching lives in `data.BatchSampler`).
+SAM (Foret et al. 2021) is a two-pass step implemented in `train.sam_step` around the same base SGD; this module
+only holds its perturbation, which is a pure function of the gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, List, Sequence
+
+import torch
+
+
+def build_sgd(params: Iterable[torch.nn.Parameter], lr: float, momentum: float = 0.0, nesterov: bool = False,
+              weight_decay: float = 0.0) -> torch.optim.SGD:
+    """torch's SGD: heavy-ball v <- beta v + g (+ wd theta), theta <- theta - lr v (Nesterov: g + beta v)."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+
+
+def lr_factor(step: int, total_steps: int, name: str, *, gamma: float = 0.2,
+              milestones: Sequence[float] = (0.3, 0.6, 0.8), warmup_steps: int = 0,
+              min_lr_factor: float = 0.0) -> float:
+    """Multiplier of the base learning rate for 0-based `step` of `total_steps`.
+
+    constant: 1. step: gamma ** (number of milestones m with step >= round(m * total_steps)) (paper 000's WRN:
+    x0.2 at 30/60/80 %). cosine: min + (1 - min) (1 + cos(pi step / total)) / 2. Warm-up multiplies by
+    (step + 1) / warmup_steps for the first `warmup_steps` steps.
+    """
+    if name == "constant":
+        f = 1.0
+    elif name == "step":
+        f = gamma ** sum(step >= round(m * total_steps) for m in milestones)
+    elif name == "cosine":
+        t = min(step / max(total_steps, 1), 1.0)
+        f = min_lr_factor + (1.0 - min_lr_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
+    else:
+        raise ValueError(f"unknown schedule {name!r}")
+    if warmup_steps and step < warmup_steps:
+        f *= (step + 1) / warmup_steps
+    return f
+
+
+def stability_threshold(lr: float, momentum: float = 0.0, nesterov: bool = False) -> float:
+    """Sharpness above which GD on a quadratic diverges (SCIENCE.md `threshold`).
+
+    GD/SGD: 2/lr; heavy ball with beta: (2 + 2 beta)/lr; Nesterov: (2 + 2 beta)/(lr (1 + 2 beta)).
+    """
+    if momentum == 0:
+        return 2.0 / lr
+    if nesterov:
+        return (2.0 + 2.0 * momentum) / (lr * (1.0 + 2.0 * momentum))
+    return (2.0 + 2.0 * momentum) / lr
+
+
+def sam_perturbation(params: List[torch.Tensor], grads: List[torch.Tensor], rho: float,
+                     adaptive: bool = False) -> List[torch.Tensor]:
+    """SAM's ascent step e = rho g / ||g|| (ASAM: e = rho T^2 g / ||T g|| with T = |theta|), all on the device.
+
+    A zero gradient gives e = 0 (the 1e-12 guard never divides by zero and needs no host sync).
+    """
+    if adaptive:
+        scaled = torch._foreach_mul(grads, [p.abs() for p in params])
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(scaled)))
+        e = torch._foreach_mul(scaled, [p.abs() for p in params])
+    else:
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        e = [g.clone() for g in grads]
+    scale = rho / (norm + 1e-12)
+    torch._foreach_mul_(e, scale)
+    return e

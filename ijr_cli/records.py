@@ -1,0 +1,168 @@
+"""The run directory: status, metrics history, summary, config copies, environment facts. No torch import.
+
+Layout (the directory is Hydra's output dir):
+  config.yaml      the resolved config          overrides.yaml   the command-line overrides
+  status.json      RUNNING / COMPLETED / FAILED / DIVERGED, attempts, host, device, git, versions, SLURM ids, error
+  metrics.jsonl    one JSON object per logged step, flushed as written
+  summary.json     final metrics                checkpoint.pt    written by `train.save_checkpoint`
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+STATUSES = ("RUNNING", "COMPLETED", "FAILED", "DIVERGED")
+FINISHED = ("COMPLETED", "DIVERGED")
+PACKAGES = ("ijr", "torch", "torchvision", "numpy", "hydra-core", "omegaconf", "submitit", "scikit-learn", "mnist1d")
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
+              "SLURM_JOB_PARTITION", "SLURM_JOB_NODELIST")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def json_safe(value: Any) -> Any:
+    """Non-finite floats become null (JSON has no NaN); containers are converted recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(json_safe(obj), f, indent=2, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Optional[dict]:
+    """The object in `path`, or None when the file is absent, empty or not valid JSON."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+        return obj if isinstance(obj, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def git_info(source_dir: Path) -> Dict[str, Any]:
+    """Commit and dirty flag of the git work tree holding the ijr source, if it is one."""
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", "-C", str(source_dir), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> Dict[str, Optional[str]]:
+    out: Dict[str, Optional[str]] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def slurm_ids() -> Dict[str, str]:
+    return {k: os.environ[k] for k in SLURM_VARS if k in os.environ}
+
+
+class MetricsLog:
+    """Append-only JSON-lines history; each row is flushed as it is written."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file = None
+
+    def open(self) -> "MetricsLog":
+        self._file = open(self.path, "a", buffering=1)
+        return self
+
+    def write(self, row: Dict[str, Any]) -> None:
+        self._file.write(json.dumps(json_safe(row)) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def truncate_after(self, step: int) -> None:
+        """Keep rows with step <= `step` (rows written after the last checkpoint are redone on resume);
+        a torn last line from a killed process is dropped."""
+        kept: List[str] = []
+        for row in read_rows(self.path):
+            if row.get("step", math.inf) <= step:
+                kept.append(json.dumps(row))
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+
+
+def read_rows(path: Path) -> List[Dict[str, Any]]:
+    """Rows of a metrics.jsonl; unparsable lines (a torn write) are skipped."""
+    rows: List[Dict[str, Any]] = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    rows.append(obj)
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+class RunDirectory:
+    """Paths and file operations of one run directory."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.status_path = self.path / "status.json"
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.summary_path = self.path / "summary.json"
+        self.config_path = self.path / "config.yaml"
+        self.overrides_path = self.path / "overrides.yaml"
+        self.checkpoint_path = self.path / "checkpoint.pt"
+
+    def read_status(self) -> Optional[dict]:
+        return read_json(self.status_path)
+
+    def write_status(self, status: dict) -> None:
+        status["updated"] = now_iso()
+        write_json_atomic(self.status_path, status)
+
+    def write_summary(self, summary: dict) -> None:
+        write_json_atomic(self.summary_path, summary)
+
+    def read_summary(self) -> Optional[dict]:
+        return read_json(self.summary_path)
