@@ -189,7 +189,8 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
         rd.config_path.write_text(config_yaml)
         rd.overrides_path.write_text(yaml.safe_dump(list(overrides)))
     status = stored or {"status": "RUNNING", "created": records.now_iso(), "attempts": []}
-    status.update({"status": "RUNNING", "error": None, "command": sys.argv, "cwd": os.getcwd(),
+    status.update({"status": "RUNNING", "error": None, "host": socket.gethostname(), "command": sys.argv,
+                   "cwd": os.getcwd(),
                    "num_params": count_parameters(state.model), "total_steps": b.total_steps,
                    "steps_per_epoch": b.spec.sampler.steps_per_epoch,
                    **environment(b.device, cfg.trainer.dtype.value)})

@@ -1,0 +1,40 @@
+# ijr: `make train` then `make test` on a fresh machine. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch/torchvision pins that install from this machine's disk; the project's own ranges are in pyproject.toml.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-fast bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/ijr-train: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/ijr-train  ## create $(VENV) (if needed) and install ijr editable with its test tools
+
+train: install  ## run the default experiment (fc-tanh, full-batch GD, MSE, digits); extra overrides in ARGS="..."
+	$(BIN)/ijr-train $(ARGS)
+
+test: install  ## run the test suite (exit code 5, "no tests ran", counts as a failure)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-fast: install  ## the test suite without tests marked slow
+	@$(MAKE) --no-print-directory test PYTEST_ARGS="-m 'not slow' $(PYTEST_ARGS)"
+
+bench: install  ## training throughput: ijr-train's loop vs a hand-written loop (see BENCHMARKS.md)
+	$(BIN)/python bench/train_throughput.py $(ARGS)
+
+clean:  ## remove caches and build files (keeps $(VENV) and outputs/)
+	rm -rf .pytest_cache build dist *.egg-info
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +

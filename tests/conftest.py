@@ -1,0 +1,57 @@
+"""Shared fixtures: the CLI as a subprocess, the composed config in-process, the shared datasets (if present)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+IJR_TRAIN = str(Path(sys.executable).with_name("ijr-train"))
+
+
+def run_cli(args, *, cwd=None, timeout=300, env=None):
+    """Run `ijr-train ARGS` and return the CompletedProcess (text output)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([IJR_TRAIN, *args], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=full_env)
+
+
+# A tiny, fast configuration for CLI tests (a Gaussian-mixture task, a small MLP).
+TINY = ["dataset=synthetic", "dataset.num_train_examples=256", "dataset.num_test_examples=128",
+        "dataset.input_shape=[10]", "dataset.num_classes=4", "model.widths=[16]", "loss=ce", "optimizer=sgd",
+        "optimizer.batch_size=32", "optimizer.lr=0.05", "trainer.max_steps=40", "trainer.eval_every=10",
+        "trainer.checkpoint_every=20", "trainer.progress=false"]
+
+
+@pytest.fixture
+def compose():
+    """Compose the real configs in-process: compose(overrides) -> DictConfig (hydra node included)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ijr_cli.config import register_configs
+
+    register_configs()
+
+    def _compose(overrides=()):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+            return hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=False)
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def cifar_subset():
+    path = SHARED_DATASETS / "cifar10-subset.npz"
+    if not path.exists():
+        pytest.skip("../shared/datasets is absent (a fresh clone has no shared data)")
+    return path

@@ -1,0 +1,183 @@
+"""Datasets in torchvision's real formats and npz, standardisation, batching, on-device augmentation."""
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from ijr_cli.data import BatchSampler, chunks, load_dataset, random_crop_flip, stream_seed
+from ijr_cli.errors import UserError
+
+
+def test_digits_split_and_first_n():
+    d = load_dataset("digits")
+    assert (d.n_train, d.x_test.shape[0], d.input_shape, d.num_classes) == (1437, 360, (1, 8, 8), 10)
+    d5 = load_dataset("digits", n_train=100, n_test=50)
+    assert torch.equal(d5.x_train, d.x_train[:100]) and torch.equal(d5.y_test, d.y_test[:50])
+
+
+def test_standardize_feature_uses_training_statistics():
+    raw = load_dataset("digits", n_train=500)
+    d = load_dataset("digits", n_train=500, standardize="feature", input_scale=2.0)
+    x = raw.x_train.double().reshape(500, -1)
+    mean, std = x.mean(0), x.std(0, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    expect_test = 2.0 * (raw.x_test.double().reshape(360, -1) - mean) / std
+    assert torch.allclose(d.x_test.double().reshape(360, -1), expect_test, atol=1e-5)
+    z = d.x_train.double().reshape(500, -1) / 2.0
+    varying = x.std(0) > 0
+    assert torch.allclose(z.mean(0), torch.zeros(64, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(z.std(0, unbiased=False)[varying], torch.ones(int(varying.sum()), dtype=torch.float64),
+                          atol=1e-4)
+
+
+def test_standardize_channel_on_vectors_is_a_user_error():
+    with pytest.raises(UserError, match="standardize=channel"):
+        load_dataset("synthetic", standardize="channel")
+
+
+def test_synthetic_is_deterministic_and_shaped():
+    a = load_dataset("synthetic", input_shape=[3, 8, 8], num_classes=3, num_train_examples=50, num_test_examples=20)
+    b = load_dataset("synthetic", input_shape=[3, 8, 8], num_classes=3, num_train_examples=50, num_test_examples=20)
+    assert a.input_shape == (3, 8, 8) and torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    c = load_dataset("synthetic", input_shape=[3, 8, 8], num_classes=3, num_train_examples=50,
+                     num_test_examples=20, generator_seed=1)
+    assert not torch.equal(a.x_train, c.x_train)
+
+
+def test_mnist1d_offline():
+    d = load_dataset("mnist1d")
+    assert (d.n_train, d.x_test.shape[0], d.input_shape, d.num_classes) == (4000, 1000, (40,), 10)
+
+
+def test_n_train_larger_than_data():
+    with pytest.raises(UserError, match="larger than the 1437 examples"):
+        load_dataset("digits", n_train=2000)
+
+
+def _write_idx(path, arr):
+    arr = np.asarray(arr, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, 8, arr.ndim) + b"".join(struct.pack(">I", s) for s in arr.shape)
+    path.write_bytes(header + arr.tobytes())
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_mnist_idx_format_through_torchvision(tmp_path, name, folder):
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x_tr, y_tr = rng.integers(0, 256, (12, 28, 28)), rng.integers(0, 10, 12)
+    x_te, y_te = rng.integers(0, 256, (5, 28, 28)), rng.integers(0, 10, 5)
+    _write_idx(raw / "train-images-idx3-ubyte", x_tr)
+    _write_idx(raw / "train-labels-idx1-ubyte", y_tr)
+    _write_idx(raw / "t10k-images-idx3-ubyte", x_te)
+    _write_idx(raw / "t10k-labels-idx1-ubyte", y_te)
+    d = load_dataset(name, data_dir=str(tmp_path))
+    assert d.input_shape == (1, 28, 28) and d.n_train == 12
+    assert torch.allclose(d.x_train[:, 0], torch.tensor(x_tr / 255.0, dtype=torch.float32))
+    assert torch.equal(d.y_test, torch.tensor(y_te))
+
+
+def test_cifar10_pickle_format_through_torchvision(tmp_path, monkeypatch):
+    """CIFAR-10's python pickles (torchvision checks md5 sums of the real files: skipped for these tiny ones)."""
+    import torchvision.datasets as tvd
+
+    import torchvision.datasets.cifar as tv_cifar
+
+    monkeypatch.setattr(tvd.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    batches = {}
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+        data = rng.integers(0, 256, (2, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, 2).tolist()
+        batches[name] = (data, labels)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
+    d = load_dataset("cifar10", data_dir=str(tmp_path))
+    assert d.input_shape == (3, 32, 32) and d.n_train == 10 and d.x_test.shape[0] == 2
+    first = batches["data_batch_1"][0][0].reshape(3, 32, 32) / 255.0  # CIFAR rows are channel-major
+    assert torch.allclose(d.x_train[0], torch.tensor(first, dtype=torch.float32))
+    assert d.y_train.tolist()[:2] == batches["data_batch_1"][1]
+
+
+def test_missing_torchvision_files_name_path_and_files(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_dataset("cifar10", data_dir=str(tmp_path))
+    msg = str(e.value)
+    assert str(tmp_path / "cifar-10-batches-py") in msg and "data_batch_1" in msg and "download=true" in msg
+
+
+def test_npz_uint8_images_channels_last(tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(6) % 3, x_test=x[:2], y_test=np.array([0, 2]))
+    d = load_dataset("npz", path=str(tmp_path / "d.npz"))
+    assert d.input_shape == (3, 4, 4) and d.num_classes == 3
+    assert torch.allclose(d.x_train[1, 2], torch.tensor(x[1, :, :, 2] / 255.0, dtype=torch.float32))
+
+
+def test_npz_corrupt_and_incomplete(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    with pytest.raises(UserError, match="not a readable .npz"):
+        load_dataset("npz", path=str(bad))
+    np.savez(tmp_path / "part.npz", x_train=np.zeros((2, 3)), y_train=np.zeros(2))
+    with pytest.raises(UserError, match="missing arrays x_test, y_test"):
+        load_dataset("npz", path=str(tmp_path / "part.npz"))
+
+
+def test_shared_cifar_subset(cifar_subset):
+    d = load_dataset("npz", path=str(cifar_subset), n_train=5000, standardize="channel")
+    assert d.n_train == 5000 and d.input_shape == (3, 32, 32) and d.num_classes == 10
+    assert torch.allclose(d.x_train.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+
+
+def test_batch_sampler_epochs_are_permutations_and_resumable():
+    s = BatchSampler(10, 3, seed=7, device="cpu")
+    assert s.steps_per_epoch == 3  # the remainder of each permutation is dropped
+    epoch0 = torch.cat([s.indices(i) for i in range(3)])
+    assert len(set(epoch0.tolist())) == 9
+    epoch1 = torch.cat([s.indices(i) for i in range(3, 6)])
+    assert not torch.equal(epoch0, epoch1)
+    fresh = BatchSampler(10, 3, seed=7, device="cpu")
+    assert torch.equal(fresh.indices(4), s.indices(4))  # a resumed run sees the same batch at step 4
+    assert not torch.equal(BatchSampler(10, 3, seed=8, device="cpu").indices(0), fresh.indices(0))
+    assert BatchSampler(10, None, seed=0, device="cpu").indices(5) is None
+    with pytest.raises(UserError, match="larger than the 10 training examples"):
+        BatchSampler(10, 11, seed=0, device="cpu")
+
+
+def test_chunks_cover_range():
+    assert [(c.start, c.stop) for c in chunks(7, 3)] == [(0, 3), (3, 6), (6, 7)]
+    assert [(c.start, c.stop) for c in chunks(7, None)] == [(0, 7)]
+
+
+def test_random_crop_flip_matches_per_example_reference():
+    x = torch.randn(5, 2, 6, 7)
+    g = torch.Generator().manual_seed(3)
+    out = random_crop_flip(x, g, padding=2)
+    g.manual_seed(3)  # replay the draws: dy, dx, flip
+    dy, dx = torch.randint(0, 5, (5,), generator=g), torch.randint(0, 5, (5,), generator=g)
+    flip = torch.rand(5, generator=g) < 0.5
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(5):
+        crop = padded[i, :, dy[i]:dy[i] + 6, dx[i]:dx[i] + 7]
+        if flip[i]:
+            crop = crop.flip(-1)
+        assert torch.equal(out[i], crop)
+    unpadded = random_crop_flip(x, torch.Generator().manual_seed(0), padding=0)  # flips only
+    assert all(torch.equal(u, v) or torch.equal(u, v.flip(-1)) for u, v in zip(unpadded, x))
+
+
+def test_stream_seed_stable():
+    assert stream_seed(0, "order", 1) == stream_seed(0, "order", 1) != stream_seed(0, "order", 2)
+    assert stream_seed(0, "order", 1) != stream_seed(0, "augment", 1)
+    assert 0 <= stream_seed(123, "x", 10**9) < 2**63
