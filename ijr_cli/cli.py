@@ -60,24 +60,33 @@ class _HeldStderr(io.TextIOBase):
 
 
 def one_line(report: str) -> str:
-    """Fold Hydra's multi-line error report into one line (drops tracebacks and type-internals lines)."""
+    """Fold Hydra's multi-line error report into one line, with a hint at the fix."""
     lines = [ln.strip() for ln in report.splitlines() if ln.strip()]
     lines = [ln for ln in lines if "HYDRA_FULL_ERROR" not in ln]
     if any(ln.startswith("Traceback") for ln in lines):
-        return lines[-1] if lines else "unknown error"
+        last = lines[-1] if lines else "unknown error"
+        if any(err in last for err in ("NotADirectoryError", "PermissionError", "FileExistsError", "OSError")):
+            return f"cannot create the run directory ({last}); choose a writable hydra.run.dir or hydra.sweep.dir"
+        return last
     keep, options = [], []
     in_options = False
     for ln in lines:
         if ln.startswith(("full_key:", "reference_type=", "object_type=", "To append to your config")):
             continue
+        if ln.startswith("Config search path"):
+            break
         if ln.startswith("Available options in"):
             in_options = True
             keep.append(ln.rstrip(":") + ":")
             continue
         (options if in_options else keep).append(ln)
-    text = " ".join(keep).replace(": :", ":")
+    text = ""
+    for ln in keep:
+        text += ln if not text else ((" " if text.endswith((".", ":")) else ": ") + ln)
     if options:
         text += " " + ", ".join(options)
+    if text.startswith(("Error merging override", "Could not override")):
+        text += " (ijr-train --cfg job lists every field with its value)"
     return text or "unknown error"
 
 

@@ -45,6 +45,13 @@ class Objective:
         return 0.5 * (logits - self.target_scale * targets).square().sum()
 
 
+    def mean(self, logits: torch.Tensor, y: torch.Tensor, targets: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Mean loss over the batch (the one-chunk training step: one fused reduction, no extra division)."""
+        if self.kind == "ce" and targets is None:
+            return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        return self.sum(logits, y, targets) / logits.shape[0]
+
+
 def cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Plain cross-entropy against hard labels, summed (the `*_ce` metrics, whatever the training loss)."""
     return F.cross_entropy(logits, y, reduction="sum")

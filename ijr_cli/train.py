@@ -117,6 +117,10 @@ def accumulate_gradients(model: nn.Module, objective: Objective, x: torch.Tensor
     (with BatchNorm in train mode, each chunk normalises with its own statistics: "ghost BN").
     """
     n = x.shape[0]
+    if grad_chunk is None or grad_chunk >= n:  # the common case, kept free of slicing overhead
+        loss = objective.mean(model(x), y, targets)
+        loss.backward()
+        return loss.detach()
     total = None
     for sl in chunks(n, grad_chunk):
         loss = objective.sum(model(x[sl]), y[sl], None if targets is None else targets[sl]) / n
@@ -225,7 +229,10 @@ def fit(state: RunState, *, total_steps: int, step_fn: Callable[[int], torch.Ten
             for group in state.optimizer.param_groups:
                 group["lr"] = lr
             loss = step_fn(s)
-            state.loss_sum = loss if state.loss_sum is None else state.loss_sum + loss
+            if state.loss_sum is None:
+                state.loss_sum = loss.clone()
+            else:
+                state.loss_sum.add_(loss)
             state.loss_count += 1
             state.step = s + 1
             bar.update(1)
@@ -240,10 +247,11 @@ def fit(state: RunState, *, total_steps: int, step_fn: Callable[[int], torch.Ten
                     log_row()
                     return FitResult("DIVERGED", "non_finite_loss", state.step)
                 row = log_row()
-                bar.set_postfix(loss=f"{row['train_loss']:.4g}", acc=f"{row['train_acc']:.3f}", refresh=False)
+                if "train_loss" in row and "train_acc" in row:
+                    bar.set_postfix(loss=f"{row['train_loss']:.4g}", acc=f"{row['train_acc']:.3f}", refresh=False)
                 if diverged(row):
                     return FitResult("DIVERGED", "non_finite_loss", state.step)
-                if train_acc_goal is not None and row["train_acc"] >= train_acc_goal:
+                if train_acc_goal is not None and row.get("train_acc", 0.0) >= train_acc_goal:
                     checkpoint()
                     return FitResult("COMPLETED", "train_acc_goal")
             if state.step % checkpoint_every == 0:

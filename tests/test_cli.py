@@ -1,0 +1,152 @@
+"""`ijr-train` as users run it: Hydra behaviour, bad input (one line, exit 2, nothing half-written), SIGKILL resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import IJR_TRAIN, ROOT, TINY, run_cli
+
+
+def test_help_lists_groups_not_the_schema():
+    r = run_cli(["--help"])
+    assert r.returncode == 0
+    for group in ("dataset", "model", "optimizer", "regularizer", "schedule", "trainer", "metrics", "launcher", "loss"):
+        assert f"{group}:" in r.stdout
+    assert "ijr_train_schema" not in r.stdout and "fc_tanh" in r.stdout
+
+
+def test_cfg_job_prints_the_composed_config():
+    r = run_cli(["--cfg", "job", "optimizer=sgd", "optimizer.lr=0.03", "regularizer=[mixup,augment]"])
+    assert r.returncode == 0, r.stderr
+    assert "lr: 0.03" in r.stdout and "mixup_alpha: 1.0" in r.stdout and "augment: true" in r.stdout
+
+
+def test_default_experiment_settings():
+    r = run_cli(["--cfg", "job"])
+    for line in ("name: digits", "activation: tanh", "name: mse", "name: gd", "batch_size: null", "lr: 0.1"):
+        assert line in r.stdout
+
+
+def test_multirun_runs_each_job(tmp_path):
+    r = run_cli(["-m", *TINY, "trainer.max_steps=10", "optimizer.lr=0.01,0.02", f"hydra.sweep.dir={tmp_path}"])
+    assert r.returncode == 0, r.stderr
+    for job in ("0", "1"):
+        assert json.loads((tmp_path / job / "status.json").read_text())["status"] == "COMPLETED"
+    assert "optimizer.lr=0.02" in (tmp_path / "1" / "overrides.yaml").read_text()
+
+
+def _corrupt_npz(tmp):
+    p = tmp / "corrupt.npz"
+    p.write_bytes(b"PK\x03\x04garbage")
+    return p
+
+
+def _a_file(tmp):
+    p = tmp / "a_file"
+    p.write_text("x")
+    return p
+
+
+BAD_INPUTS = {
+    "unknown group option": (["model=fcn4"], "Could not find 'model/fcn4'"),
+    "wrong type": (["optimizer.lr=abc"], "optimizer.lr=abc"),
+    "wrong type (int)": (["trainer.max_steps=ten"], "trainer.max_steps"),
+    "unknown key": (["optimizer.momentun=0.9"], "momentun"),
+    "negative learning rate": (["optimizer.lr=-0.1"], "optimizer.lr must be a positive number"),
+    "zero learning rate": (["optimizer.lr=0"], "optimizer.lr must be a positive number"),
+    "zero batch size": (["optimizer=sgd", "optimizer.batch_size=0"], "optimizer.batch_size must be positive"),
+    "batch larger than data": (["optimizer=sgd", "optimizer.batch_size=5000"], "larger than the 1437 training"),
+    "n_train larger than data": (["dataset.n_train=5000"], "dataset.n_train=5000 is larger than the 1437"),
+    "gd with a batch size": (["optimizer.batch_size=64"], "optimizer=gd is full batch"),
+    "missing torchvision files": (["dataset=cifar10", "dataset.data_dir={tmp}"], "cifar-10-batches-py"),
+    "npz without a path": (["dataset=npz"], "dataset=npz needs dataset.path"),
+    "corrupt npz": (["dataset=npz", "dataset.path={corrupt}"], "not a readable .npz"),
+    "unwritable output dir": (["hydra.run.dir={file}/run"], "a_file"),
+    "unknown metric name": (["metrics.names=[sharpnesss]"], "unknown metric name(s) in metrics.names: sharpnesss"),
+    "label smoothing out of range": (["regularizer.label_smoothing=1.5"], "regularizer.label_smoothing"),
+    "conv model on vectors": (["model=cnn6", "dataset=mnist1d"], "needs image inputs"),
+    "augment on vectors": (["regularizer=augment", "dataset=synthetic"], "augment needs image inputs"),
+    "milestones out of order": (["schedule=step", "schedule.milestones=[0.8,0.3]"], "schedule.milestones"),
+    "wrong enum value": (["loss.name=hinge"], "hinge"),
+    "negative weight decay": (["optimizer.weight_decay=-1"], "optimizer.weight_decay must be >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=lambda c: c.replace(" ", "-"))
+def test_bad_input_one_line_exit_2_nothing_half_written(tmp_path, case):
+    args, expected = BAD_INPUTS[case]
+    subs = {"tmp": tmp_path, "corrupt": _corrupt_npz(tmp_path), "file": _a_file(tmp_path)}
+    args = [a.format(**subs) for a in args]
+    run_dir = tmp_path / "run"
+    if not any(a.startswith("hydra.run.dir") for a in args):
+        args.append(f"hydra.run.dir={run_dir}")
+    r = run_cli(args + ["trainer.max_steps=2"])
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert len(lines) == 1 and lines[0].startswith("ijr-train: error: "), r.stderr
+    assert expected in lines[0] and "Traceback" not in r.stderr
+    assert not run_dir.exists()  # nothing half-written, nothing left RUNNING
+
+
+def test_cuda_requested_without_cuda(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    r = run_cli(["trainer.device=cuda", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert r.returncode == 2 and "CUDA is not available" in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_full_error_shows_the_trace(tmp_path):
+    r = subprocess.run([IJR_TRAIN, "optimizer.lr=-1", f"hydra.run.dir={tmp_path / 'r'}"], capture_output=True,
+                       text=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, cwd=ROOT, timeout=300)
+    assert r.returncode != 0 and "Traceback" in r.stderr and "UserError" in r.stderr
+
+
+def test_diverged_run_exits_zero(tmp_path):
+    r = run_cli([*TINY, "loss=mse", "optimizer.lr=1e5", f"hydra.run.dir={tmp_path}"])
+    assert r.returncode == 0, r.stderr
+    assert "DIVERGED" in r.stdout and json.loads((tmp_path / "status.json").read_text())["status"] == "DIVERGED"
+
+
+def _strip(path):
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_is_identical(tmp_path):
+    """A run killed with SIGKILL and resumed by the same command ends with the metrics of an uninterrupted run."""
+    args = [*TINY, "trainer.max_steps=3000", "trainer.eval_every=50", "trainer.checkpoint_every=100",
+            "optimizer.momentum=0.9", "regularizer=label_smoothing"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert run_cli(args + [f"hydra.run.dir={whole}"]).returncode == 0
+    proc = subprocess.Popen([IJR_TRAIN, *args, f"hydra.run.dir={cut}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.time() + 120
+    while not (cut / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    status = json.loads((cut / "status.json").read_text())
+    assert status["status"] == "RUNNING"  # killed mid-way: nobody could mark it
+    killed_rows = len((cut / "metrics.jsonl").read_text().splitlines())
+    assert killed_rows < len(_strip(whole / "metrics.jsonl"))
+    r = run_cli(args + [f"hydra.run.dir={cut}"])
+    assert r.returncode == 0, r.stderr
+    status = json.loads((cut / "status.json").read_text())
+    assert status["status"] == "COMPLETED" and len(status["attempts"]) == 2
+    assert status["attempts"][1]["resumed_from_step"] > 0
+    assert _strip(cut / "metrics.jsonl") == _strip(whole / "metrics.jsonl")
+    s_whole, s_cut = (json.loads((d / "summary.json").read_text()) for d in (whole, cut))
+    s_whole.pop("wall_time_s"), s_cut.pop("wall_time_s")
+    assert s_whole == s_cut
+    again = run_cli(args + [f"hydra.run.dir={cut}"])
+    assert again.returncode == 0 and "already COMPLETED" in again.stdout
