@@ -22,7 +22,7 @@ import yaml
 import ijr_cli
 from ijr_cli import records
 from ijr_cli.config import TrainConfig, validate
-from ijr_cli.data import BatchSampler, load_dataset, resolve_device
+from ijr_cli.data import BatchSampler, Dataset, load_dataset, resolve_device
 from ijr_cli.errors import UserError
 from ijr_cli.measure import check_metric_names, evaluate, flat_parameters, measure_extra
 from ijr_cli.models import build_model, count_parameters
@@ -84,7 +84,7 @@ def check_run_directory(rd: records.RunDirectory, config_yaml: str) -> Optional[
 class Built:
     """What a run is made of, built from the config (no file written yet)."""
 
-    data: object
+    data: Dataset
     state: RunState
     spec: StepSpec
     objective: Objective
@@ -133,15 +133,9 @@ def build(cfg: TrainConfig) -> Built:
 
 
 def environment(device: torch.device, dtype: str) -> Dict[str, object]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform_cpu()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else records.cpu_name()
     return {"device": str(device), "device_name": name, "dtype": dtype, "torch_threads": torch.get_num_threads(),
             "git": records.git_info(Path(ijr_cli.__file__).resolve().parent), "versions": records.package_versions()}
-
-
-def platform_cpu() -> str:
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def summary_table(summary: dict, run_dir: Path) -> str:

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import platform
-import socket
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -87,6 +86,18 @@ def package_versions(names: Iterable[str] = PACKAGES) -> Dict[str, Optional[str]
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux), else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def slurm_ids() -> Dict[str, str]:
