@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ijr_cli.config import register_configs
-from ijr_cli.errors import UserError
+from ijr_cli.errors import Terminated, UserError
 
 PROG = "ijr-train"
 # conf/ sits at the top of the repository (design card); the package is installed editable (`make install`).
@@ -137,6 +137,13 @@ def train() -> None:
     sys.stderr = held
     try:
         _train_task()
+    except (KeyboardInterrupt, Terminated) as e:
+        held.release()
+        sys.stderr = real
+        what = str(e) if isinstance(e, Terminated) else "interrupted"
+        print(f"{PROG}: {what}; the run is marked FAILED and the same command (same hydra.run.dir) resumes it "
+              f"from its last checkpoint", file=sys.stderr, flush=True)
+        raise SystemExit(Terminated.exit_code if isinstance(e, Terminated) else 130) from None
     except SystemExit as e:
         if not held.released and e.code not in (0, None):
             report = "".join(held.held)

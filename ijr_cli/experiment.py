@@ -6,10 +6,13 @@ data files, sizes, model/data compatibility, metric names) runs before the first
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ import ijr_cli
 from ijr_cli import records
 from ijr_cli.config import TrainConfig, validate
 from ijr_cli.data import BatchSampler, Dataset, load_dataset, resolve_device
-from ijr_cli.errors import UserError
+from ijr_cli.errors import Terminated, UserError
 from ijr_cli.measure import check_metric_names, evaluate, flat_parameters, measure_extra
 from ijr_cli.models import build_model, count_parameters
 from ijr_cli.objectives import Objective
@@ -78,6 +81,23 @@ def check_run_directory(rd: records.RunDirectory, config_yaml: str) -> Optional[
             raise UserError(f"run directory {rd.path} is in use by process {last['pid']} on this host; "
                             f"wait for it or stop it")
     return status
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """Inside, SIGTERM raises `Terminated` in the main thread, so the run can record why it stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -226,19 +246,20 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
                                 warmup_steps=s.warmup_steps, min_lr_factor=s.min_lr_factor)
 
     try:
-        result = fit(state, total_steps=b.total_steps,
-                     step_fn=lambda step: train_step(state.model, state.optimizer, b.data, step, b.spec),
-                     evaluate=evaluate_row, log=log_row, checkpoint=checkpoint, lr_at=lr_at,
-                     eval_every=cfg.trainer.eval_every, checkpoint_every=cfg.trainer.checkpoint_every,
-                     sync_every=cfg.trainer.sync_every, train_acc_goal=cfg.trainer.train_acc_goal,
-                     progress=cfg.trainer.progress)
+        with sigterm_raises():
+            result = fit(state, total_steps=b.total_steps,
+                         step_fn=lambda step: train_step(state.model, state.optimizer, b.data, step, b.spec),
+                         evaluate=evaluate_row, log=log_row, checkpoint=checkpoint, lr_at=lr_at,
+                         eval_every=cfg.trainer.eval_every, checkpoint_every=cfg.trainer.checkpoint_every,
+                         sync_every=cfg.trainer.sync_every, train_acc_goal=cfg.trainer.train_acc_goal,
+                         progress=cfg.trainer.progress)
     except BaseException as e:
         log.close()
         attempt.update({"ended": records.now_iso(), "train_s": time.perf_counter() - t0})
-        interrupted = isinstance(e, KeyboardInterrupt)
+        interrupted = isinstance(e, (KeyboardInterrupt, Terminated))
+        reason = str(e) if isinstance(e, Terminated) else "interrupted (KeyboardInterrupt)"
         status.update({"status": "FAILED",
-                       "error": "interrupted (KeyboardInterrupt)" if interrupted else
-                       "".join(traceback.format_exception_only(type(e), e)).strip(),
+                       "error": reason if interrupted else "".join(traceback.format_exception_only(type(e), e)).strip(),
                        "traceback": None if interrupted else traceback.format_exc()})
         rd.write_status(status)
         raise

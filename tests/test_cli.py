@@ -121,22 +121,29 @@ def _strip(path):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_resume_is_identical(tmp_path):
-    """A run killed with SIGKILL and resumed by the same command ends with the metrics of an uninterrupted run."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_mid_run_then_resume_is_identical(tmp_path, sig):
+    """A run killed mid-way (SIGKILL: no chance to react; SIGTERM: marked FAILED) and resumed by the same
+    command ends with the metrics of an uninterrupted run."""
     args = [*TINY, "trainer.max_steps=3000", "trainer.eval_every=50", "trainer.checkpoint_every=100",
             "optimizer.momentum=0.9", "regularizer=label_smoothing"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert run_cli(args + [f"hydra.run.dir={whole}"]).returncode == 0
     proc = subprocess.Popen([IJR_TRAIN, *args, f"hydra.run.dir={cut}"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, cwd=ROOT)
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.time() + 120
     while not (cut / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.005)
     time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, sig)
+    stderr = proc.communicate(timeout=60)[1]
     status = json.loads((cut / "status.json").read_text())
-    assert status["status"] == "RUNNING"  # killed mid-way: nobody could mark it
+    if sig == signal.SIGKILL:
+        assert status["status"] == "RUNNING"  # killed mid-way: nobody could mark it
+    else:
+        assert proc.returncode == 143 and status["status"] == "FAILED" and status["error"] == "terminated (SIGTERM)"
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and "resumes it from its last checkpoint" in lines[0] and "Traceback" not in stderr
     killed_rows = len((cut / "metrics.jsonl").read_text().splitlines())
     assert killed_rows < len(_strip(whole / "metrics.jsonl"))
     r = run_cli(args + [f"hydra.run.dir={cut}"])
