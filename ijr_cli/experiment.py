@@ -53,14 +53,15 @@ def config_differences(stored_yaml: str, new_yaml: str) -> List[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUME_FREE_KEYS)
 
 
-def _pid_alive(pid: int) -> bool:
+def _same_process_alive(pid: int, start_ticks: Optional[int]) -> bool:
+    """Is the process that wrote an attempt still running (and not a new process that reuses its pid)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return start_ticks is None or records.process_start_ticks(pid) == start_ticks
 
 
 def check_run_directory(rd: records.RunDirectory, config_yaml: str) -> Optional[dict]:
@@ -77,7 +78,7 @@ def check_run_directory(rd: records.RunDirectory, config_yaml: str) -> Optional[
     if status and status.get("status") == "RUNNING":
         last = (status.get("attempts") or [{}])[-1]
         if last.get("host") == socket.gethostname() and last.get("pid") not in (None, os.getpid()) \
-                and _pid_alive(int(last["pid"])):
+                and _same_process_alive(int(last["pid"]), last.get("pid_start_ticks")):
             raise UserError(f"run directory {rd.path} is in use by process {last['pid']} on this host; "
                             f"wait for it or stop it")
     return status
@@ -209,6 +210,7 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
                    "steps_per_epoch": b.spec.sampler.steps_per_epoch,
                    **environment(b.device, cfg.trainer.dtype.value)})
     attempt = {"started": records.now_iso(), "host": socket.gethostname(), "pid": os.getpid(),
+               "pid_start_ticks": records.process_start_ticks(os.getpid()),
                "slurm": records.slurm_ids(), "resumed_from_step": None}
     log = records.MetricsLog(rd.metrics_path)
     if resume_ckpt is not None:

@@ -100,6 +100,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def process_start_ticks(pid: int) -> Optional[int]:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22); None if unknown.
+
+    With the pid it identifies a process even after the pid has been reused.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def slurm_ids() -> Dict[str, str]:
     return {k: os.environ[k] for k in SLURM_VARS if k in os.environ}
 

@@ -237,15 +237,13 @@ def fit(state: RunState, *, total_steps: int, step_fn: Callable[[int], torch.Ten
             state.step = s + 1
             bar.update(1)
             due_eval = state.step % eval_every == 0 or state.step == total_steps
-            if state.step % sync_every == 0 and not due_eval:
+            if due_eval or state.step % sync_every == 0:  # the only host syncs of the loop
                 if diverged(None):
                     log_row()
                     return FitResult("DIVERGED", "non_finite_loss", state.step)
-                bar.set_postfix(loss=f"{float(state.loss_sum) / state.loss_count:.4g}", refresh=False)
+                if not due_eval:
+                    bar.set_postfix(loss=f"{float(state.loss_sum) / state.loss_count:.4g}", refresh=False)
             if due_eval:
-                if diverged(None):
-                    log_row()
-                    return FitResult("DIVERGED", "non_finite_loss", state.step)
                 row = log_row()
                 if "train_loss" in row and "train_acc" in row:
                     bar.set_postfix(loss=f"{row['train_loss']:.4g}", acc=f"{row['train_acc']:.3f}", refresh=False)

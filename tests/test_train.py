@@ -151,3 +151,25 @@ def test_every_model_option_trains_a_step(compose, tmp_path, model):
             "loss=ce", "optimizer=sgd", "optimizer.batch_size=2", "trainer.max_steps=1", "trainer.progress=false"]
     code, d = _run(compose, tmp_path, over)
     assert code == 0 and json.loads((d / "summary.json").read_text())["steps"] == 1
+
+
+def test_a_run_held_by_a_live_process_is_refused_a_dead_one_taken_over(compose, tmp_path):
+    import subprocess
+
+    _run(compose, tmp_path, TINY)
+    status_path = tmp_path / "run" / "status.json"
+    status = json.loads(status_path.read_text())
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        status["status"] = "RUNNING"
+        status["attempts"][-1].update(pid=sleeper.pid, pid_start_ticks=records.process_start_ticks(sleeper.pid))
+        status_path.write_text(json.dumps(status))
+        with pytest.raises(UserError, match=f"in use by process {sleeper.pid}"):
+            _run(compose, tmp_path, TINY)
+        status["attempts"][-1]["pid_start_ticks"] += 1  # the pid now belongs to another process: a reused pid
+        status_path.write_text(json.dumps(status))
+        assert _run(compose, tmp_path, TINY)[0] == 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert json.loads(status_path.read_text())["status"] == "COMPLETED"
