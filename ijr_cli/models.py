@@ -7,6 +7,7 @@ resnet18 11,173,962.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -265,6 +266,19 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, acti
     except RuntimeError as e:  # a dry run that shrinks the image below one pixel
         raise UserError(f"model={name} cannot take {input_shape[1]}x{input_shape[2]} images ({e}); "
                         f"use larger images or another model") from None
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_statistics(model: nn.Module):
+    """BatchNorm running statistics are restored on exit (SAM's second pass must not update them)."""
+    saved = [(m, {k: b.clone() for k, b in m.named_buffers(recurse=False)})
+             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        yield
+    finally:
+        for m, buffers in saved:
+            for k, b in buffers.items():
+                getattr(m, k).copy_(b)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -8,7 +8,6 @@ re-seeded with (seed, stream, step), so a resumed run repeats an uninterrupted o
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from ijr_cli.data import BatchSampler, Dataset, chunks, random_crop_flip, stream_seed
+from ijr_cli.models import frozen_batchnorm_statistics
 from ijr_cli.objectives import Objective, mixup, mixup_lambda
 from ijr_cli.optim import sam_perturbation
 
@@ -127,19 +127,6 @@ def accumulate_gradients(model: nn.Module, objective: Objective, x: torch.Tensor
         loss.backward()
         total = loss.detach() if total is None else total + loss.detach()
     return total
-
-
-@contextlib.contextmanager
-def frozen_batchnorm_statistics(model: nn.Module):
-    """BatchNorm running statistics are restored on exit (SAM's second pass must not update them)."""
-    saved = [(m, {k: b.clone() for k, b in m.named_buffers(recurse=False)})
-             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    try:
-        yield
-    finally:
-        for m, buffers in saved:
-            for k, b in buffers.items():
-                getattr(m, k).copy_(b)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Dataset, step: int,

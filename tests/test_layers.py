@@ -8,9 +8,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "ijr_cli"
 LAYERS = [
     {"errors", "config"},
-    {"data", "models"},
+    {"data", "models", "lanczos", "impurity"},
     {"objectives", "optim"},
-    {"train"},
+    {"train", "curvature"},
+    {"jacobians"},
     {"measure"},
     {"records"},
     {"experiment"},

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from ijr_cli.data import BatchSampler, Dataset
 from ijr_cli.objectives import Objective, mixup
 from ijr_cli.optim import build_sgd, lr_factor, sam_perturbation, stability_threshold
-from ijr_cli.train import StepSpec, frozen_batchnorm_statistics, train_step
+from ijr_cli.models import frozen_batchnorm_statistics
+from ijr_cli.train import StepSpec, train_step
 
 
 

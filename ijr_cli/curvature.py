@@ -1,0 +1,186 @@
+"""Curvature products over a probe set: Hessian- and Gauss-Newton-vector products of the data loss.
+
+L_S(theta) = (1/n) sum_{x in S} l(f_theta(x), y), the loss as trained (label smoothing included, no weight decay),
+summed over chunks and divided by n exactly once. Vectors are flat (length m, the parameter count) in the
+order of `model.parameters()`.
+
+- Hessian: H v by forward-over-reverse (`torch.func.jvp` of `torch.func.grad`), about 3 gradient passes of
+  FLOPs; double backward (`autograd.grad` twice) where forward-mode AD is unsupported or BatchNorm runs in train
+  mode (batch statistics per chunk: Cohen et al.'s "ghost BN"; running statistics untouched). `path` records
+  which ran.
+- Gauss-Newton: G v = (1/n) sum J^T M J v with the closed-form logit Hessian M: CE M = diag(p) - p p^T (for any
+  targets summing to 1, so label smoothing too), MSE (Cohen's convention) M = I. One jvp and one vjp per chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vjp
+
+from ijr_cli.data import chunks
+from ijr_cli.models import frozen_batchnorm_statistics
+from ijr_cli.objectives import Objective
+
+BN_MODES = ("eval", "train")
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@contextlib.contextmanager
+def probe_mode(model: nn.Module, bn_mode: str):
+    """Eval mode (bn_mode="eval"), or train mode with BatchNorm running statistics restored on exit."""
+    was_training = model.training
+    model.train(bn_mode == "train")
+    try:
+        with frozen_batchnorm_statistics(model):
+            yield
+    finally:
+        model.train(was_training)
+
+
+class ParameterVector:
+    """Flat views of a model's parameters: `flatten(dict or list) -> (m,)`, `unflatten((m,)) -> dict`."""
+
+    def __init__(self, model: nn.Module):
+        self.names = [n for n, _ in model.named_parameters()]
+        self.params = [p for _, p in model.named_parameters()]
+        self.shapes = [p.shape for p in self.params]
+        self.sizes = [p.numel() for p in self.params]
+        self.dim = sum(self.sizes)
+
+    def flatten(self, tensors) -> torch.Tensor:
+        if isinstance(tensors, dict):
+            tensors = [tensors[n] for n in self.names]
+        return torch.cat([t.reshape(-1) for t in tensors])
+
+    def unflatten(self, v: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {n: t.view(s) for n, t, s in zip(self.names, v.split(self.sizes), self.shapes)}
+
+    def detached(self) -> Dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in zip(self.names, self.params)}
+
+    def flat_values(self) -> torch.Tensor:
+        return self.flatten([p.detach() for p in self.params])
+
+
+@dataclass
+class ProbeOperator:
+    """A curvature operator on R^m with its bookkeeping (products done, path taken)."""
+
+    matvec: Callable[[torch.Tensor], torch.Tensor]
+    dim: int
+    path: str
+    num_products: int = 0
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        self.num_products += 1
+        return self.matvec(v)
+
+
+def _buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
+    return {n: b for n, b in model.named_buffers()}
+
+
+def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
+                  chunk: Optional[int], bn_mode: str = "eval") -> torch.Tensor:
+    """Flat gradient of L_S (for `grad_norm`, `cos_grad_top_eig`): n summed chunks, one division."""
+    pv = ParameterVector(model)
+    n = x.shape[0]
+    out = torch.zeros(pv.dim, dtype=pv.params[0].dtype, device=x.device)
+    with probe_mode(model, bn_mode):
+        for sl in chunks(n, chunk):
+            g = torch.autograd.grad(objective.sum(model(x[sl]), y[sl]), pv.params)
+            out += pv.flatten(g)
+    return out / n
+
+
+def hessian_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
+                     chunk: Optional[int] = None, bn_mode: str = "eval", path: str = "auto") -> ProbeOperator:
+    """v -> H v for the Hessian of L_S. `path`: "auto" (forward-over-reverse, falling back to double backward
+    when forward-mode AD fails or BatchNorm is in train mode), "forward_over_reverse" or "double_backward"."""
+    pv = ParameterVector(model)
+    n = x.shape[0]
+    slices = list(chunks(n, chunk))
+    params = pv.detached()
+    buffers = _buffers(model)
+
+    def chunk_loss(p, xb, yb):
+        return objective.sum(functional_call(model, (p, buffers), (xb,)), yb)
+
+    grad_fn = grad(chunk_loss)
+
+    def fwd_rev(v: torch.Tensor) -> torch.Tensor:
+        vd = pv.unflatten(v)
+        out = torch.zeros_like(v)
+        with probe_mode(model, bn_mode):
+            for sl in slices:
+                _, hv = jvp(lambda p: grad_fn(p, x[sl], y[sl]), (params,), (vd,))
+                out += pv.flatten(hv)
+        return out / n
+
+    def double_backward(v: torch.Tensor) -> torch.Tensor:
+        vs = list(v.split(pv.sizes))
+        vs = [t.view(s) for t, s in zip(vs, pv.shapes)]
+        out = torch.zeros_like(v)
+        with probe_mode(model, bn_mode):
+            for sl in slices:
+                g = torch.autograd.grad(objective.sum(model(x[sl]), y[sl]), pv.params, create_graph=True)
+                hv = torch.autograd.grad(g, pv.params, grad_outputs=vs)
+                out += pv.flatten(hv)
+        return out / n
+
+    if path == "double_backward" or (path == "auto" and bn_mode == "train" and has_batchnorm(model)):
+        return ProbeOperator(double_backward, pv.dim, "double_backward")
+    if path == "forward_over_reverse":
+        return ProbeOperator(fwd_rev, pv.dim, "forward_over_reverse")
+    operator = ProbeOperator(fwd_rev, pv.dim, "forward_over_reverse")
+
+    def auto(v: torch.Tensor) -> torch.Tensor:  # try forward mode once; fall back for good if it is unsupported
+        if operator.path == "forward_over_reverse":
+            try:
+                return fwd_rev(v)
+            except (RuntimeError, NotImplementedError):
+                operator.path = "double_backward"
+        return double_backward(v)
+
+    operator.matvec = auto
+    return operator
+
+
+def logit_hessian_product(kind: str, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """M u per example: CE (diag(p) - p p^T) u = p * u - p (p . u); MSE u."""
+    if kind == "mse":
+        return u
+    p = torch.softmax(logits, dim=1)
+    return p * u - p * (p * u).sum(dim=1, keepdim=True)
+
+
+def gauss_newton_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
+                          chunk: Optional[int] = None, bn_mode: str = "eval") -> ProbeOperator:
+    """v -> G v, G = (1/n) sum_x J(x)^T M(x) J(x), J = d logits / d theta (SCIENCE.md `gn_sharpness`)."""
+    pv = ParameterVector(model)
+    n = x.shape[0]
+    slices = list(chunks(n, chunk))
+    params = pv.detached()
+    buffers = _buffers(model)
+
+    def gv(v: torch.Tensor) -> torch.Tensor:
+        vd = pv.unflatten(v)
+        out = torch.zeros_like(v)
+        with probe_mode(model, bn_mode):
+            for sl in slices:
+                f = lambda p: functional_call(model, (p, buffers), (x[sl],))  # noqa: E731
+                z, jv = jvp(f, (params,), (vd,))
+                _, pullback = vjp(f, params)
+                (g,) = pullback(logit_hessian_product(objective.kind, z, jv))
+                out += pv.flatten(g)
+        return out / n
+
+    return ProbeOperator(gv, pv.dim, "jvp_vjp")

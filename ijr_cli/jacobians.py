@@ -1,0 +1,104 @@
+"""Jacobians: the mean logit Jacobian <J> = d<z>/d theta (paper 000) and input-output Jacobians (paper 002).
+
+<J> in R^{m x C} is summarised through its C x C Gram matrix K = <J>^T <J>, built from C backward passes of
+the chunked mean logits (exact, memory C x m): ||<J>||_2 = sqrt(lambda_max(K)), ||<J>||_F^2 = tr K,
+||<J> u||^2 = u^T K u. For large C (or memory), `mean_jacobian_top_singular` is paper 000's Algorithm 2: power
+iteration on <J>^T <J> with one jvp and one vjp per step, never forming <J>.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev, jvp, vjp, vmap
+
+from ijr_cli.curvature import ParameterVector, probe_mode
+from ijr_cli.data import chunks
+
+
+def mean_jacobian_gram(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None,
+                       bn_mode: str = "eval") -> Tuple[torch.Tensor, int]:
+    """K = <J>^T <J> (C x C, float64) and the number of backward passes (C per chunk)."""
+    pv = ParameterVector(model)
+    n = x.shape[0]
+    rows: Optional[torch.Tensor] = None
+    passes = 0
+    with probe_mode(model, bn_mode):
+        for sl in chunks(n, chunk):
+            z = model(x[sl])
+            c = z.shape[1]
+            if rows is None:
+                rows = torch.zeros(c, pv.dim, dtype=z.dtype, device=z.device)
+            for k in range(c):
+                g = torch.autograd.grad(z[:, k].sum(), pv.params, retain_graph=k < c - 1)
+                rows[k] += pv.flatten(g)
+                passes += 1
+    rows = rows.double() / n
+    return rows @ rows.T, passes
+
+
+def gram_summaries(k: torch.Tensor) -> dict:
+    """jac_op_norm, jac_fro_sq, jac_u_norm_sq (u = 1/sqrt(C)) from the Gram matrix K."""
+    c = k.shape[0]
+    return {"jac_op_norm": float(torch.linalg.eigvalsh(k)[-1].clamp_min(0).sqrt()),
+            "jac_fro_sq": float(torch.trace(k)),
+            "jac_u_norm_sq": float(k.sum() / c)}
+
+
+def mean_jacobian_top_singular(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None,
+                               bn_mode: str = "eval", max_iters: int = 100, tol: float = 1e-6,
+                               generator: Optional[torch.Generator] = None) -> Tuple[float, int]:
+    """||<J>||_2 by power iteration on <J>^T <J> in logit space (paper 000, Algorithm 2); returns (norm, passes).
+
+    Each iteration: u -> <J>^T u (a vjp of the mean logits) -> <J> <J>^T u (a jvp); stops when the estimate
+    changes by less than `tol` relatively.
+    """
+    pv = ParameterVector(model)
+    params = pv.detached()
+    buffers = {n: b for n, b in model.named_buffers()}
+    n = x.shape[0]
+    slices = list(chunks(n, chunk))
+
+    def mean_logits(p):
+        return sum(functional_call(model, (p, buffers), (x[sl],)).sum(dim=0) for sl in slices) / n
+
+    with probe_mode(model, bn_mode):
+        z, pullback = vjp(mean_logits, params)
+        u = torch.randn(z.shape[0], generator=generator, dtype=z.dtype).to(z.device)
+        u /= torch.linalg.vector_norm(u)
+        est, passes = 0.0, 0
+        for _ in range(max_iters):
+            (jtu,) = pullback(u)
+            _, w = jvp(mean_logits, (params,), (jtu,))
+            passes += 2
+            new = float(torch.linalg.vector_norm(w))
+            u = w / max(new, 1e-300)
+            if abs(new - est) <= tol * new:
+                est = new
+                break
+            est = new
+    return est ** 0.5, passes
+
+
+@torch.no_grad()
+def input_jacobian_norms(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
+    """Per example ||d softmax(f(x)) / dx||_2, the spectral norm of a C x d matrix (paper 002), in eval mode."""
+    was_training = model.training
+    model.eval()
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = {n: b for n, b in model.named_buffers()}
+
+    def prob(xi):
+        return torch.softmax(functional_call(model, (params, buffers), (xi[None],))[0], dim=0)
+
+    out = []
+    try:
+        with torch.enable_grad():
+            for sl in chunks(x.shape[0], chunk):
+                jac = vmap(jacrev(prob))(x[sl])  # (B, C, *input_shape)
+                out.append(torch.linalg.matrix_norm(jac.reshape(jac.shape[0], jac.shape[1], -1), ord=2))
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
