@@ -65,7 +65,7 @@ def ijr_loop(model, data, batch_size, steps, lr, device):
                     seed=0)
     state = RunState(model=model, optimizer=opt, last_logged_step=0)  # no step-0 evaluation
     fit(state, total_steps=steps, step_fn=lambda s: train_step(model, opt, data, s, spec), evaluate=lambda s: {},
-        log=lambda row: None, checkpoint=lambda: None, lr_at=lambda s: lr, eval_every=10**9,
+        log=lambda row: None, checkpoint=lambda: None, lr_at=lambda s: lr, row_due=lambda s: False,
         checkpoint_every=10**9, sync_every=25, progress=False)
 
 

@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import List
 
@@ -129,6 +130,8 @@ def _train_task(cfg: DictConfig) -> None:
 def train() -> None:
     """Console script `ijr-train`."""
     register_configs()
+    # torch.func's internals call the deprecated torch.jit.script on first use: not the user's concern
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         _train_task()
         return

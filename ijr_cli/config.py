@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ijr_cli.errors import UserError
 
@@ -42,6 +42,11 @@ class OptimizerName(str, Enum):
     sgd = "sgd"  # minibatch SGD (heavy-ball / Nesterov momentum, weight decay)
     gd = "gd"  # full-batch gradient descent, fixed order
     sam = "sam"  # sharpness-aware minimisation (Foret et al. 2021) around SGD
+
+
+class BNMode(str, Enum):
+    eval = "eval"  # BatchNorm with running statistics
+    train = "train"  # per-chunk batch statistics (Cohen et al.'s "ghost BN"); running statistics untouched
 
 
 class DType(str, Enum):
@@ -132,9 +137,24 @@ class TrainerConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """The probe set S: the first n training examples, fixed for the run, no augmentation."""
+
+    n: int = 5000  # min(n, N) examples
+    chunk: Optional[int] = 1000  # examples per forward pass (null: all at once)
+    bn_mode: BNMode = BNMode.eval
+
+
+@dataclass
 class MetricsConfig:
-    names: List[str] = field(default_factory=list)  # measurements beyond the train/test evaluation
-    every: Optional[int] = None  # steps between them (null: trainer.eval_every)
+    names: List[str] = field(default_factory=list)  # metrics beyond the train/test evaluation (SCIENCE.md names)
+    default_every: Optional[int] = None  # steps between measurements (null: trainer.eval_every)
+    every: Dict[str, int] = field(default_factory=dict)  # per metric name, e.g. {sharpness: 10}
+    early_steps: int = 0  # extra log-spaced measurement steps before the first cadence point
+    sharpness_k: int = 1  # top-k Hessian eigenvalues (sharpness_k)
+    lanczos_tol: float = 1e-3  # relative Ritz residual
+    lanczos_max_iters: int = 100
+    n_input_jac: int = 100  # examples of S (and of the test set) for input_jac_*
 
 
 @dataclass
@@ -148,6 +168,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
 
 SCHEMA_NAME = "ijr_train_schema"
@@ -196,8 +217,18 @@ def validate(cfg: TrainConfig) -> None:
         _require(getattr(t, key) > 0, f"trainer.{key} must be positive, got {getattr(t, key)}")
     _require(t.grad_chunk is None or t.grad_chunk > 0, f"trainer.grad_chunk must be positive, got {t.grad_chunk}")
     _require(t.num_threads is None or t.num_threads > 0, f"trainer.num_threads must be positive, got {t.num_threads}")
-    _require(cfg.metrics.every is None or cfg.metrics.every > 0,
-             f"metrics.every must be positive, got {cfg.metrics.every}")
+    mc = cfg.metrics
+    _require(mc.default_every is None or mc.default_every > 0,
+             f"metrics.default_every must be positive, got {mc.default_every}")
+    bad = {k: v for k, v in mc.every.items() if v <= 0}
+    _require(not bad, f"metrics.every values must be positive steps, got {bad}")
+    _require(mc.early_steps >= 0, f"metrics.early_steps must be >= 0, got {mc.early_steps}")
+    _require(mc.sharpness_k >= 1, f"metrics.sharpness_k must be >= 1, got {mc.sharpness_k}")
+    _require(0 < mc.lanczos_tol < 1, f"metrics.lanczos_tol must be in (0, 1), got {mc.lanczos_tol}")
+    _require(mc.lanczos_max_iters >= 1, f"metrics.lanczos_max_iters must be >= 1, got {mc.lanczos_max_iters}")
+    _require(mc.n_input_jac >= 1, f"metrics.n_input_jac must be >= 1, got {mc.n_input_jac}")
+    _require(cfg.probe.n >= 1, f"probe.n must be >= 1, got {cfg.probe.n}")
+    _require(cfg.probe.chunk is None or cfg.probe.chunk >= 1, f"probe.chunk must be positive or null, got {cfg.probe.chunk}")
     _require(d.n_train is None or d.n_train > 0, f"dataset.n_train must be positive, got {d.n_train}")
     _require(d.n_test is None or d.n_test > 0, f"dataset.n_test must be positive, got {d.n_test}")
     _require(math.isfinite(d.input_scale) and d.input_scale > 0,

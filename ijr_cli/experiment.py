@@ -27,7 +27,7 @@ from ijr_cli import records
 from ijr_cli.config import TrainConfig, validate
 from ijr_cli.data import BatchSampler, Dataset, load_dataset, resolve_device
 from ijr_cli.errors import Terminated, UserError
-from ijr_cli.measure import check_metric_names, evaluate, flat_parameters, measure_extra
+from ijr_cli.measure import GROUP_OF, GROUPS, Measurer, Schedule, check_metric_names, evaluate, flat_parameters
 from ijr_cli.models import build_model, count_parameters
 from ijr_cli.objectives import Objective
 from ijr_cli.optim import build_sgd, lr_factor
@@ -110,10 +110,9 @@ class Built:
     spec: StepSpec
     objective: Objective
     total_steps: int
-    init_params: torch.Tensor
     device: torch.device
-    extra_metrics: List[str]
-    metrics_every: int
+    measurer: Measurer
+    schedule: Schedule
 
 
 def build(cfg: TrainConfig) -> Built:
@@ -122,10 +121,11 @@ def build(cfg: TrainConfig) -> Built:
     dtype = torch.float64 if t.dtype.value == "float64" else torch.float32
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
-    extra = check_metric_names(cfg.metrics.names)
-    metrics_every = cfg.metrics.every or t.eval_every
-    if metrics_every % t.eval_every:
-        raise UserError(f"metrics.every={metrics_every} must be a multiple of trainer.eval_every={t.eval_every}")
+    names = check_metric_names(cfg.metrics.names)
+    unknown_keys = [k for k in cfg.metrics.every if k not in GROUP_OF and k not in GROUPS]
+    if unknown_keys:
+        raise UserError(f"metrics.every has unknown key(s) {', '.join(unknown_keys)}; use metric names from "
+                        f"metrics.names (or group names: {', '.join(GROUPS)})")
     data = load_dataset(d.name, data_dir=d.data_dir, download=d.download, path=d.path, n_train=d.n_train,
                         n_test=d.n_test, standardize=d.standardize.value, input_scale=d.input_scale,
                         input_shape=list(d.input_shape), num_classes=d.num_classes,
@@ -148,9 +148,29 @@ def build(cfg: TrainConfig) -> Built:
                     mixup_alpha=cfg.regularizer.mixup_alpha, grad_chunk=t.grad_chunk,
                     sam_rho=o.rho if o.name.value == "sam" else None, sam_adaptive=o.adaptive)
     total = math.ceil(t.epochs * sampler.steps_per_epoch) if t.epochs is not None else t.max_steps
-    return Built(data=data, state=RunState(model=model, optimizer=optimizer), spec=spec, objective=objective,
-                 total_steps=total, init_params=flat_parameters(model).clone(), device=device,
-                 extra_metrics=extra, metrics_every=metrics_every)
+    state = RunState(model=model, optimizer=optimizer)
+    mc, pc = cfg.metrics, cfg.probe
+    measurer = Measurer(model=model, data=data, objective=objective, names=names,
+                        init_params=flat_parameters(model).clone(), eval_batch_size=t.eval_batch_size,
+                        probe_n=pc.n, probe_chunk=pc.chunk, probe_bn_mode=pc.bn_mode.value,
+                        sharpness_k=mc.sharpness_k, lanczos_tol=mc.lanczos_tol,
+                        lanczos_max_iters=mc.lanczos_max_iters, n_input_jac=mc.n_input_jac, momentum=o.momentum,
+                        nesterov=o.nesterov, seed=cfg.seed, warm=state.measure_state)
+    return Built(data=data, state=state, spec=spec, objective=objective, total_steps=total, device=device,
+                 measurer=measurer, schedule=metric_schedule(cfg, names, total))
+
+
+def metric_schedule(cfg: TrainConfig, names: List[str], total_steps: int) -> Schedule:
+    """Cadence per group: the smallest `metrics.every` of its requested names (or of the group), else
+    `metrics.default_every`, else `trainer.eval_every`; the train/test evaluation every `trainer.eval_every`."""
+    default = cfg.metrics.default_every or cfg.trainer.eval_every
+    every = {"eval": cfg.trainer.eval_every}
+    for name in names:
+        group = GROUP_OF[name]
+        own = cfg.metrics.every.get(name, cfg.metrics.every.get(group, default))
+        every[group] = min(every.get(group, own), own)
+    ordered = {g: every[g] for g in GROUPS if g in every}  # GROUPS order: shared work is computed first
+    return Schedule(ordered, total_steps, cfg.metrics.early_steps)
 
 
 def environment(device: torch.device, dtype: str) -> Dict[str, object]:
@@ -173,6 +193,10 @@ def summary_table(summary: dict, run_dir: Path) -> str:
         lines.append(f"  {label:18}{fmt(summary.get(tr)):>10}{fmt(summary.get(te)):>10}"
                      f"{fmt(summary.get(gap)) if gap else '':>10}")
     lines.append(f"  best test accuracy {fmt(summary.get('best_test_acc'))}; {summary['num_params']:,} parameters")
+    if summary.get("sharpness") is not None and summary.get("threshold"):
+        ratio = summary["sharpness"] / summary["threshold"]
+        lines.append(f"  sharpness {summary['sharpness']:.4g} vs stability threshold {summary['threshold']:.4g} "
+                     f"(ratio {ratio:.3f}{'; at the edge of stability' if abs(ratio - 1) <= 0.15 else ''})")
     return "\n".join(lines)
 
 
@@ -227,9 +251,11 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
     last_row: Dict[str, float] = {}
 
     def evaluate_row(step: int) -> Dict[str, float]:
-        row = evaluate(state.model, b.data, b.objective, cfg.trainer.eval_batch_size)
-        if b.extra_metrics and (step % b.metrics_every == 0 or step == b.total_steps):
-            row.update(measure_extra(b.extra_metrics, state.model, b.init_params))
+        groups = b.schedule.due(step)
+        row: Dict[str, float] = {}
+        if "eval" in groups:
+            row.update(evaluate(state.model, b.data, b.objective, cfg.trainer.eval_batch_size))
+        row.update(b.measurer.measure(groups, lr=lr_at(max(step - 1, 0))))
         row["elapsed_s"] = earlier_s + time.perf_counter() - t0
         return row
 
@@ -252,7 +278,8 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
             result = fit(state, total_steps=b.total_steps,
                          step_fn=lambda step: train_step(state.model, state.optimizer, b.data, step, b.spec),
                          evaluate=evaluate_row, log=log_row, checkpoint=checkpoint, lr_at=lr_at,
-                         eval_every=cfg.trainer.eval_every, checkpoint_every=cfg.trainer.checkpoint_every,
+                         row_due=lambda step: bool(b.schedule.due(step)),
+                         checkpoint_every=cfg.trainer.checkpoint_every,
                          sync_every=cfg.trainer.sync_every, train_acc_goal=cfg.trainer.train_acc_goal,
                          progress=cfg.trainer.progress)
     except BaseException as e:

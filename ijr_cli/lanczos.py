@@ -8,6 +8,7 @@ top of a Hessian spectrum, keeps the basis on the device, and picks the algebrai
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -60,6 +61,9 @@ def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, *, k: 
         w = w - Q.T @ (Q @ w)
         beta_t = torch.linalg.vector_norm(w)
         alpha, beta = torch.stack([alpha_t, beta_t]).double().tolist()  # the iteration's one host sync
+        if not (math.isfinite(alpha) and math.isfinite(beta)):  # a non-finite operator (diverged parameters)
+            nan = torch.full((k,), math.nan, dtype=torch.float64)
+            return LanczosResult(nan, torch.full((dim, k), math.nan, dtype=dtype, device=device), nan, j + 1, False)
         alphas.append(alpha)
         T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
         if betas:

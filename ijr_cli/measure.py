@@ -1,28 +1,83 @@
-"""The named metrics of SCIENCE.md that this version computes, and the metric names as constants.
+"""The named metrics of SCIENCE.md: names (constants), how each is computed, and when (the schedule).
 
-Evaluation (always on, every `trainer.eval_every` steps): the first two rows of SCIENCE.md's table on the full
-train and test sets, in eval mode, in chunks whose summed losses are divided by the set size exactly once.
-Extra measurements (`metrics.names`) come from `EXTRA_METRICS`.
+Metrics come in groups that share work (one Lanczos run gives sharpness, its residual and the top eigenvector;
+one forward pass over the probe set gives the impurity statistics and the logit norms). A run asks for metric
+NAMES (`metrics.names`); a group is computed at a step when any of its requested names is due. Every group
+adds its wall time as `<group>_s`; curvature groups add their product counts.
+
+Probe set S: the first `probe_n` training examples (no augmentation), processed in chunks of `probe_chunk`,
+losses summed over chunks and divided by |S| once. `probe_bn_mode` ("eval" or "train": per-chunk batch
+statistics, Cohen et al.'s ghost BN; running statistics never change) is recorded in every row that depends on it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Dict, List, Optional, Sequence
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Set
 
 import torch
 from torch import nn
 
+from ijr_cli.curvature import (ParameterVector, gauss_newton_operator, hessian_operator, loss_gradient,
+                               probe_mode)
 from ijr_cli.data import Dataset, chunks
 from ijr_cli.errors import UserError
+from ijr_cli.impurity import gini, top_impurity
+from ijr_cli.jacobians import gram_summaries, input_jacobian_norms, mean_jacobian_gram, mean_jacobian_top_singular
+from ijr_cli.lanczos import lanczos_top
 from ijr_cli.objectives import Objective, cross_entropy_sum
+from ijr_cli.optim import stability_threshold
 
+# --- names (SCIENCE.md's table; the report imports these) ---------------------------------------------------
 TRAIN_LOSS, TRAIN_ACC, TRAIN_CE = "train_loss", "train_acc", "train_ce"
 TEST_LOSS, TEST_ACC, TEST_CE = "test_loss", "test_acc", "test_ce"
 GEN_GAP_LOSS, GEN_GAP_ACC = "gen_gap_loss", "gen_gap_acc"
+SHARPNESS, SHARPNESS_K, SHARPNESS_RESID, SHARPNESS_MATVECS = "sharpness", "sharpness_k", "sharpness_resid", \
+    "sharpness_matvecs"
+GN_SHARPNESS, THRESHOLD, COS_GRAD_TOP_EIG = "gn_sharpness", "threshold", "cos_grad_top_eig"
+IMPURITY_MEAN, IMPURITY_Q25, IMPURITY_Q50, IMPURITY_Q75 = "impurity_mean", "impurity_q25", "impurity_q50", \
+    "impurity_q75"
+GINI_MEAN, P1_MEAN = "gini_mean", "p1_mean"
+JAC_OP_NORM, JAC_U_NORM_SQ, JAC_FRO_SQ, IJR_PROXY = "jac_op_norm", "jac_u_norm_sq", "jac_fro_sq", "ijr_proxy"
+INPUT_JAC_MAX, INPUT_JAC_MEAN = "input_jac_max", "input_jac_mean"
+TEST_INPUT_JAC_MAX, TEST_INPUT_JAC_MEAN = "test_input_jac_max", "test_input_jac_mean"
 WEIGHT_NORM, DIST_INIT = "weight_norm", "dist_init"
+LOGIT_NORM_MEAN, LOGIT_SUM_ABS_MEAN, GRAD_NORM = "logit_norm_mean", "logit_sum_abs_mean", "grad_norm"
+
 EVAL_METRICS = (TRAIN_LOSS, TRAIN_ACC, TRAIN_CE, TEST_LOSS, TEST_ACC, TEST_CE, GEN_GAP_LOSS, GEN_GAP_ACC)
+
+# group -> the metric names it produces (requestable names; bookkeeping keys such as sharpness_s come along)
+GROUPS: Dict[str, tuple] = {
+    "eval": EVAL_METRICS,
+    "weights": (WEIGHT_NORM, DIST_INIT),
+    "threshold": (THRESHOLD,),
+    "probe_outputs": (IMPURITY_MEAN, IMPURITY_Q25, IMPURITY_Q50, IMPURITY_Q75, GINI_MEAN, P1_MEAN, LOGIT_NORM_MEAN,
+                      LOGIT_SUM_ABS_MEAN),
+    "grad": (GRAD_NORM,),
+    "sharpness": (SHARPNESS, SHARPNESS_K, SHARPNESS_RESID, SHARPNESS_MATVECS, COS_GRAD_TOP_EIG),
+    "gn_sharpness": (GN_SHARPNESS,),
+    "jacobian": (JAC_OP_NORM, JAC_U_NORM_SQ, JAC_FRO_SQ, IJR_PROXY),
+    "input_jacobian": (INPUT_JAC_MAX, INPUT_JAC_MEAN, TEST_INPUT_JAC_MAX, TEST_INPUT_JAC_MEAN),
+}
+# by-products recorded whenever their metric is (SCIENCE.md: "Record sharpness_resid, sharpness_matvecs, ...")
+COMPANIONS = {SHARPNESS: (SHARPNESS_K, SHARPNESS_RESID, SHARPNESS_MATVECS)}
+GROUP_OF = {name: group for group, names in GROUPS.items() for name in names}
+MEASURABLE = tuple(name for group, names in GROUPS.items() if group != "eval" for name in names)
+
+
+def check_metric_names(names: Sequence[str]) -> List[str]:
+    """The requested metrics, or a UserError naming the unknown ones and the known ones."""
+    unknown = [n for n in names if n not in GROUP_OF]
+    if unknown:
+        raise UserError(f"unknown metric name(s) in metrics.names: {', '.join(unknown)}; "
+                        f"known: {', '.join(MEASURABLE)} (and {', '.join(EVAL_METRICS)}, always evaluated)")
+    return list(dict.fromkeys(names))
+
+
+# --- evaluation on the full train and test sets --------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -68,32 +123,165 @@ def flat_parameters(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
-def _weight_norm(model: nn.Module, init: torch.Tensor) -> float:
-    """||theta||, the Euclidean norm of all parameters."""
-    return float(torch.linalg.vector_norm(flat_parameters(model)))
+# --- the schedule ------------------------------------------------------------------------------------------
 
 
-def _dist_init(model: nn.Module, init: torch.Tensor) -> float:
-    """||theta - theta_0||, distance from the initial parameters."""
-    return float(torch.linalg.vector_norm(flat_parameters(model) - init))
+class Schedule:
+    """Which groups are due at a step: each group every `every[group]` steps (multiples of it), at step 0, at
+    the last step, and at `early_steps` log-spaced steps in [1, every) (early dynamics are fast)."""
+
+    def __init__(self, groups_every: Dict[str, int], total_steps: int, early_steps: int = 0):
+        self.every = dict(groups_every)
+        self.total_steps = total_steps
+        self.early: Dict[str, Set[int]] = {}
+        for group, every in self.every.items():
+            pts: Set[int] = set()
+            if early_steps and every > 1:
+                for i in range(early_steps):
+                    pts.add(int(round(every ** (i / early_steps))))
+            self.early[group] = {p for p in pts if 0 < p < every}
+
+    def due(self, step: int) -> List[str]:
+        return [g for g, every in self.every.items()
+                if step % every == 0 or step == self.total_steps or step in self.early[g]]
 
 
-EXTRA_METRICS: Dict[str, Callable[[nn.Module, torch.Tensor], float]] = {
-    WEIGHT_NORM: _weight_norm,
-    DIST_INIT: _dist_init,
-}
+# --- the measurements --------------------------------------------------------------------------------------
 
 
-def check_metric_names(names: Sequence[str]) -> List[str]:
-    """The requested extra metrics, or a UserError naming the unknown ones and the known ones."""
-    unknown = [n for n in names if n not in EXTRA_METRICS]
-    if unknown:
-        evaluated = [n for n in unknown if n in EVAL_METRICS]
-        hint = f" ({', '.join(evaluated)} are always evaluated; drop them)" if evaluated else ""
-        raise UserError(f"unknown metric name(s) in metrics.names: {', '.join(unknown)}{hint}; "
-                        f"known: {', '.join(EXTRA_METRICS)}")
-    return list(dict.fromkeys(names))
+@dataclass
+class Measurer:
+    """Computes the requested groups on the current model; owns the probe set and the Lanczos warm starts."""
 
+    model: nn.Module
+    data: Dataset
+    objective: Objective
+    names: List[str]
+    init_params: torch.Tensor
+    eval_batch_size: int = 1000
+    probe_n: int = 5000
+    probe_chunk: Optional[int] = 1000
+    probe_bn_mode: str = "eval"
+    sharpness_k: int = 1
+    lanczos_tol: float = 1e-3
+    lanczos_max_iters: int = 100
+    n_input_jac: int = 100
+    momentum: float = 0.0
+    nesterov: bool = False
+    seed: int = 0
+    warm: Dict[str, torch.Tensor] = field(default_factory=dict)  # checkpointed: exact resume of estimates
 
-def measure_extra(names: Sequence[str], model: nn.Module, init: Optional[torch.Tensor]) -> Dict[str, float]:
-    return {n: EXTRA_METRICS[n](model, init) for n in names}
+    def __post_init__(self):
+        n = min(self.probe_n, self.data.n_train)
+        self.x_probe, self.y_probe = self.data.x_train[:n], self.data.y_train[:n]
+        self.wanted = set(self.names).union(*(COMPANIONS.get(n, ()) for n in self.names))
+        self.groups = {GROUP_OF[n] for n in self.names}
+
+    # each group: returns its metrics (only those requested are kept by `measure`)
+    def _weights(self, lr):
+        theta = flat_parameters(self.model)
+        return {WEIGHT_NORM: float(torch.linalg.vector_norm(theta)),
+                DIST_INIT: float(torch.linalg.vector_norm(theta - self.init_params))}
+
+    def _threshold(self, lr):
+        return {THRESHOLD: stability_threshold(lr, self.momentum, self.nesterov)}
+
+    @torch.no_grad()
+    def _probe_outputs(self, lr):
+        """Impurity lambda_(1)(x) (Theorem 1, exact), Gini, p_(1), logit norms over S (paper 000 App. F)."""
+        lams, ginis, p1s, norms, sums = [], [], [], [], []
+        with probe_mode(self.model, self.probe_bn_mode):
+            for sl in chunks(self.x_probe.shape[0], self.probe_chunk):
+                z = self.model(self.x_probe[sl]).double()
+                p = torch.softmax(z, dim=1)
+                lams.append(top_impurity(p))
+                ginis.append(gini(p))
+                p1s.append(p.max(dim=1).values)
+                norms.append(torch.linalg.vector_norm(z, dim=1))
+                sums.append(z.sum(dim=1).abs())
+        lam = torch.cat(lams)
+        q = torch.quantile(lam, torch.tensor([0.25, 0.5, 0.75], dtype=lam.dtype, device=lam.device))
+        vals = torch.stack([lam.mean(), q[0], q[1], q[2], torch.cat(ginis).mean(), torch.cat(p1s).mean(),
+                            torch.cat(norms).mean(), torch.cat(sums).mean()]).tolist()
+        return dict(zip(GROUPS["probe_outputs"], vals))
+
+    def _grad(self, lr):
+        g = loss_gradient(self.model, self.x_probe, self.y_probe, self.objective, self.probe_chunk, self.probe_bn_mode)
+        return {GRAD_NORM: float(torch.linalg.vector_norm(g))}
+
+    def _lanczos(self, op, key):
+        gen = torch.Generator().manual_seed(self.seed)
+        r = lanczos_top(op, op.dim, k=self.sharpness_k, max_iters=self.lanczos_max_iters, tol=self.lanczos_tol,
+                        v0=self.warm.get(key), generator=gen, device=self.x_probe.device,
+                        dtype=self.x_probe.dtype)
+        self.warm[key] = r.eigenvectors[:, 0].detach().clone()
+        return r
+
+    def _sharpness(self, lr):
+        """Largest ALGEBRAIC eigenvalue of H = grad^2 L_S by Lanczos on Hessian-vector products."""
+        op = hessian_operator(self.model, self.x_probe, self.y_probe, self.objective, self.probe_chunk,
+                              self.probe_bn_mode)
+        r = self._lanczos(op, "sharpness")
+        out = {SHARPNESS: float(r.eigenvalues[0]), SHARPNESS_K: [float(v) for v in r.eigenvalues],
+               SHARPNESS_RESID: float(r.residuals[0]), SHARPNESS_MATVECS: op.num_products,
+               "sharpness_path": op.path}
+        if COS_GRAD_TOP_EIG in self.wanted:
+            g = loss_gradient(self.model, self.x_probe, self.y_probe, self.objective, self.probe_chunk,
+                              self.probe_bn_mode)
+            v = r.eigenvectors[:, 0]
+            out[COS_GRAD_TOP_EIG] = float(torch.dot(g, v) / (torch.linalg.vector_norm(g) * torch.linalg.vector_norm(v)
+                                                              ).clamp_min(1e-30))
+        return out
+
+    def _gn_sharpness(self, lr):
+        op = gauss_newton_operator(self.model, self.x_probe, self.y_probe, self.objective, self.probe_chunk,
+                                   self.probe_bn_mode)
+        r = self._lanczos(op, "gn_sharpness")
+        return {GN_SHARPNESS: float(r.eigenvalues[0]), "gn_sharpness_resid": float(r.residuals[0]),
+                "gn_sharpness_matvecs": op.num_products}
+
+    def _jacobian(self, lr):
+        """<J> through its C x C Gram matrix (C <= 100) or paper 000's Algorithm 2 (C > 100)."""
+        c = self.data.num_classes
+        if c <= 100:
+            k, passes = mean_jacobian_gram(self.model, self.x_probe, self.probe_chunk, self.probe_bn_mode)
+            out = gram_summaries(k)
+        else:
+            norm, passes = mean_jacobian_top_singular(self.model, self.x_probe, self.probe_chunk, self.probe_bn_mode,
+                                                      generator=torch.Generator().manual_seed(self.seed))
+            out = {JAC_OP_NORM: norm, JAC_FRO_SQ: math.nan, JAC_U_NORM_SQ: math.nan}
+        if IJR_PROXY in self.wanted:  # reuse this row's impurity when that group already ran
+            imp = (self._row_cache.get("probe_outputs") or self._probe_outputs(lr))[IMPURITY_MEAN]
+            out[IJR_PROXY] = imp * out[JAC_U_NORM_SQ]
+        out["jacobian_passes"] = passes
+        return out
+
+    def _input_jacobian(self, lr):
+        """Per-example spectral norms of d softmax / dx on the first n_input_jac of S and of the test set."""
+        out = {}
+        for prefix, x in (("", self.x_probe), ("test_", self.data.x_test)):
+            norms = input_jacobian_norms(self.model, x[:self.n_input_jac], self.probe_chunk)
+            out[f"{prefix}input_jac_max"] = float(norms.max()) if len(norms) else math.nan
+            out[f"{prefix}input_jac_mean"] = float(norms.mean()) if len(norms) else math.nan
+        return out
+
+    def measure(self, groups: Sequence[str], lr: float) -> Dict[str, object]:
+        """The requested metrics of the given (non-eval) groups, each group with its cost `<group>_s`."""
+        row: Dict[str, object] = {}
+        self._row_cache: Dict[str, dict] = {}
+        if any(g in self.groups for g in groups) and not bool(torch.isfinite(flat_parameters(self.model)).all()):
+            return {"measure_skipped": "non-finite parameters"}
+        for group in groups:
+            if group not in self.groups:
+                continue
+            t0 = time.perf_counter()
+            values = getattr(self, f"_{group}")(lr)
+            self._row_cache[group] = values
+            if self.x_probe.is_cuda:
+                torch.cuda.synchronize(self.x_probe.device)
+            keep = {k: v for k, v in values.items() if k in self.wanted or k not in GROUP_OF}
+            row.update(keep)
+            row[f"{group}_s"] = time.perf_counter() - t0
+            if group in ("sharpness", "gn_sharpness", "jacobian", "probe_outputs", "grad"):
+                row["probe_n"], row["probe_bn_mode"] = int(self.x_probe.shape[0]), self.probe_bn_mode
+        return row

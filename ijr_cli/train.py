@@ -55,6 +55,7 @@ class RunState:
     last_logged_step: int = -1
     best_test_acc: Optional[float] = None
     extra: Dict[str, float] = field(default_factory=dict)
+    measure_state: Dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. Lanczos warm starts
 
     def checkpoint_dict(self) -> dict:
         rng = {"torch": torch.get_rng_state()}
@@ -63,7 +64,7 @@ class RunState:
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "loss_sum": self.loss_sum, "loss_count": self.loss_count,
                 "last_logged_step": self.last_logged_step, "best_test_acc": self.best_test_acc,
-                "extra": dict(self.extra), "rng": rng}
+                "extra": dict(self.extra), "measure_state": dict(self.measure_state), "rng": rng}
 
     def load_checkpoint_dict(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -73,6 +74,8 @@ class RunState:
         self.last_logged_step = int(ckpt["last_logged_step"])
         self.best_test_acc = ckpt["best_test_acc"]
         self.extra = dict(ckpt.get("extra", {}))
+        self.measure_state.clear()
+        self.measure_state.update(ckpt.get("measure_state", {}))
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         if "cuda" in ckpt["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
@@ -174,14 +177,15 @@ def _progress_bar(enabled: Optional[bool], total: int, initial: int):
 
 def fit(state: RunState, *, total_steps: int, step_fn: Callable[[int], torch.Tensor],
         evaluate: Callable[[int], Dict[str, float]], log: Callable[[dict], None],
-        checkpoint: Callable[[], None], lr_at: Callable[[int], float], eval_every: int, checkpoint_every: int,
-        sync_every: int, train_acc_goal: Optional[float] = None, progress: Optional[bool] = None) -> FitResult:
-    """Train from `state.step` to `total_steps`, logging an evaluation row at step 0, every `eval_every` steps
+        checkpoint: Callable[[], None], lr_at: Callable[[int], float], row_due: Callable[[int], bool],
+        checkpoint_every: int, sync_every: int, train_acc_goal: Optional[float] = None,
+        progress: Optional[bool] = None) -> FitResult:
+    """Train from `state.step` to `total_steps`, logging a row at step 0, at every step where `row_due(step)`
     and at the end; checkpoint every `checkpoint_every` steps; stop early on a non-finite loss (DIVERGED) or
     when the full-train-set accuracy reaches `train_acc_goal`.
 
     `step_fn(s)` performs 0-based step s and returns its batch loss; `lr_at(s)` is the lr step s uses;
-    `evaluate(step)` returns the metrics of a row, `log(row)` stores it.
+    `evaluate(step)` returns the metrics of a row (whatever is due then), `log(row)` stores it.
     """
 
     def log_row() -> Dict[str, float]:
@@ -223,7 +227,7 @@ def fit(state: RunState, *, total_steps: int, step_fn: Callable[[int], torch.Ten
             state.loss_count += 1
             state.step = s + 1
             bar.update(1)
-            due_eval = state.step % eval_every == 0 or state.step == total_steps
+            due_eval = state.step == total_steps or row_due(state.step)
             if due_eval or state.step % sync_every == 0:  # the only host syncs of the loop
                 if diverged(None):
                     log_row()

@@ -241,3 +241,8 @@ def test_input_jacobian_norms_match_jacrev_and_restore_mode():
     got = input_jacobian_norms(model, x, chunk=4)
     ref = torch.stack([torch.linalg.matrix_norm(jacrev(lambda xi: torch.softmax(model(xi), 0))(xi), ord=2) for xi in x])
     assert torch.allclose(got, ref, rtol=1e-10) and model.training
+
+
+def test_lanczos_on_a_non_finite_operator_returns_nan_without_raising():
+    r = lanczos_top(lambda v: v * float("nan"), 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert torch.isnan(r.eigenvalues).all() and not r.converged

@@ -10,9 +10,7 @@ from conftest import ROOT, TINY
 from ijr_cli import experiment, records
 from ijr_cli.config import validate
 from ijr_cli.errors import UserError
-
-VOLATILE = {"elapsed_s"}
-
+from ijr_cli.measure import EVAL_METRICS
 
 def _run(compose, tmp: Path, overrides, name="run"):
     cfg = compose(overrides)
@@ -21,8 +19,13 @@ def _run(compose, tmp: Path, overrides, name="run"):
     return code, tmp / name
 
 
+def _stable(row):
+    """A row or summary without wall-clock values (`elapsed_s`, each group's cost `<group>_s`, `wall_time_s`)."""
+    return {k: v for k, v in row.items() if not k.endswith("_s")}
+
+
 def _rows(run_dir):
-    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records.read_rows(run_dir / "metrics.jsonl")]
+    return [_stable(r) for r in records.read_rows(run_dir / "metrics.jsonl")]
 
 
 def test_run_writes_a_self_describing_directory(compose, tmp_path):
@@ -51,14 +54,14 @@ def test_same_seed_same_numbers_other_seed_differs(compose, tmp_path):
 
 
 def test_measuring_does_not_change_training(compose, tmp_path):
-    _run(compose, tmp_path, TINY + ["regularizer=[mixup,augment]", "dataset.input_shape=[1,4,4]"], "plain")
-    _run(compose, tmp_path, TINY + ["regularizer=[mixup,augment]", "dataset.input_shape=[1,4,4]",
-                                    "metrics=light"], "measured")
+    base = TINY + ["regularizer=[mixup,augment]", "dataset.input_shape=[1,4,4]"]
+    _run(compose, tmp_path, base + ["metrics=none"], "plain")
+    _run(compose, tmp_path, base + ["metrics=full", "metrics.n_input_jac=4"], "measured")
     measured = _rows(tmp_path / "measured")
-    assert all("weight_norm" in r and "dist_init" in r for r in measured)
+    assert all("sharpness" in r and "jac_op_norm" in r and "input_jac_max" in r for r in measured)
     assert measured[0]["dist_init"] == 0.0
-    strip = [{k: v for k, v in r.items() if k not in ("weight_norm", "dist_init")} for r in measured]
-    assert strip == _rows(tmp_path / "plain")
+    keep = {"step", "lr", "batch_loss", *EVAL_METRICS}
+    assert [{k: v for k, v in r.items() if k in keep} for r in measured] == _rows(tmp_path / "plain")
 
 
 def test_interrupted_run_resumes_to_identical_metrics(compose, tmp_path, monkeypatch):
@@ -83,7 +86,7 @@ def test_interrupted_run_resumes_to_identical_metrics(compose, tmp_path, monkeyp
     assert _rows(tmp_path / "cut") == _rows(tmp_path / "whole")
     whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
     cut = json.loads((tmp_path / "cut" / "summary.json").read_text())
-    assert {k: v for k, v in whole.items() if k != "wall_time_s"} == {k: v for k, v in cut.items() if k != "wall_time_s"}
+    assert _stable(whole) == _stable(cut)
 
 
 def test_completed_run_is_not_run_again(compose, tmp_path, capsys):
