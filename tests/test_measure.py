@@ -1,0 +1,99 @@
+"""Metrics as a run records them, against exact float64 computations on the run's final parameters."""
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch.func import functional_call, hessian, jacrev
+
+from conftest import TINY
+from ijr_cli import experiment
+from ijr_cli.curvature import ParameterVector
+from ijr_cli.errors import UserError
+from ijr_cli.impurity import top_impurity_eigvalsh
+from ijr_cli.measure import Schedule
+from ijr_cli.objectives import Objective
+
+
+def test_schedule_cadences_ends_and_early_steps():
+    s = Schedule({"eval": 10, "sharpness": 4}, total_steps=23, early_steps=3)
+    assert s.due(0) == ["eval", "sharpness"] and s.due(8) == ["sharpness"] and s.due(20) == ["eval", "sharpness"]
+    assert s.due(23) == ["eval", "sharpness"] and s.due(7) == []
+    # 10 ** (i/3) for i = 0, 1, 2, rounded: 1, 2, 5
+    assert sorted(p for p in range(1, 10) if "eval" in s.due(p)) == [1, 2, 5]
+
+
+def test_a_runs_metrics_match_exact_computations(compose, tmp_path):
+    over = TINY + ["trainer.dtype=float64", "model.widths=[5]", "loss=ce", "regularizer=label_smoothing",
+                   "metrics=full", "metrics.lanczos_tol=1e-10", "metrics.sharpness_k=2", "probe.n=100",
+                   "probe.chunk=30", "metrics.n_input_jac=7", "optimizer.momentum=0.5"]
+    cfg = compose(over)
+    typed = OmegaConf.to_object(cfg)
+    experiment.run(typed, run_dir=tmp_path / "r", config_yaml=OmegaConf.to_yaml(cfg, resolve=True), overrides=over)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    b = experiment.build(typed)  # the same data and architecture; load the final parameters
+    ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    model = b.state.model
+    model.load_state_dict(ckpt["model"])
+    x, y = b.data.x_train[:100], b.data.y_train[:100]
+    obj = Objective("ce", 4, label_smoothing=0.1)
+    pv = ParameterVector(model)
+    flat = pv.flat_values()
+    h = hessian(lambda f: obj.sum(functional_call(model, pv.unflatten(f), (x,)), y) / 100)(flat)
+    eig = torch.linalg.eigvalsh(h).flip(0)
+    assert summary["sharpness"] == pytest.approx(float(eig[0]), rel=1e-6)
+    assert summary["sharpness_k"] == pytest.approx(eig[:2].tolist(), rel=1e-6)
+    assert summary["sharpness_resid"] <= 1e-9 and summary["sharpness_matvecs"] >= 1
+    assert summary["threshold"] == pytest.approx(2 * 1.5 / 0.05)  # heavy ball: (2 + 2 beta) / lr
+    j = jacrev(lambda f: functional_call(model, pv.unflatten(f), (x,)))(flat)  # (n, C, m)
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)
+    m = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    g = torch.einsum("nci,ncd,ndj->ij", j, m, j).detach() / 100
+    assert summary["gn_sharpness"] == pytest.approx(float(torch.linalg.eigvalsh(g)[-1]), rel=1e-6)
+    jm = j.mean(0).T
+    assert summary["jac_op_norm"] == pytest.approx(float(torch.linalg.matrix_norm(jm, ord=2)), rel=1e-8)
+    assert summary["jac_fro_sq"] == pytest.approx(float((jm ** 2).sum()), rel=1e-8)
+    u_norm = float((jm @ torch.ones(4, dtype=jm.dtype) / 2).square().sum())
+    assert summary["jac_u_norm_sq"] == pytest.approx(u_norm, rel=1e-8)
+    lam = top_impurity_eigvalsh(p)
+    assert summary["impurity_mean"] == pytest.approx(float(lam.mean()), rel=1e-9)
+    assert summary["impurity_q50"] == pytest.approx(float(lam.median()), rel=1e-6, abs=1e-12) or \
+        summary["impurity_q50"] == pytest.approx(float(torch.quantile(lam, 0.5)), rel=1e-9)
+    assert summary["ijr_proxy"] == pytest.approx(summary["impurity_mean"] * u_norm, rel=1e-8)
+    assert summary["gini_mean"] == pytest.approx(float((1 - p.square().sum(1)).mean()), rel=1e-9)
+    assert summary["p1_mean"] == pytest.approx(float(p.max(1).values.mean()), rel=1e-9)
+    z = model(x).detach()
+    assert summary["logit_norm_mean"] == pytest.approx(float(z.norm(dim=1).mean()), rel=1e-9)
+    assert summary["logit_sum_abs_mean"] == pytest.approx(float(z.sum(1).abs().mean()), rel=1e-9)
+    gvec = torch.autograd.grad(obj.sum(model(x), y) / 100, list(model.parameters()))
+    gflat = torch.cat([t.reshape(-1) for t in gvec])
+    assert summary["grad_norm"] == pytest.approx(float(gflat.norm()), rel=1e-9)
+    top = torch.linalg.eigh(h).eigenvectors[:, -1]
+    assert abs(summary["cos_grad_top_eig"]) == pytest.approx(abs(float(gflat @ top / gflat.norm())), rel=1e-5)
+    norms = torch.stack([torch.linalg.matrix_norm(jacrev(lambda xi: torch.softmax(model(xi[None])[0], 0))(xi), ord=2)
+                         for xi in x[:7]])
+    assert summary["input_jac_max"] == pytest.approx(float(norms.max()), rel=1e-9)
+    assert summary["input_jac_mean"] == pytest.approx(float(norms.mean()), rel=1e-9)
+    theta0 = experiment.build(typed).measurer.init_params
+    assert summary["dist_init"] == pytest.approx(float((flat - theta0).norm()), rel=1e-9)
+    assert summary["probe_n"] == 100 and summary["probe_bn_mode"] == "eval"
+
+
+def test_eos_rows_carry_costs_and_cadence(compose, tmp_path):
+    over = TINY + ["metrics=eos", "+metrics.every.sharpness=20", "trainer.eval_every=10"]
+    cfg = compose(over)
+    experiment.run(OmegaConf.to_object(cfg), run_dir=tmp_path / "r", config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+                   overrides=over)
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    with_sharpness = [r["step"] for r in rows if "sharpness" in r]
+    assert with_sharpness == [0, 20, 40]
+    assert all(r["sharpness_s"] > 0 and r["sharpness_matvecs"] >= 1 for r in rows if "sharpness" in r)
+    assert [r["step"] for r in rows if "train_loss" in r] == [0, 10, 20, 30, 40]
+
+
+def test_unknown_metric_cadence_key(compose):
+    typed = OmegaConf.to_object(compose(TINY + ["+metrics.every.sharpnes=5"]))
+    with pytest.raises(UserError, match="metrics.every has unknown key"):
+        experiment.build(typed)
