@@ -73,7 +73,7 @@ def test_a_runs_metrics_match_exact_computations(compose, tmp_path):
     top = torch.linalg.eigh(h).eigenvectors[:, -1]
     assert abs(summary["cos_grad_top_eig"]) == pytest.approx(abs(float(gflat @ top / gflat.norm())), rel=1e-5)
     norms = torch.stack([torch.linalg.matrix_norm(jacrev(lambda xi: torch.softmax(model(xi[None])[0], 0))(xi), ord=2)
-                         for xi in x[:7]])
+                         for xi in x[:7]]).detach()
     assert summary["input_jac_max"] == pytest.approx(float(norms.max()), rel=1e-9)
     assert summary["input_jac_mean"] == pytest.approx(float(norms.mean()), rel=1e-9)
     theta0 = experiment.build(typed).measurer.init_params
