@@ -153,6 +153,7 @@ def build(cfg: TrainConfig) -> Built:
     measurer = Measurer(model=model, data=data, objective=objective, names=names,
                         init_params=flat_parameters(model).clone(), eval_batch_size=t.eval_batch_size,
                         probe_n=pc.n, probe_chunk=pc.chunk, probe_bn_mode=pc.bn_mode.value,
+                        probe_cache_graph=pc.cache_graph,
                         sharpness_k=mc.sharpness_k, lanczos_tol=mc.lanczos_tol,
                         lanczos_max_iters=mc.lanczos_max_iters, n_input_jac=mc.n_input_jac, momentum=o.momentum,
                         nesterov=o.nesterov, seed=cfg.seed, warm=state.measure_state)

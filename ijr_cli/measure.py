@@ -162,6 +162,7 @@ class Measurer:
     probe_n: int = 5000
     probe_chunk: Optional[int] = 1000
     probe_bn_mode: str = "eval"
+    probe_cache_graph: bool = True
     sharpness_k: int = 1
     lanczos_tol: float = 1e-3
     lanczos_max_iters: int = 100
@@ -220,7 +221,7 @@ class Measurer:
     def _sharpness(self, lr):
         """Largest ALGEBRAIC eigenvalue of H = grad^2 L_S by Lanczos on Hessian-vector products."""
         op = hessian_operator(self.model, self.x_probe, self.y_probe, self.objective, self.probe_chunk,
-                              self.probe_bn_mode)
+                              self.probe_bn_mode, cache_graph=self.probe_cache_graph)
         r = self._lanczos(op, "sharpness")
         out = {SHARPNESS: float(r.eigenvalues[0]), SHARPNESS_K: [float(v) for v in r.eigenvalues],
                SHARPNESS_RESID: float(r.residuals[0]), SHARPNESS_MATVECS: op.num_products,

@@ -270,15 +270,25 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, acti
 
 @contextlib.contextmanager
 def frozen_batchnorm_statistics(model: nn.Module):
-    """BatchNorm running statistics are restored on exit (SAM's second pass must not update them)."""
-    saved = [(m, {k: b.clone() for k, b in m.named_buffers(recurse=False)})
-             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    """BatchNorm running statistics are unchanged on exit (SAM's second pass, curvature probes).
+
+    Inside, each BN buffer is replaced by a clone, which absorbs the updates; on exit the original tensor
+    objects are put back untouched. (Copying saved values back in place instead would bump the buffers'
+    version counters and invalidate autograd graphs built inside, which the cached-graph HVP keeps.)
+    """
+    saved = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            originals = dict(m._buffers)
+            saved.append((m, originals))
+            for k, b in originals.items():
+                if b is not None:
+                    m._buffers[k] = b.clone()
     try:
         yield
     finally:
-        for m, buffers in saved:
-            for k, b in buffers.items():
-                getattr(m, k).copy_(b)
+        for m, originals in saved:
+            m._buffers.update(originals)
 
 
 def count_parameters(model: nn.Module) -> int:

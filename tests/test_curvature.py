@@ -85,7 +85,7 @@ def test_lanczos_warm_start_and_exhaustion():
 
 
 @pytest.mark.parametrize("kind,smoothing", [("ce", 0.0), ("ce", 0.2), ("mse", 0.0)])
-@pytest.mark.parametrize("path", ["forward_over_reverse", "double_backward", "auto"])
+@pytest.mark.parametrize("path", ["forward_over_reverse", "double_backward", "cached_double_backward", "auto"])
 def test_hvp_matches_the_dense_hessian(kind, smoothing, path):
     model, (x, y) = _mlp(), _data()
     obj = Objective(kind, 3, label_smoothing=smoothing, target_scale=1.5)
@@ -134,7 +134,7 @@ def test_ghost_batchnorm_chunks_give_the_per_chunk_answer_and_leave_statistics()
     x, y = _data(n=12)
     obj = Objective("ce", 3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    op = hessian_operator(model, x, y, obj, chunk=4, bn_mode="train")
+    op = hessian_operator(model, x, y, obj, chunk=4, bn_mode="train", cache_graph=False)
     assert op.path == "double_backward"
     h = _dense(op, op.dim)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
@@ -157,6 +157,10 @@ def test_ghost_batchnorm_chunks_give_the_per_chunk_answer_and_leave_statistics()
     f0, eps = pv.flat_values(), 1e-5
     fd = sum((grad_at(f0 + eps * v, i) - grad_at(f0 - eps * v, i)) / (2 * eps) * 4 for i in (0, 4, 8)) / 12
     assert torch.allclose(h @ v, fd, atol=1e-6)
+    cached = hessian_operator(model, x, y, obj, chunk=4, bn_mode="train")
+    assert cached.path == "cached_double_backward"
+    assert torch.allclose(_dense(cached, op.dim), h, rtol=1e-10, atol=1e-13)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     whole = _dense(hessian_operator(model, x, y, obj, chunk=None, bn_mode="train"), op.dim)
     assert not torch.allclose(whole, h, atol=1e-6)  # the chunking is a real, recorded choice
 
