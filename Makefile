@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast bench clean
+.PHONY: help install train test test-fast bench bench-sharpness clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,10 @@ test-fast: install  ## the test suite without tests marked slow
 
 bench: install  ## training throughput: ijr-train's loop vs a hand-written loop (see BENCHMARKS.md)
 	$(BIN)/python bench/train_throughput.py $(ARGS)
+
+bench-sharpness: install  ## one sharpness estimate: ijr vs PyHessian 0.1 vs curvlinops 3.0.1 (installs the peers)
+	$(BIN)/python -m pip install -q pyhessian==0.1 curvlinops-for-pytorch==3.0.1
+	$(BIN)/python bench/sharpness.py $(ARGS)
 
 clean:  ## remove caches and build files (keeps $(VENV) and outputs/)
 	rm -rf .pytest_cache build dist *.egg-info
