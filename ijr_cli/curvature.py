@@ -93,6 +93,18 @@ def _buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
     return {n: b for n, b in model.named_buffers()}
 
 
+def _chunk_sum(model: nn.Module, bn_mode: str, pv: "ParameterVector", slices: List[slice], n: int,
+               v: torch.Tensor, product: Callable) -> torch.Tensor:
+    """(1/n) sum over chunks of `product(slice, v as a dict of tensors)`, flattened: the one loop every
+    uncached curvature product shares (sum over chunks, divide by the probe size once)."""
+    vd = pv.unflatten(v)
+    out = torch.zeros_like(v)
+    with probe_mode(model, bn_mode):
+        for sl in slices:
+            out += pv.flatten(product(sl, vd))
+    return out / n
+
+
 def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
                   chunk: Optional[int], bn_mode: str = "eval") -> torch.Tensor:
     """Flat gradient of L_S (for `grad_norm`, `cos_grad_top_eig`): n summed chunks, one division."""
@@ -122,25 +134,18 @@ def hessian_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objecti
 
     grad_fn = grad(chunk_loss)
 
+    def fwd_rev_chunk(sl, vd):
+        return jvp(lambda p: grad_fn(p, x[sl], y[sl]), (params,), (vd,))[1]
+
+    def double_backward_chunk(sl, vd):
+        g = torch.autograd.grad(objective.sum(model(x[sl]), y[sl]), pv.params, create_graph=True)
+        return torch.autograd.grad(g, pv.params, grad_outputs=[vd[name] for name in pv.names])
+
     def fwd_rev(v: torch.Tensor) -> torch.Tensor:
-        vd = pv.unflatten(v)
-        out = torch.zeros_like(v)
-        with probe_mode(model, bn_mode):
-            for sl in slices:
-                _, hv = jvp(lambda p: grad_fn(p, x[sl], y[sl]), (params,), (vd,))
-                out += pv.flatten(hv)
-        return out / n
+        return _chunk_sum(model, bn_mode, pv, slices, n, v, fwd_rev_chunk)
 
     def double_backward(v: torch.Tensor) -> torch.Tensor:
-        vs = list(v.split(pv.sizes))
-        vs = [t.view(s) for t, s in zip(vs, pv.shapes)]
-        out = torch.zeros_like(v)
-        with probe_mode(model, bn_mode):
-            for sl in slices:
-                g = torch.autograd.grad(objective.sum(model(x[sl]), y[sl]), pv.params, create_graph=True)
-                hv = torch.autograd.grad(g, pv.params, grad_outputs=vs)
-                out += pv.flatten(hv)
-        return out / n
+        return _chunk_sum(model, bn_mode, pv, slices, n, v, double_backward_chunk)
 
     cache: List = []
 
@@ -193,16 +198,13 @@ def gauss_newton_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ob
     params = pv.detached()
     buffers = _buffers(model)
 
+    def gv_chunk(sl, vd):
+        f = lambda p: functional_call(model, (p, buffers), (x[sl],))  # noqa: E731
+        z, jv = jvp(f, (params,), (vd,))
+        _, pullback = vjp(f, params)
+        return pullback(logit_hessian_product(objective.kind, z, jv))[0]
+
     def gv(v: torch.Tensor) -> torch.Tensor:
-        vd = pv.unflatten(v)
-        out = torch.zeros_like(v)
-        with probe_mode(model, bn_mode):
-            for sl in slices:
-                f = lambda p: functional_call(model, (p, buffers), (x[sl],))  # noqa: E731
-                z, jv = jvp(f, (params,), (vd,))
-                _, pullback = vjp(f, params)
-                (g,) = pullback(logit_hessian_product(objective.kind, z, jv))
-                out += pv.flatten(g)
-        return out / n
+        return _chunk_sum(model, bn_mode, pv, slices, n, v, gv_chunk)
 
     return ProbeOperator(gv, pv.dim, "jvp_vjp")

@@ -50,6 +50,17 @@ def compose():
 
 
 @pytest.fixture
+def float64():
+    """Exact comparisons in float64; the default dtype is restored afterwards for other tests."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.fixture
 def cifar_subset():
     path = SHARED_DATASETS / "cifar10-subset.npz"
     if not path.exists():

@@ -13,12 +13,7 @@ from ijr_cli.lanczos import lanczos_top
 from ijr_cli.objectives import Objective
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # conftest.py: exact comparisons in float64
 
 
 def _mlp(seed=0, d=4, h=5, c=3, act=torch.nn.Tanh):

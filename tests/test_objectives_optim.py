@@ -14,13 +14,7 @@ from ijr_cli.train import StepSpec, train_step
 
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """Exact comparisons in float64; the default dtype is restored for the other test modules."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # conftest.py: exact comparisons in float64
 
 
 def test_mse_is_cohen_convention_not_torch_mseloss():
