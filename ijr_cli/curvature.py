@@ -20,6 +20,7 @@ order of `model.parameters()`.
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -93,6 +94,17 @@ def _buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
     return {n: b for n, b in model.named_buffers()}
 
 
+def functional_model(model: nn.Module, bn_mode: str) -> nn.Module:
+    """The module to call through torch.func: the model itself, or for BatchNorm in train mode a copy whose BN
+    layers use batch statistics only (no running buffers to mutate inside a transform, which torch.func
+    forbids). Same parameter names, same values: ghost BN per chunk, as on the autograd paths."""
+    if bn_mode != "train" or not has_batchnorm(model):
+        return model
+    ghost = copy.deepcopy(model)
+    torch.func.replace_all_batch_norm_modules_(ghost)
+    return ghost.train()
+
+
 def _chunk_sum(model: nn.Module, bn_mode: str, pv: "ParameterVector", slices: List[slice], n: int,
                v: torch.Tensor, product: Callable) -> torch.Tensor:
     """(1/n) sum over chunks of `product(slice, v as a dict of tensors)`, flattened: the one loop every
@@ -127,10 +139,11 @@ def hessian_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objecti
     n = x.shape[0]
     slices = list(chunks(n, chunk))
     params = pv.detached()
-    buffers = _buffers(model)
+    fmodel = functional_model(model, bn_mode)
+    buffers = _buffers(fmodel)
 
     def chunk_loss(p, xb, yb):
-        return objective.sum(functional_call(model, (p, buffers), (xb,)), yb)
+        return objective.sum(functional_call(fmodel, (p, buffers), (xb,)), yb)
 
     grad_fn = grad(chunk_loss)
 
@@ -196,10 +209,11 @@ def gauss_newton_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ob
     n = x.shape[0]
     slices = list(chunks(n, chunk))
     params = pv.detached()
-    buffers = _buffers(model)
+    fmodel = functional_model(model, bn_mode)
+    buffers = _buffers(fmodel)
 
     def gv_chunk(sl, vd):
-        f = lambda p: functional_call(model, (p, buffers), (x[sl],))  # noqa: E731
+        f = lambda p: functional_call(fmodel, (p, buffers), (x[sl],))  # noqa: E731
         z, jv = jvp(f, (params,), (vd,))
         _, pullback = vjp(f, params)
         return pullback(logit_hessian_product(objective.kind, z, jv))[0]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from ijr_cli.curvature import ParameterVector, probe_mode
+from ijr_cli.curvature import ParameterVector, functional_model, probe_mode
 from ijr_cli.data import chunks
 
 
@@ -57,12 +57,13 @@ def mean_jacobian_top_singular(model: nn.Module, x: torch.Tensor, chunk: Optiona
     """
     pv = ParameterVector(model)
     params = pv.detached()
-    buffers = {n: b for n, b in model.named_buffers()}
+    fmodel = functional_model(model, bn_mode)
+    buffers = {n: b for n, b in fmodel.named_buffers()}
     n = x.shape[0]
     slices = list(chunks(n, chunk))
 
     def mean_logits(p):
-        return sum(functional_call(model, (p, buffers), (x[sl],)).sum(dim=0) for sl in slices) / n
+        return sum(functional_call(fmodel, (p, buffers), (x[sl],)).sum(dim=0) for sl in slices) / n
 
     with probe_mode(model, bn_mode):
         z, pullback = vjp(mean_logits, params)

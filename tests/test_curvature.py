@@ -245,3 +245,26 @@ def test_input_jacobian_norms_match_jacrev_and_restore_mode():
 def test_lanczos_on_a_non_finite_operator_returns_nan_without_raising():
     r = lanczos_top(lambda v: v * float("nan"), 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     assert torch.isnan(r.eigenvalues).all() and not r.converged
+
+
+def test_train_mode_batchnorm_on_the_torch_func_paths():
+    """Gauss-Newton, forward-over-reverse HVP and Algorithm 2 with ghost BN agree with autograd references."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.BatchNorm1d(5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    x, y = _data(n=12)
+    obj = Objective("ce", 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    h_ref = _dense(hessian_operator(model, x, y, obj, chunk=4, bn_mode="train", path="double_backward"), 53)
+    h_fr = _dense(hessian_operator(model, x, y, obj, chunk=4, bn_mode="train", path="forward_over_reverse"), 53)
+    assert torch.allclose(h_fr, h_ref, rtol=1e-10, atol=1e-13)
+    g = _dense(gauss_newton_operator(model, x, y, obj, chunk=4, bn_mode="train"), 53)
+    ghost = copy.deepcopy(model)
+    torch.func.replace_all_batch_norm_modules_(ghost)
+    ghost.train()
+    g_ref = sum(_exact_ggn(ghost, x[i:i + 4], obj)[0] * 4 for i in (0, 4, 8)) / 12
+    assert torch.allclose(g, g_ref.detach(), rtol=1e-10, atol=1e-13)
+    k, _ = mean_jacobian_gram(model, x, chunk=4, bn_mode="train")
+    norm, _ = mean_jacobian_top_singular(model, x, chunk=4, bn_mode="train", tol=1e-13, max_iters=500,
+                                         generator=torch.Generator().manual_seed(0))
+    assert norm == pytest.approx(gram_summaries(k)["jac_op_norm"], rel=1e-6)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
