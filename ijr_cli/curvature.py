@@ -130,17 +130,21 @@ def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective:
     return out / n
 
 
+def _operator_setup(model: nn.Module, x: torch.Tensor, chunk: Optional[int], bn_mode: str):
+    """What every probe operator needs: flat parameter views, probe size, chunk slices, detached parameter
+    values, and the module (with its buffers) to call through torch.func."""
+    pv = ParameterVector(model)
+    n = x.shape[0]
+    fmodel = functional_model(model, bn_mode)
+    return pv, n, list(chunks(n, chunk)), pv.detached(), fmodel, _buffers(fmodel)
+
+
 def hessian_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
                      chunk: Optional[int] = None, bn_mode: str = "eval", path: str = "auto",
                      cache_graph: bool = True) -> ProbeOperator:
     """v -> H v for the Hessian of L_S. `path`: "auto" (cached double backward if `cache_graph`, else
     forward-over-reverse with a fallback to double backward), or one of the three paths by name."""
-    pv = ParameterVector(model)
-    n = x.shape[0]
-    slices = list(chunks(n, chunk))
-    params = pv.detached()
-    fmodel = functional_model(model, bn_mode)
-    buffers = _buffers(fmodel)
+    pv, n, slices, params, fmodel, buffers = _operator_setup(model, x, chunk, bn_mode)
 
     def chunk_loss(p, xb, yb):
         return objective.sum(functional_call(fmodel, (p, buffers), (xb,)), yb)
@@ -205,12 +209,7 @@ def logit_hessian_product(kind: str, logits: torch.Tensor, u: torch.Tensor) -> t
 def gauss_newton_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
                           chunk: Optional[int] = None, bn_mode: str = "eval") -> ProbeOperator:
     """v -> G v, G = (1/n) sum_x J(x)^T M(x) J(x), J = d logits / d theta (SCIENCE.md `gn_sharpness`)."""
-    pv = ParameterVector(model)
-    n = x.shape[0]
-    slices = list(chunks(n, chunk))
-    params = pv.detached()
-    fmodel = functional_model(model, bn_mode)
-    buffers = _buffers(fmodel)
+    pv, n, slices, params, fmodel, buffers = _operator_setup(model, x, chunk, bn_mode)
 
     def gv_chunk(sl, vd):
         f = lambda p: functional_call(fmodel, (p, buffers), (x[sl],))  # noqa: E731

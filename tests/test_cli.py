@@ -77,6 +77,9 @@ BAD_INPUTS = {
     "milestones out of order": (["schedule=step", "schedule.milestones=[0.8,0.3]"], "schedule.milestones"),
     "wrong enum value": (["loss.name=hinge"], "hinge"),
     "negative weight decay": (["optimizer.weight_decay=-1"], "optimizer.weight_decay must be >= 0"),
+    "empty probe set": (["probe.n=0"], "probe.n must be >= 1"),
+    "lanczos tolerance out of range": (["metrics.lanczos_tol=2"], "metrics.lanczos_tol must be in (0, 1)"),
+    "unknown metric cadence key": (["+metrics.every.sharpnes=5"], "metrics.every has unknown key"),
 }
 
 
