@@ -151,7 +151,7 @@ def build(cfg: TrainConfig) -> Built:
     state = RunState(model=model, optimizer=optimizer)
     mc, pc = cfg.metrics, cfg.probe
     measurer = Measurer(model=model, data=data, objective=objective, names=names,
-                        init_params=flat_parameters(model).clone(), eval_batch_size=t.eval_batch_size,
+                        init_params=flat_parameters(model).clone(),
                         probe_n=pc.n, probe_chunk=pc.chunk, probe_bn_mode=pc.bn_mode.value,
                         probe_cache_graph=pc.cache_graph,
                         sharpness_k=mc.sharpness_k, lanczos_tol=mc.lanczos_tol,

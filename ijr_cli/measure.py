@@ -158,7 +158,6 @@ class Measurer:
     objective: Objective
     names: List[str]
     init_params: torch.Tensor
-    eval_batch_size: int = 1000
     probe_n: int = 5000
     probe_chunk: Optional[int] = 1000
     probe_bn_mode: str = "eval"
@@ -206,9 +205,15 @@ class Measurer:
                             torch.cat(norms).mean(), torch.cat(sums).mean()]).tolist()
         return dict(zip(GROUPS["probe_outputs"], vals))
 
+    def _probe_gradient(self) -> torch.Tensor:
+        """grad L_S, computed once per row (grad_norm and cos_grad_top_eig share it)."""
+        if "gradient" not in self._row_cache:
+            self._row_cache["gradient"] = loss_gradient(self.model, self.x_probe, self.y_probe, self.objective,
+                                                        self.probe_chunk, self.probe_bn_mode)
+        return self._row_cache["gradient"]
+
     def _grad(self, lr):
-        g = loss_gradient(self.model, self.x_probe, self.y_probe, self.objective, self.probe_chunk, self.probe_bn_mode)
-        return {GRAD_NORM: float(torch.linalg.vector_norm(g))}
+        return {GRAD_NORM: float(torch.linalg.vector_norm(self._probe_gradient()))}
 
     def _lanczos(self, op, key):
         gen = torch.Generator().manual_seed(self.seed)
@@ -227,8 +232,7 @@ class Measurer:
                SHARPNESS_RESID: float(r.residuals[0]), SHARPNESS_MATVECS: op.num_products,
                "sharpness_path": op.path}
         if COS_GRAD_TOP_EIG in self.wanted:
-            g = loss_gradient(self.model, self.x_probe, self.y_probe, self.objective, self.probe_chunk,
-                              self.probe_bn_mode)
+            g = self._probe_gradient()
             v = r.eigenvectors[:, 0]
             out[COS_GRAD_TOP_EIG] = float(torch.dot(g, v) / (torch.linalg.vector_norm(g) * torch.linalg.vector_norm(v)
                                                               ).clamp_min(1e-30))
