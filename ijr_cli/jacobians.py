@@ -47,6 +47,23 @@ def gram_summaries(k: torch.Tensor) -> dict:
             "jac_u_norm_sq": float(k.sum() / c)}
 
 
+def mean_jacobian_u_norm_sq(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None,
+                            bn_mode: str = "eval") -> Tuple[float, int]:
+    """||<J> u||^2 with u = 1_C / sqrt(C) (paper 000 App. G) from ONE backward pass per chunk:
+    <J> u = grad_theta (u^T <z>). For C > 100, where the Gram matrix is not formed."""
+    pv = ParameterVector(model)
+    n = x.shape[0]
+    total: Optional[torch.Tensor] = None
+    passes = 0
+    with probe_mode(model, bn_mode):
+        for sl in chunks(n, chunk):
+            z = model(x[sl])
+            g = pv.flatten(torch.autograd.grad(z.sum() / z.shape[1] ** 0.5, pv.params))
+            total = g if total is None else total + g
+            passes += 1
+    return float(torch.linalg.vector_norm(total.double() / n) ** 2), passes
+
+
 def mean_jacobian_top_singular(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None,
                                bn_mode: str = "eval", max_iters: int = 100, tol: float = 1e-6,
                                generator: Optional[torch.Generator] = None) -> Tuple[float, int]:

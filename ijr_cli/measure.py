@@ -26,7 +26,8 @@ from ijr_cli.curvature import (ParameterVector, gauss_newton_operator, hessian_o
 from ijr_cli.data import Dataset, chunks
 from ijr_cli.errors import UserError
 from ijr_cli.impurity import gini, top_impurity
-from ijr_cli.jacobians import gram_summaries, input_jacobian_norms, mean_jacobian_gram, mean_jacobian_top_singular
+from ijr_cli.jacobians import (gram_summaries, input_jacobian_norms, mean_jacobian_gram, mean_jacobian_top_singular,
+                               mean_jacobian_u_norm_sq)
 from ijr_cli.lanczos import lanczos_top
 from ijr_cli.objectives import Objective, cross_entropy_sum
 from ijr_cli.optim import stability_threshold
@@ -246,7 +247,8 @@ class Measurer:
                 "gn_sharpness_matvecs": op.num_products}
 
     def _jacobian(self, lr):
-        """<J> through its C x C Gram matrix (C <= 100) or paper 000's Algorithm 2 (C > 100)."""
+        """<J> through its C x C Gram matrix (C <= 100); for C > 100, paper 000's Algorithm 2 for ||<J>||_2 and
+        one backward for ||<J> u||^2, while ||<J>||_F^2 (C backward passes and C x m memory) is not computed."""
         c = self.data.num_classes
         if c <= 100:
             k, passes = mean_jacobian_gram(self.model, self.x_probe, self.probe_chunk, self.probe_bn_mode)
@@ -254,7 +256,10 @@ class Measurer:
         else:
             norm, passes = mean_jacobian_top_singular(self.model, self.x_probe, self.probe_chunk, self.probe_bn_mode,
                                                       generator=torch.Generator().manual_seed(self.seed))
-            out = {JAC_OP_NORM: norm, JAC_FRO_SQ: math.nan, JAC_U_NORM_SQ: math.nan}
+            u_norm_sq, u_passes = mean_jacobian_u_norm_sq(self.model, self.x_probe, self.probe_chunk,
+                                                          self.probe_bn_mode)
+            out = {JAC_OP_NORM: norm, JAC_FRO_SQ: math.nan, JAC_U_NORM_SQ: u_norm_sq}
+            passes += u_passes
         if IJR_PROXY in self.wanted:  # reuse this row's impurity when that group already ran
             imp = (self._row_cache.get("probe_outputs") or self._probe_outputs(lr))[IMPURITY_MEAN]
             out[IJR_PROXY] = imp * out[JAC_U_NORM_SQ]

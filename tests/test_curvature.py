@@ -8,7 +8,8 @@ from torch.func import functional_call, hessian, jacrev
 
 from ijr_cli.curvature import ParameterVector, gauss_newton_operator, hessian_operator, loss_gradient
 from ijr_cli.impurity import gini, top_impurity, top_impurity_eigvalsh
-from ijr_cli.jacobians import gram_summaries, input_jacobian_norms, mean_jacobian_gram, mean_jacobian_top_singular
+from ijr_cli.jacobians import (gram_summaries, input_jacobian_norms, mean_jacobian_gram, mean_jacobian_top_singular,
+                               mean_jacobian_u_norm_sq)
 from ijr_cli.lanczos import lanczos_top
 from ijr_cli.objectives import Objective
 
@@ -232,6 +233,32 @@ def test_mean_jacobian_gram_and_algorithm_2():
     norm, _ = mean_jacobian_top_singular(model, x, chunk=4, tol=1e-13, max_iters=500,
                                          generator=torch.Generator().manual_seed(0))
     assert norm == pytest.approx(s["jac_op_norm"], rel=1e-6)
+    u_norm_sq, u_passes = mean_jacobian_u_norm_sq(model, x, chunk=4)
+    assert u_norm_sq == pytest.approx(s["jac_u_norm_sq"], rel=1e-10) and u_passes == 3
+
+
+def test_many_classes_use_algorithm_2_and_one_backward_for_u(float64):
+    """C > 100: no Gram matrix; ||<J>||_2 by power iteration, ||<J> u||^2 by one backward, ||<J>||_F^2 absent."""
+    import math
+
+    from ijr_cli.data import Dataset
+    from ijr_cli.measure import Measurer
+
+    torch.manual_seed(0)
+    model = _mlp(c=101)
+    x, y = _data(n=9, c=101)
+    data = Dataset("t", x, y, x[:2], y[:2], 101)
+    m = Measurer(model=model, data=data, objective=Objective("ce", 101), init_params=torch.zeros(1),
+                 names=["jac_op_norm", "jac_u_norm_sq", "jac_fro_sq", "ijr_proxy"], probe_chunk=4)
+    row = m.measure(["jacobian"], lr=0.1)
+    k, _ = mean_jacobian_gram(model, x, chunk=4)
+    exact = gram_summaries(k)
+    assert row["jac_op_norm"] == pytest.approx(exact["jac_op_norm"], rel=1e-5)
+    assert row["jac_u_norm_sq"] == pytest.approx(exact["jac_u_norm_sq"], rel=1e-10)
+    assert math.isnan(row["jac_fro_sq"])
+    with torch.no_grad():
+        impurity_mean = float(top_impurity_eigvalsh(torch.softmax(model(x), 1)).mean())
+    assert row["ijr_proxy"] == pytest.approx(impurity_mean * exact["jac_u_norm_sq"], rel=1e-9)
 
 
 def test_input_jacobian_norms_match_jacrev_and_restore_mode():
