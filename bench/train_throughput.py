@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ijr_cli import records
 from ijr_cli.data import BatchSampler, load_dataset
+from ijr_cli.measure import Schedule
 from ijr_cli.models import build_model
 from ijr_cli.objectives import Objective
 from ijr_cli.optim import build_sgd
@@ -64,8 +65,11 @@ def ijr_loop(model, data, batch_size, steps, lr, device):
     spec = StepSpec(objective=Objective("ce", data.num_classes), sampler=BatchSampler(data.n_train, batch_size, 0, device),
                     seed=0)
     state = RunState(model=model, optimizer=opt, last_logged_step=0)  # no step-0 evaluation
+    # ijr-train asks its metric schedule at every step; the default (eos) groups, cadences beyond the run
+    schedule = Schedule({g: 10**9 for g in ("eval", "weights", "threshold", "probe_outputs", "sharpness")},
+                        total_steps=10**9)
     fit(state, total_steps=steps, step_fn=lambda s: train_step(model, opt, data, s, spec), evaluate=lambda s: {},
-        log=lambda row: None, checkpoint=lambda: None, lr_at=lambda s: lr, row_due=lambda s: False,
+        log=lambda row: None, checkpoint=lambda: None, lr_at=lambda s: lr, row_due=schedule.any_due,
         checkpoint_every=10**9, sync_every=25, progress=False)
 
 

@@ -279,7 +279,7 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
             result = fit(state, total_steps=b.total_steps,
                          step_fn=lambda step: train_step(state.model, state.optimizer, b.data, step, b.spec),
                          evaluate=evaluate_row, log=log_row, checkpoint=checkpoint, lr_at=lr_at,
-                         row_due=lambda step: bool(b.schedule.due(step)),
+                         row_due=b.schedule.any_due,
                          checkpoint_every=cfg.trainer.checkpoint_every,
                          sync_every=cfg.trainer.sync_every, train_acc_goal=cfg.trainer.train_acc_goal,
                          progress=cfg.trainer.progress)

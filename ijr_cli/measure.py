@@ -141,6 +141,20 @@ class Schedule:
                 for i in range(early_steps):
                     pts.add(int(round(every ** (i / early_steps))))
             self.early[group] = {p for p in pts if 0 < p < every}
+        # any_due's fast rejection: a step is due only if the gcd of the cadences divides it, or it is an
+        # early point or the last step (checked at every training step: a modulo and a set lookup)
+        self._gcd = math.gcd(*self.every.values()) if self.every else 0
+        self._early_any = set().union(*self.early.values()) if self.early else set()
+
+    def any_due(self, step: int) -> bool:
+        """bool(due(step)), without building the list on the steps that are not due."""
+        if not self.every:
+            return False
+        if step == self.total_steps or step in self._early_any:
+            return True
+        if not self._gcd or step % self._gcd:
+            return False
+        return bool(self.due(step))
 
     def due(self, step: int) -> List[str]:
         return [g for g, every in self.every.items()

@@ -22,6 +22,9 @@ def test_schedule_cadences_ends_and_early_steps():
     assert s.due(23) == ["eval", "sharpness"] and s.due(7) == []
     # 10 ** (i/3) for i = 0, 1, 2, rounded: 1, 2, 5
     assert sorted(p for p in range(1, 10) if "eval" in s.due(p)) == [1, 2, 5]
+    for sched in (s, Schedule({"eval": 6, "sharpness": 4, "grad": 9}, total_steps=100, early_steps=4),
+                  Schedule({}, total_steps=7)):
+        assert all(sched.any_due(t) == bool(sched.due(t)) for t in range(0, 120))  # the fast path agrees
 
 
 def test_a_runs_metrics_match_exact_computations(compose, tmp_path):
