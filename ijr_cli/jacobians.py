@@ -8,7 +8,7 @@ iteration on <J>^T <J> with one jvp and one vjp per step, never forming <J>.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import nn
@@ -18,9 +18,10 @@ from ijr_cli.curvature import ParameterVector, functional_model, probe_mode
 from ijr_cli.data import chunks
 
 
-def mean_jacobian_gram(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None,
-                       bn_mode: str = "eval") -> Tuple[torch.Tensor, int]:
-    """K = <J>^T <J> (C x C, float64) and the number of backward passes (C per chunk)."""
+def weighted_mean_logit_gradients(model: nn.Module, x: torch.Tensor, weights: Callable[[int], torch.Tensor],
+                                  chunk: Optional[int] = None, bn_mode: str = "eval") -> Tuple[torch.Tensor, int]:
+    """Rows grad_theta (w_k^T <z>) for each row w_k of W = weights(C) (K x C), i.e. (<J> W^T)^T, in float64,
+    and the backward passes used (K per chunk). W = I gives <J>^T; W = u^T gives (<J> u)^T."""
     pv = ParameterVector(model)
     n = x.shape[0]
     rows: Optional[torch.Tensor] = None
@@ -28,14 +29,20 @@ def mean_jacobian_gram(model: nn.Module, x: torch.Tensor, chunk: Optional[int] =
     with probe_mode(model, bn_mode):
         for sl in chunks(n, chunk):
             z = model(x[sl])
-            c = z.shape[1]
+            w = weights(z.shape[1]).to(dtype=z.dtype, device=z.device)
             if rows is None:
-                rows = torch.zeros(c, pv.dim, dtype=z.dtype, device=z.device)
-            for k in range(c):
-                g = torch.autograd.grad(z[:, k].sum(), pv.params, retain_graph=k < c - 1)
+                rows = torch.zeros(w.shape[0], pv.dim, dtype=z.dtype, device=z.device)
+            for k in range(w.shape[0]):
+                g = torch.autograd.grad((z * w[k]).sum(), pv.params, retain_graph=k < w.shape[0] - 1)
                 rows[k] += pv.flatten(g)
                 passes += 1
-    rows = rows.double() / n
+    return rows.double() / n, passes
+
+
+def mean_jacobian_gram(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None,
+                       bn_mode: str = "eval") -> Tuple[torch.Tensor, int]:
+    """K = <J>^T <J> (C x C, float64) and the number of backward passes (C per chunk)."""
+    rows, passes = weighted_mean_logit_gradients(model, x, torch.eye, chunk, bn_mode)
     return rows @ rows.T, passes
 
 
@@ -51,17 +58,8 @@ def mean_jacobian_u_norm_sq(model: nn.Module, x: torch.Tensor, chunk: Optional[i
                             bn_mode: str = "eval") -> Tuple[float, int]:
     """||<J> u||^2 with u = 1_C / sqrt(C) (paper 000 App. G) from ONE backward pass per chunk:
     <J> u = grad_theta (u^T <z>). For C > 100, where the Gram matrix is not formed."""
-    pv = ParameterVector(model)
-    n = x.shape[0]
-    total: Optional[torch.Tensor] = None
-    passes = 0
-    with probe_mode(model, bn_mode):
-        for sl in chunks(n, chunk):
-            z = model(x[sl])
-            g = pv.flatten(torch.autograd.grad(z.sum() / z.shape[1] ** 0.5, pv.params))
-            total = g if total is None else total + g
-            passes += 1
-    return float(torch.linalg.vector_norm(total.double() / n) ** 2), passes
+    rows, passes = weighted_mean_logit_gradients(model, x, lambda c: torch.full((1, c), c ** -0.5), chunk, bn_mode)
+    return float(rows[0].square().sum()), passes
 
 
 def mean_jacobian_top_singular(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None,
