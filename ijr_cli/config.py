@@ -44,6 +44,15 @@ class OptimizerName(str, Enum):
     sam = "sam"  # sharpness-aware minimisation (Foret et al. 2021) around SGD
 
 
+class JacobianReg(str, Enum):
+    """Explicit Jacobian Regularisation (paper 000 §5.2, App. N; `ijr_cli.ejr`)."""
+
+    none = "none"
+    ejr = "ejr"  # penalty lambda_reg ||<J>_B u||^2 (double backward)
+    ejr_sam = "ejr_sam"  # gradient at theta + rho_reg <J>u/||<J>u|| (Eq. 38)
+    ejr_v2 = "ejr_v2"  # as ejr_sam, of L_B + mu_reg u^T <z>_B (Eq. 39)
+
+
 class BNMode(str, Enum):
     eval = "eval"  # BatchNorm with running statistics
     train = "train"  # per-chunk batch statistics (Cohen et al.'s "ghost BN"); running statistics untouched
@@ -109,6 +118,10 @@ class RegularizerConfig:
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0  # 0: off; otherwise lambda ~ Beta(alpha, alpha) per batch (Zhang et al. 2018)
     augment: bool = False  # random crop (4-pixel zero padding) + horizontal flip, on the device
+    jacobian: JacobianReg = JacobianReg.none  # explicit Jacobian regularisation: regularizer=ejr|ejr_sam|ejr_v2
+    lambda_reg: float = 0.0  # ejr: penalty weight (paper 000 Table 1: 0.01 at batch 128, 0.001 full batch)
+    rho_reg: float = 0.0  # ejr_sam / ejr_v2: perturbation radius (paper 000 Table 1: 2; CIFAR-100: 5)
+    mu_reg: float = 0.0  # ejr_v2: weight of u^T <z>_B (paper 000 Table 1: 0.03)
 
 
 @dataclass
@@ -202,6 +215,7 @@ def validate(cfg: TrainConfig) -> None:
     _require(o.rho > 0, f"optimizer.rho must be positive, got {o.rho}")
     _require(0 <= r.label_smoothing < 1, f"regularizer.label_smoothing must be in [0, 1), got {r.label_smoothing}")
     _require(r.mixup_alpha >= 0, f"regularizer.mixup_alpha must be >= 0 (0 turns mixup off), got {r.mixup_alpha}")
+    _validate_jacobian_regularizer(cfg)
     _require(cfg.loss.target_scale > 0, f"loss.target_scale must be positive, got {cfg.loss.target_scale}")
     _require(s.gamma > 0, f"schedule.gamma must be positive, got {s.gamma}")
     _require(all(0 < m < 1 for m in s.milestones) and list(s.milestones) == sorted(s.milestones),
@@ -235,3 +249,22 @@ def validate(cfg: TrainConfig) -> None:
     _require(math.isfinite(d.input_scale) and d.input_scale > 0,
              f"dataset.input_scale must be positive, got {d.input_scale}")
     _require(cfg.model.dropout >= 0 and cfg.model.dropout < 1, f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
+
+
+def _validate_jacobian_regularizer(cfg: TrainConfig) -> None:
+    r, jac = cfg.regularizer, cfg.regularizer.jacobian
+    for key, owners in (("lambda_reg", (JacobianReg.ejr,)), ("rho_reg", (JacobianReg.ejr_sam, JacobianReg.ejr_v2)),
+                        ("mu_reg", (JacobianReg.ejr_v2,))):
+        value = getattr(r, key)
+        _require(math.isfinite(value), f"regularizer.{key} must be a finite number, got {value}")
+        _require(value == 0 or jac in owners,
+                 f"regularizer.{key}={value} is used only by regularizer={'/'.join(o.value for o in owners)} but "
+                 f"regularizer.jacobian={jac.value}; select that option (or drop the override)")
+    _require(r.lambda_reg >= 0, f"regularizer.lambda_reg must be >= 0, got {r.lambda_reg}")
+    _require(r.rho_reg >= 0, f"regularizer.rho_reg must be >= 0, got {r.rho_reg}")
+    _require(not (jac in (JacobianReg.ejr_sam, JacobianReg.ejr_v2) and cfg.optimizer.name == OptimizerName.sam),
+             f"regularizer={jac.value} and optimizer=sam both perturb the weights before the gradient; use one "
+             f"(optimizer=sgd with regularizer={jac.value}, or regularizer=ejr with optimizer=sam)")
+    _require(not (jac == JacobianReg.ejr and cfg.trainer.grad_chunk is not None and cfg.model.dropout > 0),
+             "regularizer=ejr with trainer.grad_chunk needs the same dropout mask in its two passes: set "
+             "model.dropout=0 or trainer.grad_chunk=null")

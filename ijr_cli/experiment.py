@@ -31,7 +31,7 @@ from ijr_cli.measure import GROUP_OF, GROUPS, Measurer, Schedule, check_metric_n
 from ijr_cli.models import build_model, count_parameters
 from ijr_cli.objectives import Objective
 from ijr_cli.optim import build_sgd, lr_factor
-from ijr_cli.train import RunState, StepSpec, fit, load_checkpoint, save_checkpoint, train_step
+from ijr_cli.train import RunState, StepSpec, fit, load_checkpoint, save_checkpoint, step_passes, train_step
 
 # Keys that may differ between the stored config and a resuming command (they do not change results).
 RESUME_FREE_KEYS = ("trainer.progress",)
@@ -116,7 +116,7 @@ class Built:
 
 
 def build(cfg: TrainConfig) -> Built:
-    t, d, o, m = cfg.trainer, cfg.dataset, cfg.optimizer, cfg.model
+    t, d, o, m, r = cfg.trainer, cfg.dataset, cfg.optimizer, cfg.model, cfg.regularizer
     device = resolve_device(t.device)
     dtype = torch.float64 if t.dtype.value == "float64" else torch.float32
     if t.num_threads:
@@ -146,7 +146,9 @@ def build(cfg: TrainConfig) -> Built:
                           cfg.loss.target_scale)
     spec = StepSpec(objective=objective, sampler=sampler, seed=cfg.seed, augment=cfg.regularizer.augment,
                     mixup_alpha=cfg.regularizer.mixup_alpha, grad_chunk=t.grad_chunk,
-                    sam_rho=o.rho if o.name.value == "sam" else None, sam_adaptive=o.adaptive)
+                    sam_rho=o.rho if o.name.value == "sam" else None, sam_adaptive=o.adaptive,
+                    ejr=None if r.jacobian.value == "none" else r.jacobian.value, lambda_reg=r.lambda_reg,
+                    rho_reg=r.rho_reg, mu_reg=r.mu_reg)
     total = math.ceil(t.epochs * sampler.steps_per_epoch) if t.epochs is not None else t.max_steps
     state = RunState(model=model, optimizer=optimizer)
     mc, pc = cfg.metrics, cfg.probe
@@ -232,7 +234,7 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
     status.update({"status": "RUNNING", "error": None, "host": socket.gethostname(), "command": sys.argv,
                    "cwd": os.getcwd(),
                    "num_params": count_parameters(state.model), "total_steps": b.total_steps,
-                   "steps_per_epoch": b.spec.sampler.steps_per_epoch,
+                   "steps_per_epoch": b.spec.sampler.steps_per_epoch, "step_passes": step_passes(b.spec),
                    **environment(b.device, cfg.trainer.dtype.value)})
     attempt = {"started": records.now_iso(), "host": socket.gethostname(), "pid": os.getpid(),
                "pid_start_ticks": records.process_start_ticks(os.getpid()),

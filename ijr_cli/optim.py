@@ -1,7 +1,7 @@
 """Optimizers (SGD / full-batch GD / SAM), learning-rate schedules, and the stability threshold for a step size.
 
 GD is torch's SGD fed the full training set in stored order (the batching lives in `data.BatchSampler`).
-SAM (Foret et al. 2021) is a two-pass step implemented in `train.sam_step` around the same base SGD; this module
+SAM (Foret et al. 2021) is a two-pass step implemented in `train.train_step` around the same base SGD; this module
 only holds its perturbation, which is a pure function of the gradients.
 """
 

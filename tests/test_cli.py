@@ -80,6 +80,12 @@ BAD_INPUTS = {
     "empty probe set": (["probe.n=0"], "probe.n must be >= 1"),
     "lanczos tolerance out of range": (["metrics.lanczos_tol=2"], "metrics.lanczos_tol must be in (0, 1)"),
     "unknown metric cadence key": (["+metrics.every.sharpnes=5"], "metrics.every has unknown key"),
+    "ejr_sam with sam": (["regularizer=ejr_sam", "optimizer=sam"], "both perturb the weights"),
+    "mu_reg without ejr_v2": (["regularizer=ejr_sam", "regularizer.mu_reg=0.1"],
+                              "regularizer.mu_reg=0.1 is used only by regularizer=ejr_v2"),
+    "lambda_reg without ejr": (["regularizer.lambda_reg=0.01"], "used only by regularizer=ejr but"),
+    "negative lambda_reg": (["regularizer=ejr", "regularizer.lambda_reg=-1"], "regularizer.lambda_reg must be >= 0"),
+    "unknown jacobian regularizer": (["regularizer.jacobian=ejr3"], "ejr3"),
 }
 
 

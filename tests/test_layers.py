@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ijr_cli"
 LAYERS = [
     {"errors", "config"},
     {"data", "models", "lanczos", "impurity"},
-    {"objectives", "optim"},
+    {"objectives", "optim", "ejr"},
     {"train", "curvature"},
     {"jacobians"},
     {"measure"},

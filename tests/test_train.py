@@ -35,6 +35,8 @@ def test_run_writes_a_self_describing_directory(compose, tmp_path):
     assert status["status"] == "COMPLETED" and status["stop_reason"] == "max_steps"
     assert {"host", "device", "git", "versions", "attempts", "num_params"} <= set(status)
     assert status["versions"]["torch"] and status["attempts"][0]["resumed_from_step"] is None
+    assert status["step_passes"] == {"forward": 1, "backward": 1, "double_backward": 0,
+                                     "extra_vs_plain": {"forward": 0, "backward": 0, "double_backward": 0}}
     rows = _rows(d)
     assert [r["step"] for r in rows] == [0, 10, 20, 30, 40]
     assert {"train_loss", "train_acc", "train_ce", "test_loss", "test_acc", "test_ce", "gen_gap_loss",
@@ -64,8 +66,14 @@ def test_measuring_does_not_change_training(compose, tmp_path):
     assert [{k: v for k, v in r.items() if k in keep} for r in measured] == _rows(tmp_path / "plain")
 
 
-def test_interrupted_run_resumes_to_identical_metrics(compose, tmp_path, monkeypatch):
-    over = TINY + ["optimizer.momentum=0.9", "regularizer=label_smoothing", "trainer.checkpoint_every=15"]
+EJR_COMPOSED = ["regularizer=[label_smoothing,mixup,augment,ejr_v2]", "dataset.input_shape=[1,4,4]",
+                "optimizer.weight_decay=5e-4", "schedule=step", "regularizer.rho_reg=0.5"]
+
+
+@pytest.mark.parametrize("extra", [[], EJR_COMPOSED, ["regularizer=ejr", "trainer.grad_chunk=12"]],
+                         ids=["plain", "ejr_v2-composed", "ejr-chunked"])
+def test_interrupted_run_resumes_to_identical_metrics(compose, tmp_path, monkeypatch, extra):
+    over = TINY + ["optimizer.momentum=0.9", "regularizer=label_smoothing", "trainer.checkpoint_every=15"] + extra
     _run(compose, tmp_path, over, "whole")
     real_step = experiment.train_step
 
@@ -176,3 +184,25 @@ def test_a_run_held_by_a_live_process_is_refused_a_dead_one_taken_over(compose, 
         sleeper.kill()
         sleeper.wait()
     assert json.loads(status_path.read_text())["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("variant", ["ejr", "ejr_sam", "ejr_v2"])
+def test_ejr_variants_change_training_and_record_their_cost(compose, tmp_path, variant):
+    _run(compose, tmp_path, TINY, "base")
+    code, d = _run(compose, tmp_path, TINY + [f"regularizer={variant}"], variant)
+    assert code == 0 and _rows(d) != _rows(tmp_path / "base")
+    passes = json.loads((d / "status.json").read_text())["step_passes"]
+    extra = {"ejr": {"forward": 0, "backward": 0, "double_backward": 1}}.get(
+        variant, {"forward": 1, "backward": 1, "double_backward": 0})
+    assert passes["extra_vs_plain"] == extra
+    config = OmegaConf.load(d / "config.yaml").regularizer
+    assert config.jacobian == variant
+
+
+def test_ejr_composes_with_sam_and_batchnorm_models(compose, tmp_path):
+    over = ["dataset=synthetic", "dataset.input_shape=[3,32,32]", "dataset.num_train_examples=8",
+            "dataset.num_test_examples=4", "model=resnet18", "loss=ce", "optimizer=sam", "optimizer.batch_size=4",
+            "regularizer=ejr", "trainer.max_steps=2", "trainer.progress=false"]
+    code, d = _run(compose, tmp_path, over)
+    assert code == 0 and json.loads((d / "summary.json").read_text())["status"] == "COMPLETED"
+    assert json.loads((d / "status.json").read_text())["step_passes"]["double_backward"] == 2
