@@ -5,10 +5,12 @@ BIN := $(VENV)/bin
 # torch/torchvision pins that install from this machine's disk; the project's own ranges are in pyproject.toml.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+SWEEP ?=
+TINY ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast bench bench-sharpness clean
+.PHONY: help install train sweep test test-fast bench bench-sharpness clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +26,10 @@ install: $(BIN)/ijr-train  ## create $(VENV) (if needed) and install ijr editabl
 
 train: install  ## run the default experiment (fc-tanh, full-batch GD, MSE, digits); extra overrides in ARGS="..."
 	$(BIN)/ijr-train $(ARGS)
+
+sweep: install  ## run a named sweep: make sweep SWEEP=table1_simplecnn [TINY=1] [ARGS="overrides --dry-run"]
+	@test -n "$(SWEEP)" || { echo "make sweep: set SWEEP=<name>; the sweeps are:" >&2; $(BIN)/ijr-sweep --list >&2; exit 2; }
+	$(BIN)/ijr-sweep $(SWEEP) $(if $(TINY),--tiny) $(ARGS)
 
 test: install  ## run the test suite (exit code 5, "no tests ran", counts as a failure)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -161,3 +161,82 @@ def train() -> None:
 
 if __name__ == "__main__":
     train()
+
+
+# ---------------------------------------------------------------------------------------------- ijr-sweep
+SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+
+
+def preflight(jobs: List[List[str]], fixed: List[str]) -> None:
+    """Compose and validate every job's config before anything is launched; the first bad job is named."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ijr_cli.config import validate
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        for job in jobs:
+            try:
+                cfg = compose(config_name="train", overrides=fixed + job)
+                validate(OmegaConf.to_object(cfg))
+            except UserError as e:
+                raise UserError(f"job {' '.join(job)}: {e}") from None
+            except Exception as e:  # noqa: BLE001 - Hydra's composition errors, folded into one line
+                raise UserError(f"job {' '.join(job)}: {one_line(str(e))}") from None
+    GlobalHydra.instance().clear()
+
+
+def sweep(argv: List[str] = None) -> None:
+    """Console script `ijr-sweep`: run a named study from sweeps/ as Hydra multiruns of ijr-train."""
+    import argparse
+    import subprocess
+
+    from ijr_cli import sweeps
+
+    parser = argparse.ArgumentParser(
+        prog="ijr-sweep", description="Run a named sweep (sweeps/NAME.yaml) as Hydra multiruns of ijr-train. "
+        "Every job runs in SWEEP_DIR/<its swept overrides>; running the sweep again skips COMPLETED jobs and "
+        "resumes the others from their checkpoints.")
+    parser.add_argument("name", nargs="?", help="a sweep in sweeps/ (e.g. table1_simplecnn) or a path to a .yaml")
+    parser.add_argument("overrides", nargs="*", help="extra ijr-train overrides (key=value); one of a swept key "
+                        "replaces that dimension (optimizer.lr=0.01,0.1; seed=0)")
+    parser.add_argument("--tiny", action="store_true", help="the sweep's CPU version (its 'tiny' section)")
+    parser.add_argument("--dry-run", action="store_true", help="print the jobs and check their configs; run nothing")
+    parser.add_argument("--sweep-dir", help="where the jobs' run directories go (default outputs/sweeps/NAME)")
+    parser.add_argument("--list", action="store_true", help="list the named sweeps")
+    args = parser.parse_intermixed_args(argv)
+    prog = "ijr-sweep"
+    try:
+        if args.list or not args.name:
+            for path in sorted(SWEEPS_DIR.glob("*.yaml")):
+                study = sweeps.load_study(path)
+                print(f"{path.stem:32} {len(study.jobs()):4d} jobs  {study.description}")
+            if not args.name:
+                return
+        bad = [o for o in args.overrides if "=" not in o]
+        if bad:
+            raise UserError(f"overrides must be key=value, got {' '.join(bad)}")
+        study = sweeps.load_study(sweeps.find_study(args.name, SWEEPS_DIR), tiny=args.tiny)
+        study = study.with_overrides(list(args.overrides))
+        sweep_dir = Path(args.sweep_dir or Path("outputs") / "sweeps" / study.name)
+        jobs = study.jobs()
+        print(sweeps.describe(study, sweep_dir))
+        preflight(jobs, study.fixed)
+        if args.dry_run:
+            for job in jobs:
+                print(f"  {sweep_dir / sweeps.job_directory_name(job)}")
+            print(f"{prog}: dry run: {len(jobs)} job(s) composed and validated; nothing launched")
+            return
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(UserError.exit_code) from None
+    exe = str(Path(sys.executable).with_name("ijr-train"))
+    failed = 0
+    for cmd in sweeps.multirun_commands(study, sweep_dir):
+        rc = subprocess.call([exe, *cmd])
+        failed += rc != 0
+    if failed:
+        print(f"{prog}: {failed} of {len(study.grids)} multirun(s) ended with an error (see above)", file=sys.stderr)
+        raise SystemExit(1)

@@ -14,7 +14,7 @@ LAYERS = [
     {"jacobians"},
     {"measure"},
     {"records"},
-    {"experiment"},
+    {"experiment", "sweeps"},
     {"cli"},
 ]
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}

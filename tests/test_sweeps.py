@@ -1,0 +1,184 @@
+"""Named sweeps (sweeps/*.yaml): loading, expansion, pre-flight, the paper's Table 1 settings, and a real tiny run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from ijr_cli import sweeps
+from ijr_cli.cli import preflight
+from ijr_cli.errors import UserError
+
+SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
+IJR_SWEEP = str(Path(sys.executable).with_name("ijr-sweep"))
+
+
+def _sweep_cli(args, timeout=600):
+    return subprocess.run([IJR_SWEEP, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_there_are_named_sweeps():
+    assert {p.stem for p in SWEEP_FILES} >= {"table1_simplecnn", "table1_simplecnn_fullbatch", "table1_wrn_cifar10",
+                                             "table1_wrn_cifar100"}
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("tiny", [False, True], ids=["full", "tiny"])
+def test_every_job_of_every_sweep_composes_and_validates(path, tiny):
+    study = sweeps.load_study(path, tiny=tiny)
+    assert study.description and study.reference
+    jobs = study.jobs()
+    assert len({sweeps.job_directory_name(j) for j in jobs}) == len(jobs)  # one directory per job
+    assert all(any(o.startswith("seed=") for o in j) for j in jobs)  # seeds are a dimension
+    preflight(jobs, study.fixed)
+
+
+def _configs(compose, name, tiny=False):
+    study = sweeps.load_study(ROOT / "sweeps" / f"{name}.yaml", tiny=tiny)
+    return [OmegaConf.to_object(compose(study.fixed + job)) for job in study.jobs()]
+
+
+def test_table1_simplecnn_is_the_papers_grid(compose):
+    cfgs = _configs(compose, "table1_simplecnn")
+    assert {(c.dataset.name, c.model.name, c.optimizer.name.value, c.optimizer.batch_size) for c in cfgs} == \
+        {("cifar10", "simplecnn", "sgd", 128)}
+    cells = {(c.optimizer.lr, c.regularizer.jacobian.value, c.regularizer.lambda_reg) for c in cfgs}
+    lrs = [0.003, 0.01, 0.03, 0.1, 0.3]
+    assert cells == {(lr, "none", 0.0) for lr in lrs} | {(lr, "ejr", 0.01) for lr in lrs}
+    assert len({c.seed for c in cfgs}) >= 2 and len(cfgs) == 10 * len({c.seed for c in cfgs})
+    assert all(c.optimizer.momentum == 0 and c.optimizer.weight_decay == 0 and not c.regularizer.augment for c in cfgs)
+
+
+def test_table1_simplecnn_fullbatch_uses_gd_and_lambda_0_001(compose):
+    cfgs = _configs(compose, "table1_simplecnn_fullbatch")
+    assert all(c.optimizer.name.value == "gd" and c.optimizer.batch_size is None for c in cfgs)
+    cells = {(c.optimizer.lr, c.regularizer.jacobian.value, c.regularizer.lambda_reg) for c in cfgs}
+    lrs = [0.01, 0.03, 0.1, 0.3]
+    assert cells == {(lr, "none", 0.0) for lr in lrs} | {(lr, "ejr", 0.001) for lr in lrs}
+
+
+@pytest.mark.parametrize("name,dataset,sam_rhos", [("table1_wrn_cifar10", "cifar10", {0.5, 1, 2, 3}),
+                                                    ("table1_wrn_cifar100", "cifar100", {1, 2, 3, 4, 5, 6, 7, 8})])
+def test_table1_wrn_recipe_and_coefficients(compose, name, dataset, sam_rhos):
+    cfgs = _configs(compose, name)
+    for c in cfgs:
+        assert (c.dataset.name, c.model.name, c.model.depth, c.model.width_factor) == (dataset, "wrn", 28, 10)
+        o, s = c.optimizer, c.schedule
+        assert (o.lr, o.batch_size, o.momentum, o.weight_decay) == (0.1, 128, 0.9, 5e-4)
+        assert (s.name.value, s.gamma, list(s.milestones), c.trainer.epochs) == ("step", 0.2, [0.3, 0.6, 0.8], 400)
+        assert c.regularizer.augment
+    kinds = {c.regularizer.jacobian.value for c in cfgs}
+    assert "none" in kinds
+    assert {c.regularizer.rho_reg for c in cfgs if c.regularizer.jacobian.value == "ejr_sam"} == sam_rhos
+    if dataset == "cifar10":
+        v2 = {(c.regularizer.rho_reg, c.regularizer.mu_reg) for c in cfgs if c.regularizer.jacobian.value == "ejr_v2"}
+        assert {(2.0, mu) for mu in (0.001, 0.003, 0.01, 0.03, 0.1)} <= v2
+
+
+def _study_file(tmp_path, text):
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text,message", [
+    ("grids: [{optimizer.lr: [0.1]}]\nseeds: [0]\nbogus: 1\n", "unknown key(s) bogus"),
+    ("grids: []\nseeds: [0]\n", "'grids' must be a non-empty list"),
+    ("grids: [{optimizer.lr: []}]\nseeds: [0]\n", "optimizer.lr has an empty list of values"),
+    ("grids: [{optimizer.lr: [0.1]}]\nseeds: []\n", "'seeds' must be a non-empty list of integers"),
+    ("fixed: [optimizer.lr=0.1]\ngrids: [{optimizer.lr: [0.2]}]\nseeds: [0]\n", "optimizer.lr is both fixed and swept"),
+    ("fixed: [lr]\ngrids: [{optimizer.lr: [0.2]}]\nseeds: [0]\n", "'fixed' must be a list of key=value"),
+    ("grids: [{optimizer.lr: [0.1]\n", "is not valid YAML"),
+])
+def test_bad_study_files_are_named_with_the_problem(tmp_path, text, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        sweeps.load_study(_study_file(tmp_path, text))
+
+
+def test_a_study_without_tiny_section_says_so(tmp_path):
+    with pytest.raises(UserError, match="has no 'tiny' section"):
+        sweeps.load_study(_study_file(tmp_path, "grids: [{optimizer.lr: [0.1]}]\nseeds: [0]\n"), tiny=True)
+
+
+def test_expansion_is_the_union_of_grids_times_seeds(tmp_path):
+    study = sweeps.load_study(_study_file(tmp_path, (
+        "fixed: [loss=ce]\n"
+        "grids:\n  - {optimizer.lr: [0.1, 0.2], regularizer: none}\n"
+        "  - {regularizer: '[augment,ejr]', regularizer.lambda_reg: [0.01, 0.1]}\n"
+        "seeds: [0, 1]\n")))
+    jobs = study.jobs()
+    assert len(jobs) == 2 * 2 + 2 * 2
+    assert ["optimizer.lr=0.2", "regularizer=none", "seed=1"] in jobs
+    assert ["regularizer=[augment,ejr]", "regularizer.lambda_reg=0.1", "seed=0"] in jobs
+    cmds = sweeps.multirun_commands(study.with_overrides(["trainer.max_steps=5"]), Path("out/s"))
+    assert len(cmds) == 2 and cmds[1][:3] == ["-m", "loss=ce", "trainer.max_steps=5"]
+    assert "regularizer.lambda_reg=0.01,0.1" in cmds[1] and "seed=0,1" in cmds[1]
+    assert "hydra.job.config.override_dirname.exclude_keys=[loss,trainer.max_steps]" in cmds[0]
+
+
+def test_extra_overrides_replace_a_swept_dimension_or_a_fixed_value(tmp_path):
+    study = sweeps.load_study(_study_file(tmp_path, (
+        "fixed: [loss=ce, trainer.max_steps=9]\n"
+        "grids:\n  - {optimizer.lr: [0.1, 0.2], regularizer: none}\n  - {optimizer.lr: 0.5, regularizer: ejr}\n"
+        "seeds: [0, 1, 2]\n")))
+    narrowed = study.with_overrides(["optimizer.lr=0.05,0.07", "seed=4", "trainer.max_steps=3", "model=fcn3"])
+    assert narrowed.fixed == ["loss=ce", "trainer.max_steps=3", "model=fcn3"]
+    assert narrowed.jobs() == [["optimizer.lr=0.05", "regularizer=none", "seed=4"],
+                               ["optimizer.lr=0.07", "regularizer=none", "seed=4"],
+                               ["optimizer.lr=0.05", "regularizer=ejr", "seed=4"],
+                               ["optimizer.lr=0.07", "regularizer=ejr", "seed=4"]]
+    with pytest.raises(UserError, match="seed must be integers"):
+        study.with_overrides(["seed=a"])
+
+
+def test_preflight_names_the_bad_job(tmp_path):
+    study = sweeps.load_study(_study_file(tmp_path, "grids: [{optimizer.lr: [0.1, -1]}]\nseeds: [0]\n"))
+    with pytest.raises(UserError, match=r"job optimizer.lr=-1 seed=0: optimizer.lr must be a positive number"):
+        preflight(study.jobs(), study.fixed)
+    study = sweeps.load_study(_study_file(tmp_path, "grids: [{model: [fcn3, fcn4]}]\nseeds: [0]\n"))
+    with pytest.raises(UserError, match=r"job model=fcn4 seed=0: .*model/fcn4"):
+        preflight(study.jobs(), study.fixed)
+
+
+def test_cli_dry_run_lists_jobs_and_writes_nothing(tmp_path):
+    r = _sweep_cli(["table1_simplecnn", "--dry-run", "--sweep-dir", str(tmp_path / "s")])
+    assert r.returncode == 0, r.stderr
+    assert "30 jobs" in r.stdout and "dry run: 30 job(s) composed and validated" in r.stdout
+    assert "optimizer.lr=0.003,regularizer=ejr,seed=2" in r.stdout
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("args,message", [(["nosuch"], "no sweep named 'nosuch'"),
+                                          (["table1_simplecnn", "optimizer.lr"], "overrides must be key=value"),
+                                          (["table1_simplecnn", "--dry-run", "optimizer.lr=-3"],
+                                           "optimizer.lr must be a positive number")])
+def test_cli_bad_input_is_one_line_and_exit_2(args, message):
+    r = _sweep_cli(args)
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and message in err[0], r.stderr
+
+
+@pytest.mark.slow
+def test_tiny_simplecnn_sweep_runs_on_the_cifar10_subset_and_reruns_nothing(cifar_subset, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = ["table1_simplecnn", "--tiny", "--sweep-dir", str(sweep_dir), f"dataset.path={cifar_subset}"]
+    r = _sweep_cli(args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    study = sweeps.load_study(ROOT / "sweeps" / "table1_simplecnn.yaml", tiny=True)
+    expected = {sweeps.job_directory_name(j) for j in study.jobs()}
+    assert len(expected) == 8 and {p.name for p in sweep_dir.iterdir() if p.is_dir()} == expected
+    for name in expected:
+        status = json.loads((sweep_dir / name / "status.json").read_text())
+        assert status["status"] == "COMPLETED"
+        cfg = OmegaConf.load(sweep_dir / name / "config.yaml")
+        assert cfg.dataset.name == "npz" and cfg.model.name == "simplecnn" and cfg.optimizer.batch_size == 128
+        assert status["step_passes"]["double_backward"] == (1 if cfg.regularizer.jacobian == "ejr" else 0)
+    before = {n: (sweep_dir / n / "metrics.jsonl").read_text() for n in expected}
+    r = _sweep_cli(args)
+    assert r.returncode == 0 and r.stdout.count("already COMPLETED") == 8
+    assert before == {n: (sweep_dir / n / "metrics.jsonl").read_text() for n in expected}
