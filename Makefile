@@ -10,7 +10,7 @@ TINY ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep test test-fast bench bench-sharpness clean
+.PHONY: help install train sweep test test-fast bench bench-sharpness bench-ejr clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ bench: install  ## training throughput: ijr-train's loop vs a hand-written loop 
 bench-sharpness: install  ## one sharpness estimate: ijr vs PyHessian 0.1 vs curvlinops 3.0.1 (installs the peers)
 	$(BIN)/python -m pip install -q pyhessian==0.1 curvlinops-for-pytorch==3.0.1
 	$(BIN)/python bench/sharpness.py $(ARGS)
+
+bench-ejr: install  ## cost of a step with ejr / ejr_sam / ejr_v2 / SAM / the exact Frobenius penalty vs the plain step
+	$(BIN)/python bench/ejr_cost.py $(ARGS)
 
 clean:  ## remove caches and build files (keeps $(VENV) and outputs/)
 	rm -rf .pytest_cache build dist *.egg-info

@@ -9,7 +9,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ijr_cli"
 LAYERS = [
     {"errors", "config"},
     {"data", "models", "lanczos", "impurity"},
-    {"objectives", "optim", "ejr"},
+    {"objectives", "optim"},
+    {"ejr"},
     {"train", "curvature"},
     {"jacobians"},
     {"measure"},
