@@ -30,7 +30,8 @@ def test_cuda_matches_cpu_full_batch_float64(compose, tmp_path, extra):
         assert gpu[key] == pytest.approx(cpu[key], rel=1e-6, abs=1e-9), key
 
 
-def test_random_regularizers_run_on_cuda(compose, tmp_path):
-    """Permutations, crops and mixup draws come from CUDA generators there (different numbers, same laws)."""
-    s = _summary(compose, tmp_path, "cuda", ("regularizer=[mixup,augment]", "dataset.input_shape=[1,4,4]"))
+@pytest.mark.parametrize("regularizers", ["[mixup,augment]", "[augment,ejr]", "[augment,ejr_sam]", "[mixup,ejr_v2]"])
+def test_random_regularizers_run_on_cuda(compose, tmp_path, regularizers):
+    """Permutations, crops, mixup draws and EJR's u come from CUDA generators there (other numbers, same laws)."""
+    s = _summary(compose, tmp_path, "cuda", (f"regularizer={regularizers}", "dataset.input_shape=[1,4,4]"))
     assert s["status"] == "COMPLETED" and s["steps"] == 40
