@@ -110,9 +110,12 @@ def _train_task(cfg: DictConfig) -> None:
         sys.stderr.release()
     from hydra.core.hydra_config import HydraConfig
 
+    from hydra.types import RunMode
+
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     overrides: List[str] = list(hc.overrides.task)
+    multirun = hc.mode == RunMode.MULTIRUN
     try:
         from ijr_cli.experiment import run  # heavy imports (torch) only once composition succeeded
 
@@ -122,9 +125,30 @@ def _train_task(cfg: DictConfig) -> None:
         _remove_fresh_run_dir(run_dir)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        _fail(str(e))
+        if not multirun:
+            _fail(str(e))
+        _job_failed(overrides, str(e))
+        return
+    except Exception as e:  # noqa: BLE001 - in a multirun, one job's crash must not stop the others
+        if not multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        import traceback
+
+        traceback.print_exc()
+        where = f" (traceback also in {run_dir / 'status.json'})" if (run_dir / "status.json").exists() else ""
+        _job_failed(overrides, f"{type(e).__name__}: {e}{where}")
+        return
     if code:
         raise SystemExit(code)
+
+
+FAILED_JOBS: List[str] = []  # a multirun's failed jobs, reported when it ends (exit code 1)
+
+
+def _job_failed(overrides: List[str], message: str) -> None:
+    line = f"{PROG}: job failed: {' '.join(overrides)}: {message}"
+    FAILED_JOBS.append(line)
+    print(line, file=sys.stderr, flush=True)
 
 
 def train() -> None:
@@ -140,6 +164,11 @@ def train() -> None:
     sys.stderr = held
     try:
         _train_task()
+        if FAILED_JOBS:
+            print(f"{PROG}: {len(FAILED_JOBS)} job(s) of the multirun failed; the others ran:", file=sys.stderr)
+            for line in FAILED_JOBS:
+                print("  " + line, file=sys.stderr)
+            raise SystemExit(1)
     except (KeyboardInterrupt, Terminated) as e:
         held.release()
         sys.stderr = real

@@ -166,3 +166,33 @@ def test_killed_mid_run_then_resume_is_identical(tmp_path, sig):
         {k: v for k, v in s_cut.items() if not k.endswith("_s")}
     again = run_cli(args + [f"hydra.run.dir={cut}"])
     assert again.returncode == 0 and "already COMPLETED" in again.stdout
+
+
+def test_a_failing_job_does_not_stop_the_multirun(tmp_path, monkeypatch, capsys):
+    """In-process multirun: one job crashes (a bug), one has bad input; the third still runs; exit code 1 and
+    each failure named with its overrides at the end."""
+    from ijr_cli import cli, experiment
+
+    real_run = experiment.run
+
+    def run(cfg, **kwargs):
+        if cfg.seed == 1:
+            raise RuntimeError("boom")
+        return real_run(cfg, **kwargs)
+
+    monkeypatch.setattr(experiment, "run", run)
+    monkeypatch.setattr(cli, "FAILED_JOBS", [])
+    argv = ["ijr-train", "-m", *TINY, "trainer.max_steps=2", "metrics=none", "seed=0,1,2",
+            "optimizer.batch_size=32,5000", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        cli.train()
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "4 job(s) of the multirun failed" in err  # seed 1 twice, batch 5000 for seeds 0 and 2
+    summary = err[err.index("4 job(s) of the multirun failed"):]
+    assert summary.count("seed=1: RuntimeError: boom") == 2 and "Traceback" in err
+    assert "optimizer.batch_size=5000 optimizer.lr=0.05" in summary
+    assert "seed=0: optimizer.batch_size=5000 is larger than the 256" in summary
+    done = sorted(json.loads(p.read_text())["status"] for p in tmp_path.glob("*/status.json"))
+    assert done == ["COMPLETED", "COMPLETED"]  # seeds 0 and 2 at batch 32
