@@ -200,8 +200,9 @@ def test_ejr_variants_change_training_and_record_their_cost(compose, tmp_path, v
 
 
 def test_ejr_composes_with_sam_and_batchnorm_models(compose, tmp_path):
-    over = ["dataset=synthetic", "dataset.input_shape=[3,32,32]", "dataset.num_train_examples=8",
-            "dataset.num_test_examples=4", "model=resnet18", "loss=ce", "optimizer=sam", "optimizer.batch_size=4",
+    over = ["dataset=synthetic", "dataset.input_shape=[3,8,8]", "dataset.num_train_examples=8",
+            "dataset.num_test_examples=4", "model=wrn", "model.depth=10", "model.width_factor=1", "loss=ce",
+            "optimizer=sam", "optimizer.batch_size=4",
             "regularizer=ejr", "trainer.max_steps=2", "trainer.progress=false"]
     code, d = _run(compose, tmp_path, over)
     assert code == 0 and json.loads((d / "summary.json").read_text())["status"] == "COMPLETED"
