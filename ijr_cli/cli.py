@@ -196,8 +196,9 @@ if __name__ == "__main__":
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 
 
-def preflight(jobs: List[List[str]], fixed: List[str]) -> None:
-    """Compose and validate every job's config before anything is launched; the first bad job is named."""
+def preflight(jobs: List[List[str]], fixed: List[str], check_files: bool = True) -> None:
+    """Compose and validate every job's config before anything is launched; the first bad job is named.
+    With `check_files`, an npz dataset's file must exist too (the one data check that needs no loading)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -209,7 +210,12 @@ def preflight(jobs: List[List[str]], fixed: List[str]) -> None:
         for job in jobs:
             try:
                 cfg = compose(config_name="train", overrides=fixed + job)
-                validate(OmegaConf.to_object(cfg))
+                typed = OmegaConf.to_object(cfg)
+                validate(typed)
+                path = typed.dataset.path
+                if check_files and typed.dataset.name == "npz" and path and not Path(path).is_file():
+                    raise UserError(f"dataset.path={path}: no such file; copy the .npz there or pass "
+                                    f"dataset.path=FILE")
             except UserError as e:
                 raise UserError(f"job {' '.join(job)}: {e}") from None
             except Exception as e:  # noqa: BLE001 - Hydra's composition errors, folded into one line
