@@ -34,7 +34,7 @@ def logit_direction(num_classes: int, seed: int, step: int, generator: torch.Gen
     return u / torch.linalg.vector_norm(u)
 
 
-def _trainable(model: nn.Module) -> List[nn.Parameter]:
+def trainable_parameters(model: nn.Module) -> List[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -47,7 +47,7 @@ def logit_direction_gradient(model: nn.Module, objective: Objective, x: torch.Te
                              ) -> Tuple[List[torch.Tensor], torch.Tensor]:
     """g = <J>_B u = grad_theta (u^T <z>_B) (one forward and one backward per chunk) and the batch loss L_B at
     the same forward (a value only, no gradient). BatchNorm in train mode updates its statistics here."""
-    params = _trainable(model)
+    params = trainable_parameters(model)
     n = x.shape[0]
     g: Optional[List[torch.Tensor]] = None
     loss = None
@@ -78,7 +78,7 @@ def penalty_backward(model: nn.Module, objective: Objective, x: torch.Tensor, y:
     takes the loss gradient and updates BN statistics) and then grad ||g||^2 = 2 sum_c grad (g_c . g) is taken
     chunk by chunk with g held fixed (pass B, BN statistics frozen).
     """
-    params = _trainable(model)
+    params = trainable_parameters(model)
     n = x.shape[0]
     if chunk is None or chunk >= n:
         z = model(x)

@@ -60,11 +60,15 @@ class Study:
     notes: str = ""
     tiny: bool = False
 
-    def grid_overrides(self, grid: Dict[str, List[str]]) -> List[str]:
-        """The swept part of one `ijr-train -m` call: `key=v1,v2,...` per dimension (seed included)."""
+    def dimensions(self, grid: Dict[str, List[str]]) -> Dict[str, List[str]]:
+        """One grid's dimensions with the seeds added (unless the grid sweeps `seed` itself)."""
         dims = dict(grid)
         dims.setdefault("seed", [str(s) for s in self.seeds])
-        return [f"{k}={','.join(v)}" for k, v in dims.items()]
+        return dims
+
+    def grid_overrides(self, grid: Dict[str, List[str]]) -> List[str]:
+        """The swept part of one `ijr-train -m` call: `key=v1,v2,...` per dimension (seed included)."""
+        return [f"{k}={','.join(v)}" for k, v in self.dimensions(grid).items()]
 
     def swept_keys(self) -> List[str]:
         keys = {k for g in self.grids for k in g} | {"seed"}
@@ -98,8 +102,7 @@ class Study:
         """Every job's own overrides (the fixed ones excluded), grid by grid, in Hydra's launch order."""
         out = []
         for grid in self.grids:
-            dims = dict(grid)
-            dims.setdefault("seed", [str(s) for s in self.seeds])
+            dims = self.dimensions(grid)
             for combo in itertools.product(*dims.values()):
                 out.append([f"{k}={v}" for k, v in zip(dims, combo)])
         return out

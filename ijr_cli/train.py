@@ -166,7 +166,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Dataset
     optimizer.zero_grad(set_to_none=True)
     if spec.ejr in ("ejr_sam", "ejr_v2"):
         g, loss = ejr.logit_direction_gradient(model, spec.objective, x, y, targets, u, spec.grad_chunk)
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = ejr.trainable_parameters(model)
         weight = spec.mu_reg * u if spec.ejr == "ejr_v2" else None
         perturbed_gradient(model, params, sam_perturbation(params, g, spec.rho_reg),
                            lambda: accumulate_gradients(model, spec.objective, x, y, targets, spec.grad_chunk,

@@ -104,6 +104,11 @@ def test_a_study_without_tiny_section_says_so(tmp_path):
         sweeps.load_study(_study_file(tmp_path, "grids: [{optimizer.lr: [0.1]}]\nseeds: [0]\n"), tiny=True)
 
 
+def test_values_are_written_as_hydra_override_text():
+    assert [sweeps.format_value(v) for v in (None, True, False, 0.001, 5, "ejr", ["augment", "ejr"])] == \
+        ["null", "true", "false", "0.001", "5", "ejr", "[augment,ejr]"]
+
+
 def test_expansion_is_the_union_of_grids_times_seeds(tmp_path):
     study = sweeps.load_study(_study_file(tmp_path, (
         "fixed: [loss=ce]\n"
