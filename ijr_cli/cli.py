@@ -19,6 +19,9 @@ from typing import List
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+# ijr's sweeper and launchers (ijr_jobs, ijr_slurm, ijr_local_parallel) register their configs on import and their
+# classes with `register()`: Hydra's own plugin scan does not see them in an editable install.
+from hydra_plugins.ijr_plugins import ijr_plugins
 from ijr_cli.config import register_configs
 from ijr_cli.errors import Terminated, UserError
 
@@ -154,6 +157,7 @@ def _job_failed(overrides: List[str], message: str) -> None:
 def train() -> None:
     """Console script `ijr-train`."""
     register_configs()
+    ijr_plugins.register()
     # torch.func's internals call the deprecated torch.jit.script on first use: not the user's concern
     warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -173,8 +177,8 @@ def train() -> None:
         held.release()
         sys.stderr = real
         what = str(e) if isinstance(e, Terminated) else "interrupted"
-        print(f"{PROG}: {what}; the run is marked FAILED and the same command (same hydra.run.dir) resumes it "
-              f"from its last checkpoint", file=sys.stderr, flush=True)
+        print(f"{PROG}: {what}; the same command (same hydra.run.dir) resumes it from its last checkpoint",
+              file=sys.stderr, flush=True)
         raise SystemExit(Terminated.exit_code if isinstance(e, Terminated) else 130) from None
     except SystemExit as e:
         if not held.released and e.code not in (0, None):
@@ -190,88 +194,3 @@ def train() -> None:
 
 if __name__ == "__main__":
     train()
-
-
-# ---------------------------------------------------------------------------------------------- ijr-sweep
-SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
-
-
-def preflight(jobs: List[List[str]], fixed: List[str], check_files: bool = True) -> None:
-    """Compose and validate every job's config before anything is launched; the first bad job is named.
-    With `check_files`, an npz dataset's file must exist too (the one data check that needs no loading)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from ijr_cli.config import validate
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        for job in jobs:
-            try:
-                cfg = compose(config_name="train", overrides=fixed + job)
-                typed = OmegaConf.to_object(cfg)
-                validate(typed)
-                path = typed.dataset.path
-                if check_files and typed.dataset.name == "npz" and path and not Path(path).is_file():
-                    raise UserError(f"dataset.path={path}: no such file; copy the .npz there or pass "
-                                    f"dataset.path=FILE")
-            except UserError as e:
-                raise UserError(f"job {' '.join(job)}: {e}") from None
-            except Exception as e:  # noqa: BLE001 - Hydra's composition errors, folded into one line
-                raise UserError(f"job {' '.join(job)}: {one_line(str(e))}") from None
-    GlobalHydra.instance().clear()
-
-
-def sweep(argv: List[str] = None) -> None:
-    """Console script `ijr-sweep`: run a named study from sweeps/ as Hydra multiruns of ijr-train."""
-    import argparse
-    import subprocess
-
-    from ijr_cli import sweeps
-
-    parser = argparse.ArgumentParser(
-        prog="ijr-sweep", description="Run a named sweep (sweeps/NAME.yaml) as Hydra multiruns of ijr-train. "
-        "Every job runs in SWEEP_DIR/<its swept overrides>; running the sweep again skips COMPLETED jobs and "
-        "resumes the others from their checkpoints.")
-    parser.add_argument("name", nargs="?", help="a sweep in sweeps/ (e.g. table1_simplecnn) or a path to a .yaml")
-    parser.add_argument("overrides", nargs="*", help="extra ijr-train overrides (key=value); one of a swept key "
-                        "replaces that dimension (optimizer.lr=0.01,0.1; seed=0)")
-    parser.add_argument("--tiny", action="store_true", help="the sweep's CPU version (its 'tiny' section)")
-    parser.add_argument("--dry-run", action="store_true", help="print the jobs and check their configs; run nothing")
-    parser.add_argument("--sweep-dir", help="where the jobs' run directories go (default outputs/sweeps/NAME)")
-    parser.add_argument("--list", action="store_true", help="list the named sweeps")
-    args = parser.parse_intermixed_args(argv)
-    prog = "ijr-sweep"
-    try:
-        if args.list or not args.name:
-            for path in sorted(SWEEPS_DIR.glob("*.yaml")):
-                study = sweeps.load_study(path)
-                print(f"{path.stem:32} {len(study.jobs()):4d} jobs  {study.description}")
-            if not args.name:
-                return
-        bad = [o for o in args.overrides if "=" not in o]
-        if bad:
-            raise UserError(f"overrides must be key=value, got {' '.join(bad)}")
-        study = sweeps.load_study(sweeps.find_study(args.name, SWEEPS_DIR), tiny=args.tiny)
-        study = study.with_overrides(list(args.overrides))
-        sweep_dir = Path(args.sweep_dir or Path("outputs") / "sweeps" / study.name)
-        jobs = study.jobs()
-        print(sweeps.describe(study, sweep_dir))
-        preflight(jobs, study.fixed)
-        if args.dry_run:
-            for job in jobs:
-                print(f"  {sweep_dir / sweeps.job_directory_name(job)}")
-            print(f"{prog}: dry run: {len(jobs)} job(s) composed and validated; nothing launched")
-            return
-    except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(UserError.exit_code) from None
-    exe = str(Path(sys.executable).with_name("ijr-train"))
-    failed = 0
-    for cmd in sweeps.multirun_commands(study, sweep_dir):
-        rc = subprocess.call([exe, *cmd])
-        failed += rc != 0
-    if failed:
-        print(f"{prog}: {failed} of {len(study.grids)} multirun(s) ended with an error (see above)", file=sys.stderr)
-        raise SystemExit(1)

@@ -8,7 +8,8 @@ class UserError(Exception):
 
 
 class Terminated(BaseException):
-    """SIGTERM arrived during training: the run is marked FAILED and resumes from its last checkpoint.
+    """A signal stopped training (SIGTERM, or SLURM's SIGUSR2): the run is marked STOPPED (FAILED when it could
+    not stop at a step boundary) and resumes from its last checkpoint.
 
     A BaseException (like KeyboardInterrupt) so that no `except Exception` on the way swallows it.
     """

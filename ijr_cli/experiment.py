@@ -6,7 +6,6 @@ data files, sizes, model/data compatibility, metric names) runs before the first
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import signal
@@ -33,26 +32,6 @@ from ijr_cli.objectives import Objective
 from ijr_cli.optim import build_sgd, lr_factor
 from ijr_cli.train import RunState, StepSpec, fit, load_checkpoint, save_checkpoint, step_passes, train_step
 
-# Keys that may differ between the stored config and a resuming command (they do not change results).
-RESUME_FREE_KEYS = ("trainer.progress",)
-
-
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in (d or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def config_differences(stored_yaml: str, new_yaml: str) -> List[str]:
-    a, b = _flatten(yaml.safe_load(stored_yaml)), _flatten(yaml.safe_load(new_yaml))
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUME_FREE_KEYS)
-
-
 def _same_process_alive(pid: int, start_ticks: Optional[int]) -> bool:
     """Is the process that wrote an attempt still running (and not a new process that reuses its pid)?"""
     try:
@@ -70,7 +49,7 @@ def check_run_directory(rd: records.RunDirectory, config_yaml: str) -> Optional[
     if rd.status_path.exists() and status is None:
         raise UserError(f"{rd.status_path} is unreadable; move the run directory away or choose another hydra.run.dir")
     if rd.config_path.exists():
-        diff = config_differences(rd.config_path.read_text(), config_yaml)
+        diff = records.config_differences(rd.config_path.read_text(), config_yaml)
         if diff:
             shown = ", ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
             raise UserError(f"run directory {rd.path} holds a run with a different config (differs in {shown}); "
@@ -84,21 +63,47 @@ def check_run_directory(rd: records.RunDirectory, config_yaml: str) -> Optional[
     return status
 
 
-@contextlib.contextmanager
-def sigterm_raises():
-    """Inside, SIGTERM raises `Terminated` in the main thread, so the run can record why it stopped."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class StopSignals:
+    """SIGTERM, and SIGUSR2 (SLURM's warning before a time limit or a preemption, asked for with `--signal`),
+    make the training loop stop at the next step boundary with a checkpoint of that step; a second SIGTERM
+    stops at once. On leaving, the handlers in place before are restored. Under submitit, SIGUSR2's previous
+    handler is submitit's "checkpoint and requeue": `pass_on` calls it once the checkpoint is on disk, so the
+    requeued job resumes exactly where this one stopped."""
 
-    def handler(signum, frame):
-        raise Terminated("terminated (SIGTERM)")
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self.previous: Dict[int, object] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handler(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGTERM:
+            raise Terminated("terminated (second SIGTERM, without waiting for the step to end)")
+        self.signum = signum
+
+    def requested(self) -> Optional[str]:
+        if self.signum is None:
+            return None
+        name = signal.Signals(self.signum).name
+        return f"signal {name}" + (" (time limit or preemption)" if self.signum == signal.SIGUSR2 else "")
+
+    def pass_on(self, message: str) -> None:
+        """After the stop is recorded: hand SIGUSR2 to submitit's handler (which requeues the job and exits);
+        otherwise end the process with `Terminated`."""
+        previous = self.previous.get(self.signum)
+        if self.signum == signal.SIGUSR2 and callable(previous):
+            previous(self.signum, None)
+        raise Terminated(message)
 
 
 @dataclass
@@ -276,15 +281,16 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
         return o.lr * lr_factor(step, b.total_steps, s.name.value, gamma=s.gamma, milestones=list(s.milestones),
                                 warmup_steps=s.warmup_steps, min_lr_factor=s.min_lr_factor)
 
+    stops = StopSignals()
     try:
-        with sigterm_raises():
+        with stops:
             result = fit(state, total_steps=b.total_steps,
                          step_fn=lambda step: train_step(state.model, state.optimizer, b.data, step, b.spec),
                          evaluate=evaluate_row, log=log_row, checkpoint=checkpoint, lr_at=lr_at,
                          row_due=b.schedule.any_due,
                          checkpoint_every=cfg.trainer.checkpoint_every,
                          sync_every=cfg.trainer.sync_every, train_acc_goal=cfg.trainer.train_acc_goal,
-                         progress=cfg.trainer.progress)
+                         progress=cfg.trainer.progress, stop_requested=stops.requested)
     except BaseException as e:
         log.close()
         attempt.update({"ended": records.now_iso(), "train_s": time.perf_counter() - t0})
@@ -297,6 +303,12 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
         raise
     log.close()
     attempt.update({"ended": records.now_iso(), "train_s": time.perf_counter() - t0})
+    if result.status == "STOPPED":
+        attempt["stopped_at_step"] = state.step
+        status.update({"status": "STOPPED", "stop_reason": result.stop_reason,
+                       "error": f"stopped by {result.stop_reason} at step {state.step} (checkpoint saved)"})
+        rd.write_status(status)
+        stops.pass_on(f"stopped by {result.stop_reason} at step {state.step}; checkpoint saved")
     wall = earlier_s + attempt["train_s"]
     if not last_row:  # resumed exactly at a finished point: the last row is on disk
         rows = records.read_rows(rd.metrics_path)

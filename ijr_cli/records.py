@@ -2,7 +2,7 @@
 
 Layout (the directory is Hydra's output dir):
   config.yaml      the resolved config          overrides.yaml   the command-line overrides
-  status.json      RUNNING / COMPLETED / FAILED / DIVERGED, attempts, host, device, git, versions, SLURM ids, error
+  status.json      RUNNING / COMPLETED / FAILED / DIVERGED / STOPPED, attempts, host, device, git, versions, SLURM ids, error
   metrics.jsonl    one JSON object per logged step, flushed as written
   summary.json     final metrics                checkpoint.pt    written by `train.save_checkpoint`
 """
@@ -19,11 +19,34 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
-STATUSES = ("RUNNING", "COMPLETED", "FAILED", "DIVERGED")
+STATUSES = ("RUNNING", "COMPLETED", "FAILED", "DIVERGED", "STOPPED")  # STOPPED: by a signal, checkpointed
 FINISHED = ("COMPLETED", "DIVERGED")
 PACKAGES = ("ijr", "torch", "torchvision", "numpy", "hydra-core", "omegaconf", "submitit", "scikit-learn", "mnist1d")
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
               "SLURM_JOB_PARTITION", "SLURM_JOB_NODELIST")
+
+
+# Keys that may differ between a run's stored config and a resuming command (they do not change results).
+RESUME_FREE_KEYS = ("trainer.progress",)
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(stored_yaml: str, new_yaml: str) -> List[str]:
+    """The dotted keys whose values differ between two resolved configs (YAML text)."""
+    import yaml
+
+    a, b = _flatten(yaml.safe_load(stored_yaml)), _flatten(yaml.safe_load(new_yaml))
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUME_FREE_KEYS)
 
 
 def now_iso() -> str:

@@ -13,7 +13,7 @@ A study file holds
       grids: [...]
       seeds: [...]
 
-Hydra's basic sweeper takes one Cartesian product per call, so each grid is one `ijr-train -m` call. Every
+`ijr-sweep` launches the jobs with ijr's job-list sweeper (one `ijr-train -m` call for the whole study). Every
 job's run directory is `<sweep dir>/<its swept overrides>` (Hydra's `override_dirname` without the fixed keys),
 a stable function of what varies, so running a sweep again skips COMPLETED runs and resumes the others.
 """
@@ -189,13 +189,12 @@ def find_study(name: str, sweeps_dir: Path) -> Path:
     return path
 
 
-def multirun_commands(study: Study, sweep_dir: Path) -> List[List[str]]:
-    """The `ijr-train -m` argument lists, one per grid. Fixed keys (the same for every job) are excluded from
-    the job directory names, which therefore name exactly what varies."""
-    excluded = sorted({_key(o) for o in study.fixed} - set(study.swept_keys()))
-    hydra_args = [f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.override_dirname}",
-                  f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]"]
-    return [["-m", *study.fixed, *study.grid_overrides(g), *hydra_args] for g in study.grids]
+def hydra_sweep_args(study: Study, sweep_dir: Path) -> List[str]:
+    """Hydra settings that put every job in `<sweep_dir>/<its swept overrides>`: the fixed keys (the same for
+    every job) and `launcher` (how, not what) are left out of `override_dirname`."""
+    excluded = sorted(({_key(o) for o in study.fixed} | {"launcher"}) - set(study.swept_keys()))
+    return [f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.override_dirname}",
+            f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]"]
 
 
 def job_directory_name(job: List[str]) -> str:

@@ -210,8 +210,8 @@ def perturbed_gradient(model: nn.Module, params, e, gradient: Callable[[], torch
 
 @dataclass
 class FitResult:
-    status: str  # COMPLETED or DIVERGED
-    stop_reason: str  # max_steps | train_acc_goal | non_finite_loss
+    status: str  # COMPLETED, DIVERGED or STOPPED
+    stop_reason: str  # max_steps | train_acc_goal | non_finite_loss | what `stop_requested` returned
     diverged_at_step: Optional[int] = None
 
 
@@ -226,10 +226,11 @@ def fit(state: RunState, *, total_steps: int, step_fn: Callable[[int], torch.Ten
         evaluate: Callable[[int], Dict[str, float]], log: Callable[[dict], None],
         checkpoint: Callable[[], None], lr_at: Callable[[int], float], row_due: Callable[[int], bool],
         checkpoint_every: int, sync_every: int, train_acc_goal: Optional[float] = None,
-        progress: Optional[bool] = None) -> FitResult:
+        progress: Optional[bool] = None, stop_requested: Callable[[], Optional[str]] = lambda: None) -> FitResult:
     """Train from `state.step` to `total_steps`, logging a row at step 0, at every step where `row_due(step)`
     and at the end; checkpoint every `checkpoint_every` steps; stop early on a non-finite loss (DIVERGED) or
-    when the full-train-set accuracy reaches `train_acc_goal`.
+    when the full-train-set accuracy reaches `train_acc_goal`; between steps, when `stop_requested()` returns a
+    reason (a signal arrived), checkpoint and return STOPPED with that reason.
 
     `step_fn(s)` performs 0-based step s and returns its batch loss; `lr_at(s)` is the lr step s uses;
     `evaluate(step)` returns the metrics of a row (whatever is due then), `log(row)` stores it.
@@ -292,6 +293,10 @@ def fit(state: RunState, *, total_steps: int, step_fn: Callable[[int], torch.Ten
                     return FitResult("COMPLETED", "train_acc_goal")
             if state.step % checkpoint_every == 0:
                 checkpoint()
+            reason = stop_requested()
+            if reason is not None and state.step < total_steps:
+                checkpoint()
+                return FitResult("STOPPED", reason)
     finally:
         bar.close()
     checkpoint()

@@ -132,8 +132,8 @@ def _strip(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_mid_run_then_resume_is_identical(tmp_path, sig):
-    """A run killed mid-way (SIGKILL: no chance to react; SIGTERM: marked FAILED) and resumed by the same
-    command ends with the metrics of an uninterrupted run."""
+    """A run killed mid-way (SIGKILL: no chance to react; SIGTERM: stops at the next step with a checkpoint of
+    it, marked STOPPED) and resumed by the same command ends with the metrics of an uninterrupted run."""
     args = [*TINY, "trainer.max_steps=3000", "trainer.eval_every=50", "trainer.checkpoint_every=100",
             "optimizer.momentum=0.9", "regularizer=label_smoothing"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
@@ -150,7 +150,10 @@ def test_killed_mid_run_then_resume_is_identical(tmp_path, sig):
     if sig == signal.SIGKILL:
         assert status["status"] == "RUNNING"  # killed mid-way: nobody could mark it
     else:
-        assert proc.returncode == 143 and status["status"] == "FAILED" and status["error"] == "terminated (SIGTERM)"
+        stopped = status["attempts"][0]["stopped_at_step"]
+        assert proc.returncode == 143 and status["status"] == "STOPPED", stderr
+        assert status["error"] == f"stopped by signal SIGTERM at step {stopped} (checkpoint saved)"
+        assert torch.load(cut / "checkpoint.pt", weights_only=False)["step"] == stopped
         lines = stderr.strip().splitlines()
         assert len(lines) == 1 and "resumes it from its last checkpoint" in lines[0] and "Traceback" not in stderr
     killed_rows = len((cut / "metrics.jsonl").read_text().splitlines())
@@ -160,6 +163,8 @@ def test_killed_mid_run_then_resume_is_identical(tmp_path, sig):
     status = json.loads((cut / "status.json").read_text())
     assert status["status"] == "COMPLETED" and len(status["attempts"]) == 2
     assert status["attempts"][1]["resumed_from_step"] > 0
+    if sig == signal.SIGTERM:
+        assert status["attempts"][1]["resumed_from_step"] == stopped
     assert _strip(cut / "metrics.jsonl") == _strip(whole / "metrics.jsonl")
     s_whole, s_cut = (json.loads((d / "summary.json").read_text()) for d in (whole, cut))
     assert {k: v for k, v in s_whole.items() if not k.endswith("_s")} == \

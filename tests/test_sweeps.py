@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT
 from ijr_cli import sweeps
-from ijr_cli.cli import preflight
+from ijr_cli.sweep_cli import preflight
 from ijr_cli.errors import UserError
 
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
@@ -119,10 +119,9 @@ def test_expansion_is_the_union_of_grids_times_seeds(tmp_path):
     assert len(jobs) == 2 * 2 + 2 * 2
     assert ["optimizer.lr=0.2", "regularizer=none", "seed=1"] in jobs
     assert ["regularizer=[augment,ejr]", "regularizer.lambda_reg=0.1", "seed=0"] in jobs
-    cmds = sweeps.multirun_commands(study.with_overrides(["trainer.max_steps=5"]), Path("out/s"))
-    assert len(cmds) == 2 and cmds[1][:3] == ["-m", "loss=ce", "trainer.max_steps=5"]
-    assert "regularizer.lambda_reg=0.01,0.1" in cmds[1] and "seed=0,1" in cmds[1]
-    assert "hydra.job.config.override_dirname.exclude_keys=[loss,trainer.max_steps]" in cmds[0]
+    args = sweeps.hydra_sweep_args(study.with_overrides(["trainer.max_steps=5"]), Path("out/s"))
+    assert args == ["hydra.sweep.dir=out/s", "hydra.sweep.subdir=${hydra.job.override_dirname}",
+                    "hydra.job.config.override_dirname.exclude_keys=[launcher,loss,trainer.max_steps]"]
 
 
 def test_extra_overrides_replace_a_swept_dimension_or_a_fixed_value(tmp_path):
@@ -186,7 +185,7 @@ def test_tiny_simplecnn_sweep_runs_on_the_cifar10_subset_and_reruns_nothing(cifa
     assert r.returncode == 0, r.stderr[-2000:]
     study = sweeps.load_study(ROOT / "sweeps" / "table1_simplecnn.yaml", tiny=True)
     expected = {sweeps.job_directory_name(j) for j in study.jobs()}
-    assert len(expected) == 8 and {p.name for p in sweep_dir.iterdir() if p.is_dir()} == expected
+    assert len(expected) == 8 and {p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")} == expected
     for name in expected:
         status = json.loads((sweep_dir / name / "status.json").read_text())
         assert status["status"] == "COMPLETED"
@@ -195,5 +194,6 @@ def test_tiny_simplecnn_sweep_runs_on_the_cifar10_subset_and_reruns_nothing(cifa
         assert status["step_passes"]["double_backward"] == (1 if cfg.regularizer.jacobian == "ejr" else 0)
     before = {n: (sweep_dir / n / "metrics.jsonl").read_text() for n in expected}
     r = _sweep_cli(args)
-    assert r.returncode == 0 and r.stdout.count("already COMPLETED") == 8
+    assert r.returncode == 0 and "8 job(s): 0 to run (0 new, 0 to resume); skipped: 8 COMPLETED" in r.stdout
+    assert "nothing to launch" in r.stdout and "ijr-train:" not in r.stdout  # nothing was started
     assert before == {n: (sweep_dir / n / "metrics.jsonl").read_text() for n in expected}

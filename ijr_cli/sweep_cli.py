@@ -1,0 +1,258 @@
+"""`ijr-sweep` (launch a named study) and `ijr-status` (what a sweep directory holds).
+
+`ijr-sweep NAME` expands sweeps/NAME.yaml into jobs, composes and validates every job's config (the
+pre-flight), looks at the sweep directory, and launches only the jobs that still need to run, all in one
+`ijr-train -m` call with ijr's job-list sweeper and the launcher chosen by `launcher=local|local_parallel|slurm`.
+With `launcher=slurm` it returns once SLURM has queued the jobs; `ijr-status SWEEP_DIR` follows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from omegaconf import OmegaConf
+
+from ijr_cli import records, sweep_state, sweeps
+from ijr_cli.cli import CONF_DIR, one_line
+from ijr_cli.config import register_configs, validate
+from ijr_cli.errors import UserError
+
+SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+# launcher class -> the name of its conf/launcher option
+LAUNCHERS = {"BasicLauncher": "local", "LocalParallelLauncher": "local_parallel", "NonBlockingSlurmLauncher": "slurm"}
+
+
+def _error(prog: str, message: str) -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(UserError.exit_code)
+
+
+def _is_launch_override(override: str) -> bool:
+    """Overrides that choose how jobs run, not what they compute: kept out of the jobs' identity."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key == "launcher" or key.startswith(("hydra.", "hydra/"))
+
+
+def preflight(jobs: List[List[str]], fixed: List[str], check_files: bool = True) -> List[str]:
+    """Compose and validate every job's config before anything is launched; the first bad job is named.
+    With `check_files`, an npz dataset's file must exist too (the one data check that needs no loading).
+    Returns each job's resolved config as YAML (what its run directory's config.yaml will hold)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    resolved = []
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        for job in jobs:
+            try:
+                cfg = compose(config_name="train", overrides=fixed + job)
+                typed = OmegaConf.to_object(cfg)
+                validate(typed)
+                path = typed.dataset.path
+                if check_files and typed.dataset.name == "npz" and path and not Path(path).is_file():
+                    raise UserError(f"dataset.path={path}: no such file; copy the .npz there or pass "
+                                    f"dataset.path=FILE")
+                resolved.append(OmegaConf.to_yaml(cfg, resolve=True))
+            except UserError as e:
+                raise UserError(f"job {' '.join(job)}: {e}") from None
+            except Exception as e:  # noqa: BLE001 - Hydra's composition errors, folded into one line
+                raise UserError(f"job {' '.join(job)}: {one_line(str(e))}") from None
+    GlobalHydra.instance().clear()
+    return resolved
+
+
+def launcher_settings(fixed: List[str], launch: List[str]) -> Tuple[str, Dict[str, object]]:
+    """The launcher a launch would use (local / local_parallel / slurm) and its resolved settings."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+            cfg = compose(config_name="train", overrides=fixed + launch, return_hydra_config=True)
+            node = cfg.hydra.launcher
+            target = str(node.get("_target_", "")).rsplit(".", 1)[-1]
+            name = LAUNCHERS.get(target, target)
+            settings = {k: node[k] for k in node if k not in ("_target_", "submitit_folder")}
+            settings = json.loads(json.dumps(OmegaConf.to_container(OmegaConf.create(settings), resolve=True)))
+    except Exception as e:  # noqa: BLE001 - a bad launcher override or site file, in one line
+        raise UserError(f"launcher settings: {one_line(str(e))}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    return name, settings
+
+
+def describe_launcher(name: str, settings: Dict[str, object]) -> str:
+    if name == "local":
+        return "launcher local: one job after another in this process"
+    if name == "local_parallel":
+        return (f"launcher local_parallel: {settings.get('max_parallel')} job(s) at a time, GPUs "
+                f"{settings.get('gpus') if settings.get('gpus') is not None else 'auto (one job each)'}")
+    keys = ("partition", "account", "qos", "gres", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min",
+            "array_parallelism", "signal_delay_s", "max_num_timeout", "setup", "additional_parameters")
+    shown = ", ".join(f"{k}={settings.get(k)}" for k in keys if settings.get(k) not in (None, [], {}))
+    return f"launcher {name}: each job asks for {shown}"
+
+
+def _plan_line(states: Dict[str, sweep_state.JobState], names: List[str]) -> Tuple[List[str], str]:
+    """The jobs to launch (FAILED or MISSING: resumed or started) and a one-line account of the others."""
+    to_run, skipped = [], {"COMPLETED": 0, "DIVERGED": 0, "RUNNING": 0}
+    resume = 0
+    for name in names:
+        st = states.get(name)
+        bucket = st.bucket if st else "MISSING"
+        if bucket in skipped:
+            skipped[bucket] += 1
+        else:
+            to_run.append(name)
+            resume += bucket == "FAILED"
+    parts = [f"{n} {b}" for b, n in skipped.items() if n]
+    line = (f"{len(names)} job(s): {len(to_run)} to run ({len(to_run) - resume} new, {resume} to resume)"
+            + (f"; skipped: {', '.join(parts)}" if parts else ""))
+    return to_run, line
+
+
+def _check_same_configs(sweep_dir: Path, names: List[str], resolved: List[str]) -> None:
+    for name, new in zip(names, resolved):
+        stored = sweep_dir / name / "config.yaml"
+        if stored.exists():
+            diff = records.config_differences(stored.read_text(), new)
+            if diff:
+                shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
+                raise UserError(f"{sweep_dir / name} holds a run with a different config (differs in {shown}); "
+                                f"choose another --sweep-dir to keep both, or move that directory away")
+
+
+def sweep(argv: Optional[List[str]] = None) -> None:
+    """Console script `ijr-sweep`."""
+    parser = argparse.ArgumentParser(
+        prog="ijr-sweep", description="Launch a named sweep (sweeps/NAME.yaml): every job's config is checked "
+        "first, jobs already COMPLETED, DIVERGED or running are skipped, the others start or resume in "
+        "SWEEP_DIR/<their swept overrides>. launcher=local (default) | local_parallel | slurm.")
+    parser.add_argument("name", nargs="?", help="a sweep in sweeps/ (e.g. lr_bs) or a path to a .yaml")
+    parser.add_argument("overrides", nargs="*", help="extra overrides (key=value) for every job; one of a swept "
+                        "key replaces that dimension (optimizer.lr=0.01,0.1; seed=0); launcher=slurm and "
+                        "hydra.launcher.KEY=VALUE choose how the jobs run")
+    parser.add_argument("--tiny", action="store_true", help="the sweep's CPU version (its 'tiny' section)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check every job's config, print the jobs, their state and resources; launch nothing")
+    parser.add_argument("--sweep-dir", help="where the jobs' run directories go (default outputs/sweeps/NAME)")
+    parser.add_argument("--list", action="store_true", help="list the named sweeps")
+    args = parser.parse_intermixed_args(argv)
+    prog = "ijr-sweep"
+    try:
+        if args.list or not args.name:
+            for path in sorted(SWEEPS_DIR.glob("*.yaml")):
+                study = sweeps.load_study(path)
+                print(f"{path.stem:28} {len(study.jobs()):4d} jobs  {study.description}")
+            if not args.name:
+                return
+        bad = [o for o in args.overrides if "=" not in o]
+        if bad:
+            raise UserError(f"overrides must be key=value, got {' '.join(bad)}")
+        launch = [o for o in args.overrides if _is_launch_override(o)]
+        study = sweeps.load_study(sweeps.find_study(args.name, SWEEPS_DIR), tiny=args.tiny)
+        study = study.with_overrides([o for o in args.overrides if not _is_launch_override(o)])
+        sweep_dir = Path(args.sweep_dir or Path("outputs") / "sweeps" / study.name)
+        jobs = study.jobs()
+        names = [sweeps.job_directory_name(j) for j in jobs]
+        print(sweeps.describe(study, sweep_dir))
+        resolved = preflight(jobs, study.fixed)
+        launcher, settings = launcher_settings(study.fixed, launch)
+        print("  " + describe_launcher(launcher, settings))
+        states = {s.name: s for s in sweep_state.sweep_states(sweep_dir)} if sweep_dir.is_dir() else {}
+        _check_same_configs(sweep_dir, names, resolved)
+        to_run, line = _plan_line(states, names)
+        print("  " + line)
+        if args.dry_run:
+            for name in names:
+                st = states.get(name)
+                what = "run" if not st or st.bucket == "MISSING" else (
+                    "resume" if st.bucket == "FAILED" else f"skip ({st.bucket})")
+                print(f"  {what:18} {sweep_dir / name}")
+            print(f"{prog}: dry run: {len(jobs)} job(s) composed and validated; nothing launched")
+            return
+        if launcher == "slurm" and not shutil.which("sbatch"):
+            raise UserError("launcher=slurm needs SLURM's sbatch on PATH (and SLURM_CONF if the cluster's config "
+                            "is not in the default place); run where jobs can be submitted, or use launcher=local")
+    except UserError as e:
+        _error(prog, str(e))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y-%m-%dT%H-%M-%S-%f")
+    sweep_state.write_plan(sweep_dir, {
+        "study": study.name, "file": str(study.path), "tiny": study.tiny, "launched": records.now_iso(),
+        "command": ["ijr-sweep", *(argv if argv is not None else sys.argv[1:])], "launcher": launcher,
+        "fixed": study.fixed, "jobs": [{"name": n, "overrides": j} for n, j in zip(names, jobs)]})
+    if not to_run:
+        print(f"{prog}: nothing to launch: every job is COMPLETED, DIVERGED or running (ijr-status {sweep_dir})")
+        return
+    launch_dir = sweep_dir / ".launch"
+    launch_dir.mkdir(exist_ok=True)
+    jobs_file = launch_dir / f"jobs-{stamp}.yaml"
+    by_name = dict(zip(names, jobs))
+    jobs_file.write_text(OmegaConf.to_yaml(OmegaConf.create([by_name[n] for n in to_run])))
+    cmd = [str(Path(sys.executable).with_name("ijr-train")), "-m", "hydra/sweeper=ijr_jobs",
+           f"hydra.sweeper.jobs_file={jobs_file}", "hydra.sweeper.validate=false", *study.fixed, *launch,
+           *sweeps.hydra_sweep_args(study, sweep_dir)]
+    rc = subprocess.call(cmd)
+    if launcher == "slurm":
+        if rc == 0:
+            print(f"{prog}: {len(to_run)} job(s) queued on SLURM; follow them with: ijr-status {sweep_dir}")
+        raise SystemExit(rc)
+    states = sweep_state.sweep_states(sweep_dir)
+    print(status_report(sweep_dir, states, show_all=False))
+    failed = [s for s in states if s.name in set(to_run) and s.bucket in ("FAILED", "MISSING")]
+    if rc or failed:
+        raise SystemExit(1)
+
+
+# ------------------------------------------------------------------------------------------------ ijr-status
+def status_report(sweep_dir: Path, states: List[sweep_state.JobState], show_all: bool) -> str:
+    plan = sweep_state.read_plan(sweep_dir) or {}
+    counts = sweep_state.counts(states)
+    head = f"{sweep_dir}: {len(states)} job(s)"
+    if plan.get("study"):
+        head += f" of sweep {plan['study']} (launched {plan.get('launched', '?')} with {plan.get('launcher', '?')})"
+    lines = [head, "  " + "  ".join(f"{b} {counts[b]}" for b in sweep_state.BUCKETS)]
+    order = {b: i for i, b in enumerate(("FAILED", "MISSING", "RUNNING", "DIVERGED", "COMPLETED"))}
+    for st in sorted(states, key=lambda s: (order[s.bucket], s.name)):
+        if st.bucket == "COMPLETED" and not show_all:
+            continue
+        progress = f"step {st.step}/{st.total_steps}  " if st.step is not None and st.total_steps else ""
+        label = " ".join(st.overrides) if st.bucket in ("FAILED", "MISSING") and st.overrides else st.name
+        lines.append(f"  {st.bucket:9} {label}  {progress}{st.detail}".rstrip())
+    return "\n".join(lines)
+
+
+def status(argv: Optional[List[str]] = None) -> None:
+    """Console script `ijr-status`."""
+    parser = argparse.ArgumentParser(
+        prog="ijr-status", description="Count a sweep directory's jobs as COMPLETED / RUNNING (or queued) / "
+        "FAILED / DIVERGED / MISSING and list every job that is not COMPLETED, failures with their overrides. "
+        "Reads the run directories' status.json, the sweep's plan (sweep.yaml) and, for SLURM sweeps, squeue.")
+    parser.add_argument("sweep_dir", help="a sweep directory (outputs/sweeps/NAME or a multirun directory)")
+    parser.add_argument("--all", action="store_true", help="list the COMPLETED jobs too")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (counts and jobs)")
+    parser.add_argument("--no-slurm", action="store_true", help="do not ask SLURM (squeue) about queued jobs")
+    args = parser.parse_args(argv)
+    sweep_dir = Path(args.sweep_dir)
+    if not sweep_dir.is_dir():
+        _error("ijr-status", f"{sweep_dir} is not a directory; give a sweep directory such as outputs/sweeps/NAME")
+    states = sweep_state.sweep_states(sweep_dir, query_slurm=not args.no_slurm)
+    if not states:
+        _error("ijr-status", f"{sweep_dir} holds no runs and no sweep plan (sweep.yaml); give the directory that "
+                             f"ijr-sweep or ijr-train -m wrote (the parent of the run directories)")
+    if args.json:
+        print(json.dumps({"sweep_dir": str(sweep_dir), "counts": sweep_state.counts(states),
+                          "jobs": [s.as_dict() for s in states]}, indent=1))
+    else:
+        print(status_report(sweep_dir, states, show_all=args.all))

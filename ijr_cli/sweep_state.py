@@ -1,0 +1,234 @@
+"""The state of a sweep directory: what finished, what runs or waits, what failed, what is missing. No torch.
+
+Sources, most trusted first:
+  <run dir>/status.json   written by the run itself (RUNNING / COMPLETED / FAILED / DIVERGED / STOPPED)
+  SLURM's queue           `squeue` for jobs not yet started, requeued, or killed without writing (time limit
+                          without a checkpoint, OOM, scancel); finished jobs stay visible for MinJobAge
+  sweep.yaml              the jobs `ijr-sweep` expects (so that a job that never started shows as MISSING)
+  submissions.jsonl       one line per job given to SLURM (written by the `ijr_slurm` launcher)
+
+Every job falls in one of five buckets (BUCKETS); `detail` says why.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+import yaml
+
+from ijr_cli import records
+
+BUCKETS = ("COMPLETED", "RUNNING", "FAILED", "DIVERGED", "MISSING")
+PLAN_FILE = "sweep.yaml"
+LEDGER_FILE = "submissions.jsonl"
+# SLURM states in which a job will still run (or runs): such a run is not submitted again
+SLURM_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED"}
+
+
+# ------------------------------------------------------------------------------------------ files
+def record_submissions(sweep_dir: Path, entries: Iterable[dict]) -> None:
+    """Append one line per submitted job: job_id, run_dir (its name below the sweep dir), overrides."""
+    stamp = records.now_iso()
+    with open(Path(sweep_dir) / LEDGER_FILE, "a") as f:
+        for entry in entries:
+            f.write(json.dumps({"submitted": stamp, **entry}) + "\n")
+
+
+def read_submissions(sweep_dir: Path) -> Dict[str, dict]:
+    """The latest submission of each run directory name."""
+    latest: Dict[str, dict] = {}
+    for row in records.read_rows(Path(sweep_dir) / LEDGER_FILE):
+        if row.get("run_dir"):
+            latest[row["run_dir"]] = row
+    return latest
+
+
+def write_plan(sweep_dir: Path, plan: dict) -> None:
+    path = Path(sweep_dir) / PLAN_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(plan, sort_keys=False, width=120))
+    os.replace(tmp, path)
+
+
+def read_plan(sweep_dir: Path) -> Optional[dict]:
+    try:
+        plan = yaml.safe_load((Path(sweep_dir) / PLAN_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return plan if isinstance(plan, dict) else None
+
+
+def last_row(metrics_path: Path, tail_bytes: int = 8192) -> Optional[dict]:
+    """The last complete row of a metrics.jsonl, reading only its end."""
+    try:
+        with open(metrics_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - tail_bytes))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            return row
+    return None
+
+
+# ------------------------------------------------------------------------------------------ SLURM
+def slurm_queue() -> Optional[Dict[str, str]]:
+    """State of this user's jobs that SLURM still knows, by array id (123_4) and by job id; None when
+    there is no SLURM here (no squeue, or it fails)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-u", getpass.getuser(), "-o", "%i|%A|%T"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    states: Dict[str, str] = {}
+    for line in out.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            states[parts[0]] = states[parts[1]] = parts[2]
+    return states
+
+
+def attempt_job_id(attempt: dict) -> Optional[str]:
+    s = attempt.get("slurm") or {}
+    if s.get("SLURM_ARRAY_JOB_ID") and s.get("SLURM_ARRAY_TASK_ID"):
+        return f"{s['SLURM_ARRAY_JOB_ID']}_{s['SLURM_ARRAY_TASK_ID']}"
+    return s.get("SLURM_JOB_ID")
+
+
+# ------------------------------------------------------------------------------------------ classification
+@dataclass
+class JobState:
+    name: str  # the run directory's name below the sweep dir
+    bucket: str
+    detail: str = ""
+    overrides: List[str] = field(default_factory=list)
+    job_id: Optional[str] = None
+    step: Optional[int] = None
+    total_steps: Optional[int] = None
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "bucket": self.bucket, "detail": self.detail, "overrides": self.overrides,
+                "job_id": self.job_id, "step": self.step, "total_steps": self.total_steps}
+
+
+def _local_process_gone(attempt: dict) -> bool:
+    if attempt.get("host") != socket.gethostname() or attempt.get("slurm") or not attempt.get("pid"):
+        return False
+    pid, ticks = int(attempt["pid"]), attempt.get("pid_start_ticks")
+    if not Path(f"/proc/{pid}").exists():
+        return True
+    return ticks is not None and records.process_start_ticks(pid) != ticks
+
+
+def classify(run_dir: Path, name: str, overrides: List[str], submission: Optional[dict],
+             queue: Optional[Dict[str, str]]) -> JobState:
+    """One job's bucket from its run directory, its latest SLURM submission and the queue."""
+    status = records.read_json(run_dir / "status.json")
+    attempts = (status or {}).get("attempts") or []
+    job_id = (submission or {}).get("job_id") or (attempt_job_id(attempts[-1]) if attempts else None)
+    slurm_state = (queue or {}).get(job_id) if job_id else None
+    active = slurm_state in SLURM_ACTIVE
+    state = JobState(name=name, bucket="MISSING", overrides=overrides, job_id=job_id)
+    if status is None:
+        if (run_dir / "status.json").exists():
+            state.bucket, state.detail = "FAILED", f"{run_dir / 'status.json'} is unreadable"
+        elif active:
+            state.bucket, state.detail = "RUNNING", f"SLURM job {job_id} {slurm_state}"
+        elif submission:
+            state.detail = f"SLURM job {job_id} {slurm_state or 'no longer known to SLURM'}; the run never started"
+        return state
+    s = status.get("status")
+    state.total_steps = status.get("total_steps")
+    row = last_row(run_dir / "metrics.jsonl")
+    state.step = row.get("step") if row else None
+    if s in ("COMPLETED", "DIVERGED"):
+        state.bucket = s
+        state.detail = status.get("stop_reason") or ""
+        return state
+    if active:
+        state.bucket = "RUNNING"
+        state.detail = f"SLURM job {job_id} {slurm_state}" + (f" (run {s.lower()}: {status.get('error')})"
+                                                              if s in ("FAILED", "STOPPED") else "")
+        return state
+    if s == "RUNNING":
+        last = attempts[-1] if attempts else {}
+        if slurm_state is not None:
+            state.bucket, state.detail = "FAILED", f"SLURM job {job_id} ended {slurm_state} while the run was running"
+        elif _local_process_gone(last):
+            state.bucket, state.detail = "FAILED", f"process {last.get('pid')} on this host is gone (killed?)"
+        else:
+            state.bucket = "RUNNING"
+            state.detail = f"on {last.get('host', '?')}" + (f", SLURM job {job_id}" if job_id else "")
+        return state
+    state.bucket = "FAILED"
+    state.detail = (status.get("error") or s or "unknown status").strip().splitlines()[-1]
+    if s == "STOPPED":
+        state.detail += "; not requeued: running the sweep again resumes it"
+    return state
+
+
+def expected_jobs(sweep_dir: Path) -> Dict[str, List[str]]:
+    """Run directory name -> its overrides: the plan's jobs, the submitted ones, and every run directory."""
+    sweep_dir = Path(sweep_dir)
+    jobs: Dict[str, List[str]] = {}
+    plan = read_plan(sweep_dir)
+    for job in (plan or {}).get("jobs") or []:
+        jobs[job["name"]] = list(job.get("overrides") or [])
+    for name, entry in read_submissions(sweep_dir).items():
+        jobs.setdefault(name, list(entry.get("overrides") or []))
+    for status_path in sorted(sweep_dir.glob("*/status.json")):
+        name = status_path.parent.name
+        if name not in jobs:
+            over = records.read_json(status_path) and _read_overrides(status_path.parent)
+            jobs[name] = over or []
+    return jobs
+
+
+def _read_overrides(run_dir: Path) -> List[str]:
+    try:
+        over = yaml.safe_load((run_dir / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(o) for o in over] if isinstance(over, list) else []
+
+
+def sweep_states(sweep_dir: Path, query_slurm: bool = True) -> List[JobState]:
+    sweep_dir = Path(sweep_dir)
+    submissions = read_submissions(sweep_dir)
+    queue = slurm_queue() if query_slurm and submissions_or_slurm_runs(sweep_dir, submissions) else None
+    return [classify(sweep_dir / name, name, over, submissions.get(name), queue)
+            for name, over in expected_jobs(sweep_dir).items()]
+
+
+def submissions_or_slurm_runs(sweep_dir: Path, submissions: Dict[str, dict]) -> bool:
+    """Ask SLURM only for sweeps that went through it (a local sweep stays fast and offline)."""
+    if submissions:
+        return True
+    for status_path in Path(sweep_dir).glob("*/status.json"):
+        attempts = (records.read_json(status_path) or {}).get("attempts") or []
+        if any(a.get("slurm") for a in attempts):
+            return True
+    return False
+
+
+def counts(states: List[JobState]) -> Dict[str, int]:
+    out = {b: 0 for b in BUCKETS}
+    for s in states:
+        out[s.bucket] += 1
+    return out
