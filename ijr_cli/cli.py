@@ -74,8 +74,12 @@ def one_line(report: str) -> str:
         return last
     keep, options = [], []
     in_options = False
+    append_hint = ""
     for ln in lines:
-        if ln.startswith(("full_key:", "reference_type=", "object_type=", "To append to your config")):
+        if ln.startswith("To append to your config use "):
+            append_hint = ln.removeprefix("To append to your config use ").strip()
+            continue
+        if ln.startswith(("full_key:", "reference_type=", "object_type=")):
             continue
         if ln.startswith("Config search path"):
             break
@@ -89,7 +93,9 @@ def one_line(report: str) -> str:
         text += ln if not text else ((" " if text.endswith((".", ":")) else ": ") + ln)
     if options:
         text += " " + ", ".join(options)
-    if text.startswith(("Error merging override", "Could not override")):
+    if append_hint:
+        text += f" (the key is not in the config: {append_hint} adds it)"
+    elif text.startswith(("Error merging override", "Could not override")):
         text += " (ijr-train --cfg job lists every field with its value)"
     return text or "unknown error"
 
