@@ -7,10 +7,11 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 SWEEP ?=
 TINY ?=
+LAUNCHER ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep test test-fast bench bench-sharpness bench-ejr clean
+.PHONY: help install train sweep status test test-fast bench bench-sharpness bench-ejr clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,9 +28,13 @@ install: $(BIN)/ijr-train  ## create $(VENV) (if needed) and install ijr editabl
 train: install  ## run the default experiment (fc-tanh, full-batch GD, MSE, digits); extra overrides in ARGS="..."
 	$(BIN)/ijr-train $(ARGS)
 
-sweep: install  ## run a named sweep: make sweep SWEEP=table1_simplecnn [TINY=1] [ARGS="overrides --dry-run"]
+sweep: install  ## run a named sweep: make sweep SWEEP=lr_bs [LAUNCHER=slurm|local_parallel] [TINY=1] [ARGS="overrides --dry-run"]
 	@test -n "$(SWEEP)" || { echo "make sweep: set SWEEP=<name>; the sweeps are:" >&2; $(BIN)/ijr-sweep --list >&2; exit 2; }
-	$(BIN)/ijr-sweep $(SWEEP) $(if $(TINY),--tiny) $(ARGS)
+	$(BIN)/ijr-sweep $(SWEEP) $(if $(TINY),--tiny) $(if $(LAUNCHER),launcher=$(LAUNCHER)) $(ARGS)
+
+status: install  ## counts of a sweep's jobs (COMPLETED/RUNNING/FAILED/DIVERGED/MISSING): make status SWEEP=lr_bs
+	@test -n "$(SWEEP)" || { echo "make status: set SWEEP=<name> (or run ijr-status SWEEP_DIR)" >&2; exit 2; }
+	$(BIN)/ijr-status outputs/sweeps/$(SWEEP)$(if $(TINY),-tiny) $(ARGS)
 
 test: install  ## run the test suite (exit code 5, "no tests ran", counts as a failure)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -136,6 +136,7 @@ def _train_task(cfg: DictConfig) -> None:
             raise
         if not multirun:
             _fail(str(e))
+        _record_failed_job(run_dir, overrides, str(e))
         _job_failed(overrides, str(e))
         return
     except Exception as e:  # noqa: BLE001 - in a multirun, one job's crash must not stop the others
@@ -145,10 +146,27 @@ def _train_task(cfg: DictConfig) -> None:
 
         traceback.print_exc()
         where = f" (traceback also in {run_dir / 'status.json'})" if (run_dir / "status.json").exists() else ""
+        _record_failed_job(run_dir, overrides, f"{type(e).__name__}: {e}")
         _job_failed(overrides, f"{type(e).__name__}: {e}{where}")
         return
     if code:
         raise SystemExit(code)
+
+
+def _record_failed_job(run_dir: Path, overrides: List[str], message: str) -> None:
+    """A multirun job that failed before its run wrote anything (bad input, or a crash while building) leaves a
+    FAILED status.json with the reason, and its overrides, so that `ijr-status` reports it; a directory that
+    holds a run is left alone."""
+    import yaml
+
+    from ijr_cli import records
+
+    if (run_dir / "status.json").exists():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records.RunDirectory(run_dir).write_status({"status": "FAILED", "error": message, "created": records.now_iso(),
+                                                "attempts": []})
+    (run_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
 
 
 FAILED_JOBS: List[str] = []  # a multirun's failed jobs, reported when it ends (exit code 1)

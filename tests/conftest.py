@@ -66,3 +66,28 @@ def cifar_subset():
     if not path.exists():
         pytest.skip("../shared/datasets is absent (a fresh clone has no shared data)")
     return path
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real one-node SLURM (tests/slurm_cluster.py) for the session; skipped where it cannot run (not root
+    and SLURM not installed, or IJR_SKIP_SLURM=1). SLURM_CONF points the clients (and the jobs) at it."""
+    from slurm_cluster import LocalSlurm, SlurmUnavailable
+
+    if os.environ.get("IJR_SKIP_SLURM") == "1":
+        pytest.skip("IJR_SKIP_SLURM=1")
+    cluster = LocalSlurm()
+    try:
+        cluster.start()
+    except SlurmUnavailable as e:
+        pytest.skip(str(e))
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = cluster.env["SLURM_CONF"]
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous

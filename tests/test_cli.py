@@ -200,4 +200,12 @@ def test_a_failing_job_does_not_stop_the_multirun(tmp_path, monkeypatch, capsys)
     assert "optimizer.batch_size=5000 optimizer.lr=0.05" in summary
     assert "seed=0: optimizer.batch_size=5000 is larger than the 256" in summary
     done = sorted(json.loads(p.read_text())["status"] for p in tmp_path.glob("*/status.json"))
-    assert done == ["COMPLETED", "COMPLETED"]  # seeds 0 and 2 at batch 32
+    # seeds 0 and 2 at batch 32 ran; the crashes are FAILED with their traceback, the refused jobs (batch 5000)
+    # FAILED with the reason and nothing else in their directory
+    assert done == ["COMPLETED", "COMPLETED", "FAILED", "FAILED", "FAILED", "FAILED"]
+    for status_path in tmp_path.glob("*/status.json"):
+        status = json.loads(status_path.read_text())
+        if "is larger than the 256" in (status.get("error") or ""):
+            assert sorted(p.name for p in status_path.parent.iterdir() if p.name != ".hydra") == \
+                ["overrides.yaml", "status.json"]
+            assert "optimizer.batch_size=5000" in (status_path.parent / "overrides.yaml").read_text()
