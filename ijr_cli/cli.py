@@ -26,6 +26,19 @@ from ijr_cli.config import register_configs
 from ijr_cli.errors import Terminated, UserError
 
 PROG = "ijr-train"
+
+
+def _launch_uid() -> str:
+    """This process's id and two random bytes: with the microsecond timestamp in the default run and multirun
+    directory names, two launches never share a directory (same microsecond, same host: different pids)."""
+    import secrets
+
+    return f"{os.getpid():x}{secrets.token_hex(2)}"
+
+
+# cached per config (and copied into each job's config by Hydra), so every job of a multirun sees one value
+if not OmegaConf.has_resolver("ijr_uid"):
+    OmegaConf.register_new_resolver("ijr_uid", _launch_uid, use_cache=True)
 # conf/ sits at the top of the repository (design card); the package is installed editable (`make install`).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 

@@ -1,0 +1,162 @@
+"""Launching without a cluster: the job-list sweeper, the local_parallel launcher, ijr-sweep's checks before a
+launch, launch directories that never collide, and the hand-over of SLURM's SIGUSR2 to submitit's handler."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import IJR_TRAIN, ROOT, TINY, run_cli
+
+IJR_SWEEP = str(Path(sys.executable).with_name("ijr-sweep"))
+IJR_STATUS = str(Path(sys.executable).with_name("ijr-status"))
+
+
+def _sweep(args, env=None, timeout=600):
+    return subprocess.run([IJR_SWEEP, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_two_multiruns_started_together_never_share_a_directory(tmp_path):
+    args = [IJR_TRAIN, "-m", *TINY, "trainer.max_steps=2", "metrics=none", "seed=0,1"]
+    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    assert all(p.wait(120) == 0 for p in procs), [p.stderr.read() for p in procs]
+    dirs = sorted((tmp_path / "outputs" / "multirun").iterdir())
+    assert len(dirs) == 2  # one per launch, each with both of its jobs
+    assert all(sorted(p.name for p in d.iterdir() if p.is_dir()) == ["0", "1"] for d in dirs)
+
+
+def test_the_job_list_sweeper_runs_exactly_the_listed_jobs(tmp_path):
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("- [seed=3, optimizer.lr=0.1]\n- [seed=4, optimizer.lr=0.02]\n")
+    common = [o for o in TINY if not o.startswith("optimizer.lr=")]
+    r = run_cli(["-m", *common, "trainer.max_steps=2", "metrics=none", "hydra/sweeper=ijr_jobs",
+                 f"hydra.sweeper.jobs_file={jobs}", f"hydra.sweep.dir={tmp_path / 's'}",
+                 "hydra.sweep.subdir=${hydra.job.override_dirname}",
+                 "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(
+                     o.split("=")[0] for o in common + ["trainer.max_steps", "metrics"]) + "]"])
+    assert r.returncode == 0, r.stderr
+    names = ["optimizer.lr=0.02,seed=4", "optimizer.lr=0.1,seed=3"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir()) == names
+    for name, lr in zip(names, (0.02, 0.1)):  # the job's own value wins over the common one
+        assert f"lr: {lr}" in (tmp_path / "s" / name / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("extra,message", [
+    ([], "needs hydra.sweeper.jobs_file"),
+    (["hydra.sweeper.jobs_file=JOBS", "seed=0,1"], "may not sweep too (seed=0,1)"),
+    (["hydra.sweeper.jobs_file=NOFILE"], "cannot read hydra.sweeper.jobs_file"),
+    (["hydra.sweeper.jobs_file=BAD"], "must be a non-empty YAML list of lists")])
+def test_the_job_list_sweeper_refuses_bad_input_in_one_line(tmp_path, extra, message):
+    (tmp_path / "jobs.yaml").write_text("- [seed=0]\n")
+    (tmp_path / "bad.yaml").write_text("seed: 0\n")
+    extra = [e.replace("JOBS", str(tmp_path / "jobs.yaml")).replace("NOFILE", str(tmp_path / "no.yaml"))
+             .replace("BAD", str(tmp_path / "bad.yaml")) for e in extra]
+    r = run_cli(["-m", *TINY, "hydra/sweeper=ijr_jobs", f"hydra.sweep.dir={tmp_path / 's'}", *extra])
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and message in err[0], r.stderr
+
+
+def test_local_parallel_runs_a_tiny_sweep_two_at_a_time(tmp_path):
+    sweep_dir = tmp_path / "eos"
+    r = _sweep(["eos_lr", "--tiny", "--sweep-dir", sweep_dir, "launcher=local_parallel", "trainer.num_threads=1",
+                "hydra.launcher.max_parallel=2", "hydra.launcher.gpus=[]"])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "launcher local_parallel: 2 job(s) at a time" in r.stdout
+    assert "COMPLETED 4  RUNNING 0  FAILED 0  DIVERGED 0  MISSING 0" in r.stdout
+    starts = []
+    for d in sweep_dir.glob("optimizer.lr=*"):
+        attempt = json.loads((d / "status.json").read_text())["attempts"][0]
+        starts.append((attempt["started"], attempt["ended"]))
+    assert len(starts) == 4 and len({s for s, _ in starts}) >= 1
+    assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 4  # each job ran as a submitit job
+
+
+def test_a_launch_refuses_a_run_directory_that_holds_another_config(tmp_path):
+    sweep_dir = tmp_path / "eos"
+    r = _sweep(["eos_lr", "--tiny", "--sweep-dir", sweep_dir, "seed=0", "optimizer.lr=0.1"])
+    assert r.returncode == 0, r.stderr
+    r = _sweep(["eos_lr", "--tiny", "--sweep-dir", sweep_dir, "seed=0", "optimizer.lr=0.1", "trainer.max_steps=31"])
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and "holds a run with a different config (differs in " \
+        "trainer.max_steps)" in err[0] and "--sweep-dir" in err[0], r.stderr
+
+
+def test_slurm_dry_run_shows_each_jobs_resources_from_env_site_file_and_command_line(tmp_path):
+    site = ROOT / "conf" / "local" / "slurm.yaml"
+    if site.exists():
+        pytest.skip(f"{site} exists (a real site configuration); not overwriting it")
+    site.write_text("# @package _global_\nhydra:\n  launcher:\n    account: lab-from-file\n    qos: q-file\n")
+    try:
+        r = _sweep(["eos_lr", "--tiny", "--dry-run", "--sweep-dir", tmp_path / "s", "launcher=slurm",
+                    "hydra.launcher.qos=q-cli"], env={"IJR_SLURM_PARTITION": "gpu-env", "IJR_SLURM_CPUS_PER_TASK": "3",
+                                                      "IJR_SLURM_ACCOUNT": "lab-env"})
+    finally:
+        site.unlink()
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if "launcher slurm" in ln)
+    for shown in ("partition=gpu-env", "account=lab-from-file", "qos=q-cli", "cpus_per_task=3", "gpus_per_node=1",
+                  "signal_delay_s=120", "max_num_timeout=10"):
+        assert shown in line, line
+    plain = _sweep(["eos_lr", "--tiny", "--dry-run", "--sweep-dir", tmp_path / "s"])
+    listed = [ln.split()[-1] for ln in r.stdout.splitlines() if ln.strip().startswith("run ")]
+    assert len(listed) == 4 and listed == [ln.split()[-1] for ln in plain.stdout.splitlines()
+                                           if ln.strip().startswith("run ")]  # the launcher is not identity
+    assert not (tmp_path / "s").exists()
+
+
+def test_slurm_launch_without_sbatch_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    from ijr_cli import sweep_cli
+
+    monkeypatch.setattr(sweep_cli.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit) as exc:
+        sweep_cli.sweep(["eos_lr", "--tiny", "--sweep-dir", str(tmp_path / "s"), "launcher=slurm"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "launcher=slurm needs SLURM's sbatch on PATH" in err[0]
+    assert not (tmp_path / "s").exists()
+
+
+HANDOVER = r"""
+import json, signal, sys
+from pathlib import Path
+run_dir = Path(sys.argv[1])
+def previous(signum, frame):  # stands in for submitit's checkpoint-and-requeue handler
+    status = json.loads((run_dir / "status.json").read_text())
+    (run_dir.parent / "handover.json").write_text(json.dumps({"status": status["status"], "signum": signum}))
+    sys.exit(42)
+signal.signal(signal.SIGUSR2, previous)
+sys.argv = ["ijr-train", *sys.argv[2:], f"hydra.run.dir={run_dir}"]
+from ijr_cli.cli import train
+train()
+"""
+
+
+def test_sigusr2_stops_at_a_step_with_its_checkpoint_then_hands_over_to_the_previous_handler(tmp_path):
+    args = [*TINY, "trainer.max_steps=3000", "trainer.eval_every=50", "trainer.checkpoint_every=100"]
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", HANDOVER, str(run_dir), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGUSR2)
+    assert proc.wait(60) == 42, proc.stderr.read()
+    handover = json.loads((tmp_path / "handover.json").read_text())
+    assert handover == {"status": "STOPPED", "signum": int(signal.SIGUSR2)}  # called after the stop was recorded
+    status = json.loads((run_dir / "status.json").read_text())
+    at = status["attempts"][0]["stopped_at_step"]
+    assert status["error"] == f"stopped by signal SIGUSR2 (time limit or preemption) at step {at} (checkpoint saved)"
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"] == at
+    r = run_cli([*args, f"hydra.run.dir={run_dir}"])
+    assert r.returncode == 0, r.stderr
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "COMPLETED" and status["attempts"][1]["resumed_from_step"] == at
