@@ -15,8 +15,9 @@ LAYERS = [
     {"jacobians"},
     {"measure"},
     {"records"},
-    {"experiment", "sweeps"},
+    {"experiment", "sweeps", "sweep_state"},
     {"cli"},
+    {"sweep_cli"},
 ]
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
 

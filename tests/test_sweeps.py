@@ -23,7 +23,8 @@ def _sweep_cli(args, timeout=600):
 
 def test_there_are_named_sweeps():
     assert {p.stem for p in SWEEP_FILES} >= {"table1_simplecnn", "table1_simplecnn_fullbatch", "table1_wrn_cifar10",
-                                             "table1_wrn_cifar100"}
+                                             "table1_wrn_cifar100", "lr_bs", "weight_decay", "label_smoothing",
+                                             "mixup", "regularizers", "eos_lr"}
 
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
