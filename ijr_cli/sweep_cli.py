@@ -203,7 +203,11 @@ def sweep(argv: Optional[List[str]] = None) -> None:
     cmd = [str(Path(sys.executable).with_name("ijr-train")), "-m", "hydra/sweeper=ijr_jobs",
            f"hydra.sweeper.jobs_file={jobs_file}", "hydra.sweeper.validate=false", *study.fixed, *launch,
            *sweeps.hydra_sweep_args(study, sweep_dir)]
-    rc = subprocess.call(cmd)
+    try:
+        rc = subprocess.call(cmd)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; running the same command again resumes the sweep", file=sys.stderr)
+        raise SystemExit(130) from None
     if launcher == "slurm":
         if rc == 0:
             print(f"{prog}: {len(to_run)} job(s) queued on SLURM; follow them with: ijr-status {sweep_dir}")
