@@ -11,7 +11,7 @@ LAUNCHER ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep status test test-fast bench bench-sharpness bench-ejr clean
+.PHONY: help install train sweep status test test-slow test-all bench bench-sharpness bench-ejr clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,12 +36,17 @@ status: install  ## counts of a sweep's jobs (COMPLETED/RUNNING/FAILED/DIVERGED/
 	@test -n "$(SWEEP)" || { echo "make status: set SWEEP=<name> (or run ijr-status SWEEP_DIR)" >&2; exit 2; }
 	$(BIN)/ijr-status outputs/sweeps/$(SWEEP)$(if $(TINY),-tiny) $(ARGS)
 
-test: install  ## run the test suite (exit code 5, "no tests ran", counts as a failure)
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+PYTEST_MARKS ?= not slow
+
+test: install  ## the test suite without the tests marked slow, ~10 min (exit code 5, "no tests ran", is a failure)
+	@$(BIN)/python -m pytest -m "$(PYTEST_MARKS)" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-test-fast: install  ## the test suite without tests marked slow
-	@$(MAKE) --no-print-directory test PYTEST_ARGS="-m 'not slow' $(PYTEST_ARGS)"
+test-slow: install  ## only the tests marked slow (SLURM requeue and time limit, every job of every study, ...)
+	@$(MAKE) --no-print-directory test PYTEST_MARKS="slow"
+
+test-all: install  ## every test
+	@$(MAKE) --no-print-directory test PYTEST_MARKS="slow or not slow"
 
 bench: install  ## training throughput: ijr-train's loop vs a hand-written loop (see BENCHMARKS.md)
 	$(BIN)/python bench/train_throughput.py $(ARGS)

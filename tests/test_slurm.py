@@ -118,6 +118,7 @@ def test_a_failing_job_is_reported_with_its_overrides_and_the_others_finish(slur
     assert "FAILED 1" in text and "optimizer.batch_size=5000 optimizer.lr=0.1 seed=0" in text
 
 
+@pytest.mark.slow
 def test_a_requeued_running_job_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(slurm_cluster,
                                                                                                tmp_path):
     reference = tmp_path / "reference"  # the same run, uninterrupted, outside SLURM (in parallel)
@@ -147,6 +148,7 @@ def test_a_requeued_running_job_resumes_from_its_checkpoint_and_ends_like_an_uni
     assert _rows(run_dir / "metrics.jsonl") == _rows(reference / "metrics.jsonl")
 
 
+@pytest.mark.slow
 def test_a_job_at_its_time_limit_is_signalled_checkpoints_is_requeued_and_resumes(slurm_cluster, tmp_path):
     # a 1-minute limit with SIGUSR2 45 s before it; the run needs ~40 s of training, so it is signalled
     study = _study(tmp_path, "timelimit", [*LONG[:5], "trainer.max_steps=4000"], [{"optimizer.lr": 0.1}])

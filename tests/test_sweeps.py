@@ -28,8 +28,9 @@ def test_there_are_named_sweeps():
 
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
-@pytest.mark.parametrize("tiny", [False, True], ids=["full", "tiny"])
+@pytest.mark.parametrize("tiny", [pytest.param(False, marks=pytest.mark.slow), True], ids=["full", "tiny"])
 def test_every_job_of_every_sweep_composes_and_validates(path, tiny):
+    """Every job (the full studies' ~450 compositions take ~2 min: marked slow, run by .ci/run)."""
     study = sweeps.load_study(path, tiny=tiny)
     assert study.description and study.reference
     jobs = study.jobs()
