@@ -195,8 +195,7 @@ def expected_jobs(sweep_dir: Path) -> Dict[str, List[str]]:
     for status_path in sorted(sweep_dir.glob("*/status.json")):
         name = status_path.parent.name
         if name not in jobs:
-            over = records.read_json(status_path) and _read_overrides(status_path.parent)
-            jobs[name] = over or []
+            jobs[name] = _read_overrides(status_path.parent)
     return jobs
 
 
