@@ -85,7 +85,14 @@ def launcher_settings(fixed: List[str], launch: List[str]) -> Tuple[str, Dict[st
             settings = {k: node[k] for k in node if k not in ("_target_", "submitit_folder")}
             settings = json.loads(json.dumps(OmegaConf.to_container(OmegaConf.create(settings), resolve=True)))
     except Exception as e:  # noqa: BLE001 - a bad launcher override or site file, in one line
-        raise UserError(f"launcher settings: {one_line(str(e))}") from None
+        message = one_line(str(e))
+        unknown = [o.split("=", 1)[0] for o in launch if o.startswith("hydra.launcher.")
+                   and f"Could not override '{o.split('=', 1)[0]}'" in message]
+        if unknown:
+            chosen = next((o.split("=", 1)[1] for o in launch if o.startswith("launcher=")), "local")
+            message = (f"{unknown[0]} is not a setting of launcher={chosen} (ijr-train launcher={chosen} --cfg hydra "
+                       f"lists them under hydra.launcher; SLURM settings need launcher=slurm)")
+        raise UserError(f"launcher settings: {message}") from None
     finally:
         GlobalHydra.instance().clear()
     return name, settings

@@ -114,6 +114,17 @@ def test_slurm_dry_run_shows_each_jobs_resources_from_env_site_file_and_command_
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize("launch,message", [
+    (["launcher=nosuch"], "Could not find 'launcher/nosuch': Available options in 'launcher': local, "
+                          "local_parallel, slurm"),
+    (["hydra.launcher.partition=gpu"], "hydra.launcher.partition is not a setting of launcher=local"),
+    (["launcher=slurm", "hydra.launcher.cpus_per_task=abc"], "hydra.launcher.cpus_per_task=abc")])
+def test_a_bad_launcher_choice_or_setting_is_one_line_and_exit_2(tmp_path, launch, message):
+    r = _sweep(["eos_lr", "--tiny", "--dry-run", "--sweep-dir", tmp_path / "s", *launch])
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and "launcher settings: " in err[0] and message in err[0], r.stderr
+
+
 def test_slurm_launch_without_sbatch_says_so_in_one_line(tmp_path, monkeypatch, capsys):
     from ijr_cli import sweep_cli
 
