@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,15 @@ def _plan_line(states: Dict[str, sweep_state.JobState], names: List[str]) -> Tup
     return to_run, line
 
 
+def _check_writable_directory(path: Path) -> None:
+    """The sweep directory is a directory, or can be made one, and can be written (checked without writing)."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--sweep-dir {path} is a file, not a directory; choose a directory")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--sweep-dir {path}: {existing} is not a writable directory; choose a writable place")
+
+
 def _check_same_configs(sweep_dir: Path, names: List[str], resolved: List[str]) -> None:
     for name, new in zip(names, resolved):
         stored = sweep_dir / name / "config.yaml"
@@ -170,6 +180,7 @@ def sweep(argv: Optional[List[str]] = None) -> None:
         study = sweeps.load_study(sweeps.find_study(args.name, SWEEPS_DIR), tiny=args.tiny)
         study = study.with_overrides([o for o in args.overrides if not _is_launch_override(o)])
         sweep_dir = Path(args.sweep_dir or Path("outputs") / "sweeps" / study.name)
+        _check_writable_directory(sweep_dir)
         jobs = study.jobs()
         names = [sweeps.job_directory_name(j) for j in jobs]
         print(sweeps.describe(study, sweep_dir))

@@ -125,6 +125,17 @@ def test_a_bad_launcher_choice_or_setting_is_one_line_and_exit_2(tmp_path, launc
     assert r.returncode == 2 and len(err) == 1 and "launcher settings: " in err[0] and message in err[0], r.stderr
 
 
+def test_a_sweep_dir_that_is_a_file_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "afile").write_text("")
+    for extra in ([], ["--dry-run"]):
+        r = _sweep(["eos_lr", "--tiny", "--sweep-dir", tmp_path / "afile", *extra])
+        err = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(err) == 1 and "is a file, not a directory" in err[0], r.stderr
+    r = _sweep(["eos_lr", "--tiny", "--sweep-dir", tmp_path / "afile" / "sub"])
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and "is not a writable directory" in err[0], r.stderr
+
+
 def test_slurm_launch_without_sbatch_says_so_in_one_line(tmp_path, monkeypatch, capsys):
     from ijr_cli import sweep_cli
 
