@@ -33,32 +33,19 @@ from ijr_cli.optim import build_sgd, lr_factor
 from ijr_cli.train import RunState, StepSpec, fit, load_checkpoint, save_checkpoint, step_passes, train_step
 
 
-def _same_process_alive(pid: int, start_ticks: Optional[int]) -> bool:
-    """Is the process that wrote an attempt still running (and not a new process that reuses its pid)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return start_ticks is None or records.process_start_ticks(pid) == start_ticks
-
-
 def check_run_directory(rd: records.RunDirectory, config_yaml: str) -> Optional[dict]:
     """The stored status of a run to resume (None for a new run); UserError when the directory can't be used."""
     status = rd.read_status()
     if rd.status_path.exists() and status is None:
         raise UserError(f"{rd.status_path} is unreadable; move the run directory away or choose another hydra.run.dir")
-    if rd.config_path.exists():
-        diff = records.config_differences(rd.config_path.read_text(), config_yaml)
-        if diff:
-            shown = ", ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
-            raise UserError(f"run directory {rd.path} holds a run with a different config (differs in {shown}); "
-                            f"use the same overrides to resume, or another hydra.run.dir")
+    conflict = records.config_conflict(rd.config_path, config_yaml)
+    if conflict:
+        raise UserError(f"run directory {rd.path} holds a run with a different config ({conflict}); "
+                        f"use the same overrides to resume, or another hydra.run.dir")
     if status and status.get("status") == "RUNNING":
         last = (status.get("attempts") or [{}])[-1]
         if last.get("host") == socket.gethostname() and last.get("pid") not in (None, os.getpid()) \
-                and _same_process_alive(int(last["pid"]), last.get("pid_start_ticks")):
+                and records.same_process_alive(int(last["pid"]), last.get("pid_start_ticks")):
             raise UserError(f"run directory {rd.path} is in use by process {last['pid']} on this host; "
                             f"wait for it or stop it")
     return status

@@ -49,6 +49,16 @@ def config_differences(stored_yaml: str, new_yaml: str) -> List[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUME_FREE_KEYS)
 
 
+def config_conflict(config_path: Path, new_yaml: str, shown: int = 6) -> Optional[str]:
+    """"differs in a, b, ..." when the run in `config_path` has another config than `new_yaml`; else None."""
+    if not Path(config_path).exists():
+        return None
+    diff = config_differences(Path(config_path).read_text(), new_yaml)
+    if not diff:
+        return None
+    return "differs in " + ", ".join(diff[:shown]) + (" ..." if len(diff) > shown else "")
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -133,6 +143,18 @@ def process_start_ticks(pid: int) -> Optional[int]:
             return int(f.read().rsplit(")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def same_process_alive(pid: int, start_ticks: Optional[int]) -> bool:
+    """Is process `pid` running and (when `start_ticks` is known) the one that started then, not a later process
+    that reuses the pid?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return start_ticks is None or process_start_ticks(pid) == start_ticks
 
 
 def slurm_ids() -> Dict[str, str]:

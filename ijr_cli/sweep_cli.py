@@ -111,21 +111,22 @@ def describe_launcher(name: str, settings: Dict[str, object]) -> str:
     return f"launcher {name}: each job asks for {shown}"
 
 
+def _action(state: Optional[sweep_state.JobState]) -> str:
+    """What a launch does with a job: run (new or MISSING), resume (FAILED or stopped), or skip (finished or
+    running/queued)."""
+    bucket = state.bucket if state else "MISSING"
+    return {"MISSING": "run", "FAILED": "resume"}.get(bucket, f"skip ({bucket})")
+
+
 def _plan_line(states: Dict[str, sweep_state.JobState], names: List[str]) -> Tuple[List[str], str]:
-    """The jobs to launch (FAILED or MISSING: resumed or started) and a one-line account of the others."""
-    to_run, skipped = [], {"COMPLETED": 0, "DIVERGED": 0, "RUNNING": 0}
-    resume = 0
-    for name in names:
-        st = states.get(name)
-        bucket = st.bucket if st else "MISSING"
-        if bucket in skipped:
-            skipped[bucket] += 1
-        else:
-            to_run.append(name)
-            resume += bucket == "FAILED"
-    parts = [f"{n} {b}" for b, n in skipped.items() if n]
+    """The jobs to launch and a one-line account of them and of the others."""
+    actions = [_action(states.get(name)) for name in names]
+    to_run = [name for name, a in zip(names, actions) if not a.startswith("skip")]
+    resume = actions.count("resume")
+    skipped = [f"{actions.count(f'skip ({b})')} {b}" for b in ("COMPLETED", "DIVERGED", "RUNNING")
+               if f"skip ({b})" in actions]
     line = (f"{len(names)} job(s): {len(to_run)} to run ({len(to_run) - resume} new, {resume} to resume)"
-            + (f"; skipped: {', '.join(parts)}" if parts else ""))
+            + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
     return to_run, line
 
 
@@ -140,13 +141,10 @@ def _check_writable_directory(path: Path) -> None:
 
 def _check_same_configs(sweep_dir: Path, names: List[str], resolved: List[str]) -> None:
     for name, new in zip(names, resolved):
-        stored = sweep_dir / name / "config.yaml"
-        if stored.exists():
-            diff = records.config_differences(stored.read_text(), new)
-            if diff:
-                shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
-                raise UserError(f"{sweep_dir / name} holds a run with a different config (differs in {shown}); "
-                                f"choose another --sweep-dir to keep both, or move that directory away")
+        conflict = records.config_conflict(sweep_dir / name / "config.yaml", new)
+        if conflict:
+            raise UserError(f"{sweep_dir / name} holds a run with a different config ({conflict}); "
+                            f"choose another --sweep-dir to keep both, or move that directory away")
 
 
 def sweep(argv: Optional[List[str]] = None) -> None:
@@ -193,10 +191,7 @@ def sweep(argv: Optional[List[str]] = None) -> None:
         print("  " + line)
         if args.dry_run:
             for name in names:
-                st = states.get(name)
-                what = "run" if not st or st.bucket == "MISSING" else (
-                    "resume" if st.bucket == "FAILED" else f"skip ({st.bucket})")
-                print(f"  {what:18} {sweep_dir / name}")
+                print(f"  {_action(states.get(name)):18} {sweep_dir / name}")
             print(f"{prog}: dry run: {len(jobs)} job(s) composed and validated; nothing launched")
             return
         if launcher == "slurm" and not shutil.which("sbatch"):

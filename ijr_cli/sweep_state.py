@@ -130,10 +130,7 @@ class JobState:
 def _local_process_gone(attempt: dict) -> bool:
     if attempt.get("host") != socket.gethostname() or attempt.get("slurm") or not attempt.get("pid"):
         return False
-    pid, ticks = int(attempt["pid"]), attempt.get("pid_start_ticks")
-    if not Path(f"/proc/{pid}").exists():
-        return True
-    return ticks is not None and records.process_start_ticks(pid) != ticks
+    return not records.same_process_alive(int(attempt["pid"]), attempt.get("pid_start_ticks"))
 
 
 def classify(run_dir: Path, name: str, overrides: List[str], submission: Optional[dict],

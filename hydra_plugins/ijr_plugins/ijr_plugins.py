@@ -206,7 +206,8 @@ class LocalParallelLauncher(BaseSubmititLauncher):
                     break
                 idx, overrides = todo.pop(0)
                 executor = submitit.LocalExecutor(folder=p["submitit_folder"])
-                executor.update_parameters(**params, **({"gpus_per_node": 1, "visible_gpus": [gpus[slot]]} if gpus else {}))
+                one_gpu = {"gpus_per_node": 1, "visible_gpus": [gpus[slot]]} if gpus else {}
+                executor.update_parameters(**params, **one_gpu)
                 running[slot] = (idx, overrides, executor.submit(self, *_job_args(overrides, idx)))
             time.sleep(p.get("poll_s", 0.5))
             for slot, (idx, overrides, job) in list(running.items()):
