@@ -55,6 +55,43 @@ def test_table1_simplecnn_is_the_papers_grid(compose):
     assert all(c.optimizer.momentum == 0 and c.optimizer.weight_decay == 0 and not c.regularizer.augment for c in cfgs)
 
 
+def _seed0_configs(compose, name):
+    study = sweeps.load_study(ROOT / "sweeps" / f"{name}.yaml")
+    return [OmegaConf.to_object(compose(study.fixed + job)) for job in study.jobs() if "seed=0" in job], study
+
+
+def test_paper_002_and_eos_studies_hold_the_values_the_papers_give(compose):
+    """The values paper 002 states (the rest are documented choices): Fig. 1 VGG-11, GD, lr 0.08, label
+    smoothing swept; Fig. 2 ResNet-18, CE, 90 epochs, weight decay swept at two lrs; Figs. 3-4 ResNet-18, SGD,
+    constant lr, wd 1e-4, five trials; Fig. 5 ResNet-18 with BN, wd 5e-4 in every run, five trials, two lrs."""
+    cfgs, study = _seed0_configs(compose, "label_smoothing")
+    assert {(c.model.name, c.optimizer.name.value, c.optimizer.lr, c.loss.name.value) for c in cfgs} == \
+        {("vgg11", "gd", 0.08, "ce")}
+    assert {c.regularizer.label_smoothing for c in cfgs} >= {0.0, 0.1, 0.2}
+    cfgs, study = _seed0_configs(compose, "weight_decay")
+    assert {(c.model.name, c.loss.name.value, c.trainer.epochs) for c in cfgs} == {("resnet18", "ce", 90)}
+    assert 0.0 in {c.optimizer.weight_decay for c in cfgs} and len({c.optimizer.lr for c in cfgs}) == 2
+    cfgs, study = _seed0_configs(compose, "lr_bs")
+    assert {(c.model.name, c.optimizer.name.value, c.optimizer.weight_decay, c.schedule.name.value)
+            for c in cfgs} == {("resnet18", "sgd", 0.0001, "constant")} and len(study.seeds) == 5
+    assert {(lr, 128) for lr in (0.01, 0.02, 0.03)} | {(0.01, b) for b in (32, 64, 128)} <= \
+        {(c.optimizer.lr, c.optimizer.batch_size) for c in cfgs}  # paper 000 Fig. 6's cells are in the grid
+    for name in ("regularizers", "mixup"):
+        cfgs, study = _seed0_configs(compose, name)
+        assert {c.model.name for c in cfgs} == {"resnet18"} and len(study.seeds) == 5
+        assert min(c.optimizer.weight_decay for c in cfgs) == 0.0005 and {c.optimizer.lr for c in cfgs} == {0.01, 0.1}
+    families = {(c.optimizer.name.value, c.regularizer.label_smoothing > 0, c.regularizer.mixup_alpha is not None
+                 and c.regularizer.mixup_alpha > 0, c.regularizer.augment, c.optimizer.weight_decay > 0.0005)
+                for c in _seed0_configs(compose, "regularizers")[0]}
+    assert families == {("sgd", False, False, False, False), ("sgd", True, False, False, False),
+                        ("sgd", False, True, False, False), ("sgd", False, False, True, False),
+                        ("sam", False, False, False, False), ("sgd", False, False, False, True)}
+    cfgs, study = _seed0_configs(compose, "eos_lr")
+    assert {(c.model.name, c.model.activation.value, c.loss.name.value, c.optimizer.name.value, c.dataset.name,
+             c.dataset.n_train) for c in cfgs} == {("fcn3", "tanh", "mse", "gd", "cifar10", 5000)}
+    assert 0.01 in {c.optimizer.lr for c in cfgs}  # Cohen et al.'s fc-tanh setting
+
+
 def test_table1_simplecnn_fullbatch_uses_gd_and_lambda_0_001(compose):
     cfgs = _configs(compose, "table1_simplecnn_fullbatch")
     assert all(c.optimizer.name.value == "gd" and c.optimizer.batch_size is None for c in cfgs)
