@@ -17,7 +17,7 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 STATUSES = ("RUNNING", "COMPLETED", "FAILED", "DIVERGED", "STOPPED")  # STOPPED: by a signal, checkpointed
 FINISHED = ("COMPLETED", "DIVERGED")
@@ -195,19 +195,28 @@ class MetricsLog:
 
 def read_rows(path: Path) -> List[Dict[str, Any]]:
     """Rows of a metrics.jsonl; unparsable lines (a torn write) are skipped."""
+    return read_rows_counted(path)[0]
+
+
+def read_rows_counted(path: Path) -> Tuple[List[Dict[str, Any]], int]:
+    """Rows of a metrics.jsonl and the number of non-empty lines that were not a JSON object (skipped)."""
     rows: List[Dict[str, Any]] = []
+    bad = 0
     try:
-        with open(path) as f:
+        with open(path, errors="replace") as f:
             for line in f:
                 try:
                     obj = json.loads(line)
                 except ValueError:
+                    bad += bool(line.strip())
                     continue
                 if isinstance(obj, dict):
                     rows.append(obj)
+                else:
+                    bad += 1
     except FileNotFoundError:
         pass
-    return rows
+    return rows, bad
 
 
 class RunDirectory:

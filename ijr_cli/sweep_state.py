@@ -60,7 +60,7 @@ def write_plan(sweep_dir: Path, plan: dict) -> None:
 
 def read_plan(sweep_dir: Path) -> Optional[dict]:
     try:
-        plan = yaml.safe_load((Path(sweep_dir) / PLAN_FILE).read_text())
+        plan = yaml.load((Path(sweep_dir) / PLAN_FILE).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError):
         return None
     return plan if isinstance(plan, dict) else None

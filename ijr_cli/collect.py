@@ -1,0 +1,377 @@
+"""Run directories → two tables: one row per run (`runs`) and the logged history in long form. No torch.
+
+Finds every run directory below the given paths (a directory holding `status.json` or `metrics.jsonl`), reads its
+small files (config, overrides, status, summary) and its `metrics.jsonl` (polars' JSON-lines reader in a thread
+per CPU: 3-6x faster than `json.loads` or pyarrow's reader here, BENCHMARKS.md; a file it cannot read, such as one
+with a torn last line, is read again line by line and the bad lines are skipped with a warning).
+
+The `runs` table holds, per run: `sweep`, `run` (its directory name), `run_id` (`sweep/run`), `path`, `status`
+(the sweep-state bucket of `ijr_cli.sweep_state`: COMPLETED / RUNNING / FAILED / DIVERGED), `status_detail`, one
+column per swept hyperparameter (the dotted override key, e.g. `optimizer.lr`), the key config values
+(CONFIG_COLUMNS), `family` (the regularisers in force), the final value of every logged metric, `best_test_acc`,
+`eos_onset_step` (first logged step with sharpness ≥ 90 % of the stability threshold), `last_step` and
+`wall_time_s`. A warning names each file that was skipped or only partly read; nothing here raises on bad files.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import yaml
+
+from ijr_cli import metric_names as M
+from ijr_cli import records, sweep_state
+
+RUN_FILES = ("status.json", "metrics.jsonl")  # a directory holding either is taken for a run directory
+SKIP_DIRS = {".hydra", ".launch", ".submitit", "report", "__pycache__", ".git"}
+EOS_FRACTION = 0.9  # edge-of-stability onset: sharpness first reaches this fraction of the threshold
+# config values every runs table carries (dotted keys of the resolved config)
+CONFIG_COLUMNS = ("dataset.name", "dataset.n_train", "model.name", "loss.name", "optimizer.name", "optimizer.lr",
+                  "optimizer.batch_size", "optimizer.momentum", "optimizer.weight_decay", "optimizer.rho",
+                  "regularizer.label_smoothing", "regularizer.mixup_alpha", "regularizer.augment",
+                  "regularizer.jacobian", "regularizer.lambda_reg", "regularizer.rho_reg", "regularizer.mu_reg",
+                  "schedule.name", "trainer.max_steps", "trainer.epochs", "seed")
+NOT_SWEPT = ("hydra", "launcher")  # override keys that never define a job (where and how it ran)
+
+
+@dataclass
+class Collection:
+    runs: pd.DataFrame  # one row per run directory
+    wide: object  # polars DataFrame: run (index into runs), step, one column per logged metric; or None
+    swept: Dict[str, List[str]]  # sweep -> its swept hyperparameter columns (seed included)
+    states: Dict[str, List[sweep_state.JobState]]  # sweep -> every job's state (missing ones included)
+    sweep_dirs: Dict[str, Path]
+    warnings: List[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------ discovery
+def find_run_dirs(paths: Sequence[Path]) -> Dict[Path, Tuple[str, Path]]:
+    """Every run directory below `paths` -> (its sweep's name, the sweep directory)."""
+    found: Dict[Path, Tuple[str, Path]] = {}
+    for root in paths:
+        root = Path(root).resolve()
+        if _is_run_dir(root):
+            found[root] = (root.parent.name, root.parent)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith(".report"))
+            if any(f in filenames for f in RUN_FILES) and Path(dirpath) != root:
+                run = Path(dirpath)
+                rel = run.parent.relative_to(root)
+                found[run] = (str(Path(root.name) / rel) if str(rel) != "." else root.name, run.parent)
+                dirnames[:] = []  # a run directory holds no runs
+    return found
+
+
+def _is_run_dir(path: Path) -> bool:
+    return any((path / f).is_file() for f in RUN_FILES)
+
+
+def _flatten(d, prefix="") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _read_yaml(path: Path):
+    try:  # libyaml's loader: 10x faster than PyYAML's, which matters at 1,000 runs
+        return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------ metrics.jsonl
+# Keys ijr writes that are not plain numbers (everything else in a row is read as float64, `step` as int64).
+TEXT_KEYS = ("sharpness_path", "probe_bn_mode")
+LIST_KEYS = (M.SHARPNESS_K,)
+
+
+def _dtype(key: str, value=None):
+    import polars as pl
+
+    if key == "step":
+        return pl.Int64
+    if key in TEXT_KEYS or isinstance(value, str):
+        return pl.String
+    if key in LIST_KEYS or isinstance(value, list):
+        return pl.List(pl.Float64)
+    return pl.Float64
+
+
+def _edge_rows(data: bytes) -> List[dict]:
+    """The first and the last complete rows (every metric group is measured at step 0 and at the last step)."""
+    import json
+
+    out = []
+    lines = data.split(b"\n", 1)[:1] + data[-16384:].splitlines()[::-1]
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            out.append(row)
+            if len(out) == 2:
+                break
+    return out
+
+
+def read_metrics(path: Path):
+    """One metrics.jsonl as a polars frame of its numeric columns (step int64, the rest float64), and a warning.
+
+    Fast path: polars with the schema of the first and last rows (ijr measures every metric group at step 0 and at
+    the last step), then a check that it lost nothing: every `"key": value` pair of the file must be a read value
+    or a null. Otherwise the file is read again with full schema inference (3x slower), and if even that fails (a
+    torn or corrupt line) line by line, skipping the bad lines with a warning."""
+    import io
+
+    import polars as pl
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return None, f"{path}: unreadable ({exc.strerror}); skipped"
+    frame, warning = None, None
+    schema: dict = {}
+    for row in _edge_rows(data):
+        schema.update({k: _dtype(k, v) for k, v in row.items() if k not in schema})
+    try:
+        frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
+        read = sum(frame.select(pl.all().count()).row(0))
+        if read + data.count(b'": null') != data.count(b'": '):
+            frame = None
+    except pl.exceptions.PolarsError:
+        frame = None
+    if frame is None:
+        try:
+            frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+        except pl.exceptions.PolarsError:
+            rows, bad = records.read_rows_counted(path)
+            if bad:
+                warning = f"{path}: {bad} unreadable line(s) skipped (truncated or corrupt)"
+            frame = pl.from_pandas(pd.DataFrame.from_records(rows).apply(pd.to_numeric, errors="coerce")) \
+                if rows else None
+    if frame is None or frame.height == 0:
+        return None, warning or f"{path}: no rows; skipped"
+    if "step" not in frame.columns:
+        return None, f"{path}: no 'step' column; not an ijr metrics file, skipped"
+    numeric = [c for c, t in frame.schema.items() if t.is_numeric() or t == pl.Boolean]
+    frame = frame.select([pl.col(c).cast(pl.Int64 if c == "step" else pl.Float64) for c in numeric])
+    if frame["step"].null_count():
+        frame = frame.filter(pl.col("step").is_not_null())
+    return frame, warning
+
+
+def _read_tagged(item):
+    import polars as pl
+
+    index, path = item
+    frame, warning = read_metrics(path)
+    if frame is not None:
+        frame = frame.with_columns(pl.lit(index, dtype=pl.Int32).alias("run"))
+    return frame, warning
+
+
+def concat_histories(results) -> Tuple[object, List[str]]:
+    """(frame, warning) pairs -> one wide polars frame (run index, step, metric columns), and the warnings."""
+    import polars as pl
+
+    results = list(results)
+    frames = [f for f, _ in results if f is not None]
+    warnings = [w for _, w in results if w]
+    if not frames:
+        return None, warnings
+    return pl.concat(frames, how="diagonal_relaxed"), warnings
+
+
+# ------------------------------------------------------------------------------------------ per-run facts
+def run_facts(wide) -> pd.DataFrame:
+    """Per run index: the last logged value of every metric, the best test accuracy, the edge-of-stability onset
+    step (first step with sharpness ≥ EOS_FRACTION · threshold, the threshold carried forward) and the last step."""
+    import polars as pl
+
+    wide = wide.sort(["run", "step"])
+    metrics = [c for c in wide.columns if c not in ("run", "step")]
+    aggs = [pl.col(c).drop_nulls().last() for c in metrics] + [pl.col("step").max().alias("last_step")]
+    if M.TEST_ACC in metrics:
+        aggs.append(pl.col(M.TEST_ACC).max().alias("history_best_test_acc"))
+    if M.SHARPNESS in metrics and M.THRESHOLD in metrics:
+        reached = pl.col(M.SHARPNESS) >= EOS_FRACTION * pl.col(M.THRESHOLD).forward_fill()
+        aggs.append(pl.col("step").filter(reached).min().alias("eos_onset_step"))
+    facts = wide.group_by("run").agg(aggs).sort("run").to_pandas().set_index("run")
+    if "eos_onset_step" not in facts:
+        facts["eos_onset_step"] = np.nan
+    return facts
+
+
+def write_history(wide, run_ids: Dict[int, str], path: Path) -> int:
+    """history.parquet: the long form (run, step, metric, value) of the wide frame, one row per logged value
+    (nulls dropped); run and metric are dictionary-encoded (polars Enums). Returns the number of rows."""
+    import polars as pl
+
+    if wide is None:
+        long = pl.DataFrame(schema={"run": pl.String, "step": pl.Int64, "metric": pl.String, "value": pl.Float64})
+    else:
+        metrics = [c for c in wide.columns if c not in ("run", "step")]
+        names = list(dict.fromkeys(run_ids.values()))
+        lookup = pl.DataFrame({"run": list(run_ids), "run_id": list(run_ids.values())},
+                              schema={"run": pl.Int32, "run_id": pl.Enum(names)})
+        long = (wide.unpivot(index=["run", "step"], on=metrics, variable_name="metric", value_name="value")
+                .drop_nulls("value")
+                .join(lookup, on="run", how="inner", maintain_order="left")
+                .select(pl.col("run_id").alias("run"), "step", pl.col("metric").cast(pl.Enum(metrics)), "value"))
+    long.write_parquet(path, compression="zstd")
+    return long.height
+
+
+# ------------------------------------------------------------------------------------------ swept keys, families
+def _override_pairs(overrides: List[str]) -> Dict[str, str]:
+    out = {}
+    for o in overrides:
+        if "=" not in str(o):
+            continue
+        key, value = str(o).split("=", 1)
+        key = key.lstrip("+~")
+        if key.split(".", 1)[0] in NOT_SWEPT or key.split("/", 1)[0] in NOT_SWEPT:
+            continue
+        out[key] = value
+    return out
+
+
+def swept_columns(pairs: List[Dict[str, str]]) -> List[str]:
+    """The override keys whose value differs between the runs of one sweep (in first-seen order)."""
+    keys = list(dict.fromkeys(k for p in pairs for k in p))
+    return [k for k in keys if len({p.get(k) for p in pairs}) > 1]
+
+
+def swept_value(key: str, config: dict, pairs: Dict[str, str]):
+    """A swept key's value: the resolved config's (typed) when the key is a config value, `key.name` for a
+    config group chosen by name (`optimizer=sam`), else the override text (`regularizer=mixup`)."""
+    if key in config:
+        return config[key]
+    if f"{key}.name" in config and key in pairs:
+        return config[f"{key}.name"]
+    return pairs.get(key)
+
+
+def family(config: dict) -> str:
+    """The regularisers in force (paper 002 Fig. 5's families): label_smoothing, mixup, augment, sam, the
+    Jacobian regulariser, joined by '+'; a run with none of them is 'weight_decay' when it has weight decay,
+    else 'none'."""
+    parts = []
+    if (config.get("regularizer.label_smoothing") or 0) > 0:
+        parts.append("label_smoothing")
+    if (config.get("regularizer.mixup_alpha") or 0) > 0:
+        parts.append("mixup")
+    if config.get("regularizer.augment"):
+        parts.append("augment")
+    if config.get("optimizer.name") == "sam":
+        parts.append("sam")
+    if config.get("regularizer.jacobian") not in (None, "none"):
+        parts.append(str(config["regularizer.jacobian"]))
+    if parts:
+        return "+".join(parts)
+    return "weight_decay" if (config.get("optimizer.weight_decay") or 0) > 0 else "none"
+
+
+# ------------------------------------------------------------------------------------------ the whole collection
+def collect(paths: Sequence[Path], jobs: int = 0, query_slurm: bool = True) -> Collection:
+    """Read every run below `paths`. `jobs` threads read the metrics files (0: one per CPU) while this thread
+    reads the small files."""
+    warnings: List[str] = []
+    found = sorted(find_run_dirs(paths).items(), key=lambda kv: (kv[1][0], kv[0].name))
+    jobs = jobs or os.cpu_count() or 1
+    items = [(i, run_dir / "metrics.jsonl") for i, (run_dir, _) in enumerate(found)
+             if (run_dir / "metrics.jsonl").is_file()]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending = pool.map(_read_tagged, items)  # polars parses without the GIL, beside the YAML below
+        metas: Dict[int, dict] = {}
+        sweep_dirs: Dict[str, Path] = {}
+        for i, (run_dir, (sweep, sweep_dir)) in enumerate(found):
+            meta = _read_run_meta(run_dir, sweep, warnings)
+            if meta is not None:
+                metas[i] = meta
+                sweep_dirs.setdefault(sweep, sweep_dir)
+        wide, read_warnings = concat_histories(pending)
+    warnings += read_warnings
+    states = {s: sweep_state.sweep_states(d, query_slurm=query_slurm) for s, d in sweep_dirs.items()}
+    swept = {s: swept_columns([m["pairs"] for m in metas.values() if m["sweep"] == s]) for s in sweep_dirs}
+    runs = _runs_table(metas, states, swept)
+    if wide is not None:
+        import polars as pl
+
+        wide = wide.filter(pl.col("run").is_in(list(metas)))  # drop the histories of skipped directories
+        facts = run_facts(wide)
+        facts.index = facts.index.astype(int)
+        runs = runs.join(facts.drop(columns=[c for c in facts if c in runs or c == "elapsed_s"]), how="left")
+    runs = _finish(runs)
+    return Collection(runs=runs, wide=wide, swept=swept, states=states, sweep_dirs=sweep_dirs, warnings=warnings)
+
+
+def _read_run_meta(run_dir: Path, sweep: str, warnings: List[str]) -> Optional[dict]:
+    status = records.read_json(run_dir / "status.json")
+    config_raw = _read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
+    ours_status = isinstance(status, dict) and status.get("status") in records.STATUSES
+    ours_config = isinstance(config_raw, dict) and {"optimizer", "model", "dataset"} <= set(config_raw)
+    if not (ours_status or ours_config):
+        what = "status.json" if (run_dir / "status.json").exists() else "metrics.jsonl"
+        warnings.append(f"{run_dir / what}: not an ijr run directory (no ijr status.json or config.yaml); skipped")
+        return None
+    if (run_dir / "status.json").exists() and not ours_status:
+        warnings.append(f"{run_dir / 'status.json'}: unreadable; the run's status is taken as FAILED")
+    overrides = _read_yaml(run_dir / "overrides.yaml")
+    overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
+    summary = records.read_json(run_dir / "summary.json") or {}
+    return {"sweep": sweep, "run": run_dir.name, "path": str(run_dir), "config": _flatten(config_raw or {}),
+            "pairs": _override_pairs(overrides), "overrides": overrides, "summary": summary,
+            "status": (status or {}).get("status")}
+
+
+def _runs_table(metas: Dict[int, dict], states: Dict[str, List[sweep_state.JobState]],
+                swept: Dict[str, List[str]]) -> pd.DataFrame:
+    buckets = {(s, st.name): st for s, sts in states.items() for st in sts}
+    rows = []
+    for m in metas.values():
+        st = buckets.get((m["sweep"], m["run"]))
+        row = {"sweep": m["sweep"], "run": m["run"], "run_id": f"{m['sweep']}/{m['run']}", "path": m["path"],
+               "status": st.bucket if st else (m["status"] or "FAILED"), "status_detail": st.detail if st else "",
+               "overrides": " ".join(m["overrides"])}
+        row.update({k: swept_value(k, m["config"], m["pairs"]) for k in swept[m["sweep"]]})
+        row.update({c: m["config"].get(c) for c in CONFIG_COLUMNS if c not in row})
+        row["family"] = family(m["config"]) if m["config"] else None
+        row["best_test_acc"] = m["summary"].get("best_test_acc")
+        row["wall_time_s"] = m["summary"].get("wall_time_s")
+        row["num_params"] = m["summary"].get("num_params")
+        rows.append(row)
+    runs = pd.DataFrame(rows, index=pd.Index(list(metas), dtype=int))
+    for k in dict.fromkeys(k for keys in swept.values() for k in keys):  # numbers when every value is one
+        values = runs[k].dropna()
+        if len(values) and values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
+            runs[k] = pd.to_numeric(runs[k])
+    return runs
+
+
+def _finish(runs: pd.DataFrame) -> pd.DataFrame:
+    """Best test accuracy from the summary, else from the history; the generalisation gaps recomputed per run
+    from the final train/test values (SCIENCE.md: per run, then aggregated)."""
+    if runs.empty:
+        return runs
+    if "history_best_test_acc" in runs:
+        runs["best_test_acc"] = pd.to_numeric(runs["best_test_acc"], errors="coerce").fillna(runs["history_best_test_acc"])
+        runs = runs.drop(columns=["history_best_test_acc"])
+    if M.TRAIN_CE in runs and M.TEST_CE in runs:
+        runs[M.GEN_GAP_LOSS] = runs[M.TEST_CE] - runs[M.TRAIN_CE]
+    if M.TRAIN_ACC in runs and M.TEST_ACC in runs:
+        runs[M.GEN_GAP_ACC] = runs[M.TRAIN_ACC] - runs[M.TEST_ACC]
+    return runs

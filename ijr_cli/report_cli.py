@@ -1,0 +1,257 @@
+"""`ijr-report PATH...`: run directories → tables, figures and one self-contained report page.
+
+Writes into PATH/report/ (or --out), replacing it as a whole only when everything has been written:
+
+  index.html                 the page: status, tables, figures (embedded), warnings, how it was generated
+  runs.parquet, runs.csv     one row per run (ijr_cli.collect)
+  history.parquet            every logged value: run, step, metric, value
+  tables/*.md|tex|csv        aggregate (per sweep, grouped by the swept hyperparameters or --group-by),
+                             table1 (paper 000 Table 1 layout), correlations (paper 002)
+  figures/*.png|pdf          trajectories, final metrics, heatmaps, paper 000 Figs. 1 and 2 (left)
+  report.json                the command, versions, counts, warnings and timings
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import pandas as pd
+
+from ijr_cli import collect, records, report_page, sweep_state, tables
+from ijr_cli.errors import UserError
+
+PROG = "ijr-report"
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog=PROG, description="Tables, figures and a report page from ijr run directories "
+                                 "(a sweep directory, several, or all of outputs/).")
+    ap.add_argument("paths", nargs="+", type=Path, help="sweep directories, run directories, or folders holding them")
+    ap.add_argument("--out", type=Path, help="output directory (default: PATH/report for a single PATH)")
+    ap.add_argument("--group-by", nargs="+", metavar="KEY",
+                    help="columns to aggregate over (default: each sweep's swept hyperparameters but the seed), "
+                         "e.g. optimizer.lr regularizer")
+    ap.add_argument("--metrics", nargs="+", metavar="NAME", help=f"final metrics in the aggregate tables "
+                    f"(default: those logged among {', '.join(tables.KEY_METRICS)})")
+    ap.add_argument("--family-by", default="family", metavar="COLUMN",
+                    help="the column that names a run's regulariser family in the correlation table (default: family)")
+    ap.add_argument("--no-figures", action="store_true", help="tables and page only (fast)")
+    ap.add_argument("--jobs", type=int, default=0, help="threads reading metrics files (default: one per CPU)")
+    ap.add_argument("--no-slurm", action="store_true", help="do not ask squeue for the state of SLURM jobs")
+    return ap.parse_args(argv)
+
+
+def log(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def check_paths(paths: List[Path], out: Optional[Path]) -> Path:
+    for p in paths:
+        if not p.exists():
+            raise UserError(f"{p} does not exist; give a sweep directory, a run directory or a folder holding them")
+        if not p.is_dir():
+            raise UserError(f"{p} is not a directory; give a sweep directory, a run directory or a folder holding them")
+    if out is None:
+        if len(paths) > 1:
+            raise UserError(f"{len(paths)} paths given; say where the report goes with --out DIR")
+        out = paths[0] / "report"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory")
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write to {parent}; choose another --out")
+    return out
+
+
+def build(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    """Everything into a temporary sibling directory, then swapped in for `out` (never half-written)."""
+    t0 = time.perf_counter()
+    out = check_paths(args.paths, args.out)
+    data = collect.collect(args.paths, jobs=args.jobs, query_slurm=not args.no_slurm)
+    runs = data.runs
+    if runs.empty:
+        detail = f" ({len(data.warnings)} director{'y' if len(data.warnings) == 1 else 'ies'} skipped: " \
+                 f"{data.warnings[0]})" if data.warnings else ""
+        raise UserError(f"no ijr run directories under {', '.join(map(str, args.paths))}{detail}; a run directory "
+                        "holds status.json or metrics.jsonl (ijr-train writes them)")
+    for w in data.warnings:
+        log(f"warning: {w}")
+    timings = {"collect_s": time.perf_counter() - t0}
+    log(f"read {len(runs)} run(s) in {len(data.sweep_dirs)} sweep(s) ({timings['collect_s']:.1f} s)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        t1 = time.perf_counter()
+        (tmp / "tables").mkdir()
+        runs_out = runs.drop(columns=["overrides"]).copy()
+        for c in runs_out.columns:  # mixed-type swept columns (numbers in one sweep, text in another) as text
+            if runs_out[c].dtype == object:
+                runs_out[c] = runs_out[c].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+        runs_out.to_parquet(tmp / "runs.parquet", index=False)
+        runs.to_csv(tmp / "runs.csv", index=False)
+        n_history = collect.write_history(data.wide, dict(zip(runs.index, runs["run_id"])), tmp / "history.parquet")
+        sections, general = write_tables(data, args, tmp / "tables")
+        timings["tables_s"] = time.perf_counter() - t1
+        log(f"tables written ({timings['tables_s']:.1f} s; history: {n_history:,} values)")
+        theory = []
+        if not args.no_figures:
+            t2 = time.perf_counter()
+            theory = write_figures(data, sections, tmp / "figures")
+            timings["figures_s"] = time.perf_counter() - t2
+            log(f"{sum(len(s.figures) for s in sections) + len(theory)} figures drawn ({timings['figures_s']:.1f} s)")
+        generated = generation_facts(argv, out, data, timings)
+        files = ["runs.parquet", "runs.csv", "history.parquet", "tables/", "report.json"] + \
+            ([] if args.no_figures else ["figures/"])
+        title = "ijr report: " + ", ".join(data.sweep_dirs)
+        (tmp / "index.html").write_text(report_page.page(title, sections, general, theory, data.warnings, generated,
+                                                         files))
+        summary = {"command": generated["command"], "generated": generated["generated"], "runs": len(runs),
+                   "history_values": n_history, "sweeps": {s.name: sweep_state.counts(s.states) for s in sections},
+                   "warnings": data.warnings, "timings_s": timings,
+                   "versions": records.package_versions(("ijr", "pandas", "polars", "pyarrow", "seaborn",
+                                                         "matplotlib", "scipy"))}
+        (tmp / "report.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"out": out, "runs": len(runs), "warnings": len(data.warnings), "timings": timings}
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(new, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_tables(data: collect.Collection, args, out: Path):
+    """Per sweep: the aggregate and (when the runs allow) Table 1; across sweeps: the correlations."""
+    runs = data.runs
+    sections, md, tex, csv_parts = [], [], [], []
+    for sweep, sweep_dir in data.sweep_dirs.items():
+        sub = runs[runs["sweep"] == sweep]
+        section = report_page.SweepSection(sweep, str(sweep_dir), data.states.get(sweep, []))
+        sections.append(section)
+        if args.group_by:
+            missing = [k for k in args.group_by if k not in runs]
+            if missing:
+                raise UserError(f"--group-by {' '.join(missing)}: no such column; choose among the swept keys "
+                                f"({', '.join(data.swept.get(sweep, [])) or 'none'}) or runs.csv's columns")
+        keys = tables.group_keys(sub, data.swept.get(sweep, []), args.group_by)
+        metrics = tables.present(sub, args.metrics or tables.KEY_METRICS)
+        if args.metrics:
+            unknown = [m for m in args.metrics if m not in runs]
+            if unknown:
+                raise UserError(f"--metrics {' '.join(unknown)}: not logged by any run; runs.csv lists the columns")
+        if metrics:
+            agg = tables.aggregate(sub, keys, metrics)
+            shown = tables.display_aggregate(agg, keys, metrics)
+            note = f"grouped by {', '.join(keys) or 'nothing (one group)'}; final values per run"
+            section.tables.append(("Final metrics", note, shown))
+            md.append(f"## {sweep}\n\n{note}\n\n{tables.to_markdown(shown)}\n")
+            tex.append(f"% {sweep}: {note}\n{tables.to_latex(shown, caption=f'{sweep}: final metrics')}")
+            csv_parts.append(agg.assign(sweep=sweep))
+        t1 = tables.table1(sub, data.swept.get(sweep, []))
+        if t1 is not None:
+            note = ("paper 000 Table 1 layout: final test accuracy, ΔAcc = acc_EJR − acc_base in points, "
+                    "ERR = (err_base − err_EJR)/err_base, from the means")
+            section.tables.append(("Paper 000 Table 1: baseline vs EJR", note, t1))
+            _write_all(out, f"table1_{_slug(sweep)}", t1, f"{sweep}: baseline vs EJR (paper 000 Table 1)")
+    if csv_parts:
+        pd.concat(csv_parts, ignore_index=True).to_csv(out / "aggregate.csv", index=False)
+    (out / "aggregate.md").write_text("\n".join(md))
+    (out / "aggregate.tex").write_text("\n".join(tex))
+    general = []
+    corr = tables.correlations(runs, family_column=args.family_by)
+    if corr is not None:
+        note = ("Kendall τ and Spearman ρ across runs between the generalisation gap and each measure's final value "
+                "(paper 002 §7), per regulariser family and pooled (all); loss gap = |test CE − train CE|, "
+                "acc gap = train acc − test acc; n runs; '–' below 3 runs or for a constant")
+        general.append(("Correlation with the generalisation gap (paper 002)", note, corr))
+        _write_all(out, "correlations", corr, "Correlation with the generalisation gap")
+    return sections, general
+
+
+def _write_all(out: Path, stem: str, table: pd.DataFrame, caption: str) -> None:
+    table.to_csv(out / f"{stem}.csv", index=False)
+    (out / f"{stem}.md").write_text(tables.to_markdown(table) + "\n")
+    (out / f"{stem}.tex").write_text(tables.to_latex(table, caption=caption))
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text)).strip("_") or "all"
+
+
+def write_figures(data: collect.Collection, sections, out: Path):
+    from ijr_cli import figures
+
+    out.mkdir()
+    runs = data.runs
+    wide = data.wide
+    for section in sections:
+        sweep = section.name
+        sub = runs[runs["sweep"] == sweep]
+        keys = [k for k in data.swept.get(sweep, []) if k != tables.SEED]
+        slug = _slug(sweep)
+        if wide is not None:
+            import polars as pl
+
+            cols = ["run", "step"] + [c for c in wide.columns if c in _TRAJECTORY_COLUMNS]
+            history = wide.filter(pl.col("run").is_in(list(sub.index))).select(cols).to_pandas()
+            for k in keys or [None]:
+                hue = k or "sweep"
+                title = f"{sweep}: trajectories by {hue}"
+                fig = figures.trajectories(history, sub, hue, out, f"{slug}_trajectories_{_slug(hue)}", title)
+                section.figures += [fig] if fig else []
+        for x in keys:
+            hue = next((k for k in keys if k != x), None)
+            fig = figures.finals(sub, x, hue, out, f"{slug}_finals_vs_{_slug(x)}", f"{sweep}: final metrics vs {x}")
+            section.figures += [fig] if fig else []
+        if len(keys) == 2:
+            for metric in ("test_acc", "gen_gap_loss", "sharpness"):
+                fig = figures.heatmap(sub, keys[0], keys[1], metric, out, f"{slug}_heatmap_{metric}",
+                                      f"{sweep}: {metric} over {keys[0]} × {keys[1]}")
+                section.figures += [fig] if fig else []
+    return [figures.paper000_fig1(out), figures.paper000_fig2(out)]
+
+
+_TRAJECTORY_COLUMNS = ("sharpness", "threshold", "impurity_mean", "impurity_q25", "impurity_q75", "jac_op_norm",
+                       "ijr_proxy", "input_jac_max", "train_ce", "test_ce", "train_acc", "test_acc")
+
+
+def generation_facts(argv: Sequence[str], out: Path, data: collect.Collection, timings: dict) -> dict:
+    git = records.git_info(Path(__file__).resolve().parent)
+    return {"command": " ".join([PROG, *argv]), "generated": records.now_iso(), "output": str(out.resolve()),
+            "inputs": ", ".join(str(p) for p in data.sweep_dirs.values()),
+            "ijr commit": f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}",
+            "timings": ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
+            "regenerate": " ".join([PROG, *argv])}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    try:
+        result = build(args, argv)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was replaced", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(f"{PROG}: {result['runs']} run(s) -> {result['out'] / 'index.html'}"
+          + (f" ({result['warnings']} warning(s))" if result["warnings"] else ""))

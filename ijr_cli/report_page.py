@@ -1,0 +1,111 @@
+"""index.html: one self-contained page (figures embedded as base64 PNG, no external resources) with the
+sweep status, the tables, the figures, the warnings and how the report was generated. No torch."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import pandas as pd
+
+from ijr_cli import sweep_state
+from ijr_cli.figures import Figure
+
+CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto; max-width: 1200px;
+       padding: 0 1rem; color: #222; line-height: 1.4; }
+h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2rem; margin-top: 2.2rem; }
+h3 { margin-top: 1.6rem; }
+table { border-collapse: collapse; font-size: .82rem; margin: .6rem 0; display: block; overflow-x: auto; }
+th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; white-space: nowrap; }
+th { background: #f4f4f4; } td.text, th.text { text-align: left; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: .85rem; color: #555; }
+.counts span { display: inline-block; margin-right: 1rem; padding: .2rem .6rem; border-radius: .3rem; }
+.COMPLETED { background: #dff3df; } .RUNNING { background: #e3ecfb; } .FAILED { background: #f9dcdc; }
+.DIVERGED { background: #fbeed5; } .MISSING { background: #eee; }
+pre, code { background: #f6f6f6; font-size: .85rem; } pre { padding: .6rem; overflow-x: auto; }
+.warn { color: #8a4b00; }
+"""
+
+
+@dataclass
+class SweepSection:
+    name: str
+    path: str
+    states: List[sweep_state.JobState]
+    tables: List[tuple] = field(default_factory=list)  # (title, note, DataFrame)
+    figures: List[Figure] = field(default_factory=list)
+
+
+def table_html(table: pd.DataFrame) -> str:
+    """A DataFrame as an HTML table; text columns left-aligned, floats with 4 significant digits."""
+    head = "".join(f"<th class='text'>{html.escape(str(c))}</th>" for c in table.columns)
+    body = []
+    for _, row in table.iterrows():
+        cells = []
+        for value in row:
+            if isinstance(value, float):
+                text, cls = ("–" if pd.isna(value) else f"{value:.4g}"), ""
+            else:
+                text, cls = ("–" if value is None else str(value)), " class='text'"
+            cells.append(f"<td{cls}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def figure_html(fig: Figure) -> str:
+    data = base64.b64encode(fig.png.read_bytes()).decode("ascii")
+    return (f"<figure><img alt='{html.escape(fig.title)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption><b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)} "
+            f"(<code>figures/{html.escape(fig.pdf.name)}</code>)</figcaption></figure>")
+
+
+def status_html(states: List[sweep_state.JobState]) -> str:
+    counts = sweep_state.counts(states)
+    parts = ["<p class='counts'>" + "".join(f"<span class='{b}'>{b.lower()}: {n}</span>" for b, n in counts.items())
+             + "</p>"]
+    pending = [s for s in states if s.bucket != "COMPLETED"]
+    if pending:
+        rows = pd.DataFrame([{"job": s.name, "state": s.bucket, "step": s.step if s.step is not None else "–",
+                              "detail": s.detail, "overrides": " ".join(s.overrides)} for s in pending])
+        parts.append(table_html(rows.astype(str)))
+    return "".join(parts)
+
+
+def page(title: str, sections: List[SweepSection], general: List[tuple], theory: List[Figure],
+         warnings: List[str], generated: Dict[str, str], files: List[str]) -> str:
+    """The whole page. `general`: (title, note, DataFrame) tables across sweeps; `generated`: label -> text."""
+    out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    total = sum(len(s.states) for s in sections)
+    out.append(f"<p>{len(sections)} sweep(s), {total} job(s). Tables are mean ± sample standard deviation over the "
+               "runs of a group, with the number of runs n; accuracies in %. Files beside this page: "
+               + ", ".join(f"<code>{html.escape(f)}</code>" for f in files) + ".</p>")
+    if warnings:
+        out.append("<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+                   + "</ul>")
+    for s in sections:
+        out.append(f"<h2>Sweep <code>{html.escape(s.name)}</code></h2><p><code>{html.escape(s.path)}</code></p>")
+        out.append("<h3>Status</h3>" + status_html(s.states))
+        for t_title, note, table in s.tables:
+            out.append(f"<h3>{html.escape(t_title)}</h3>" + (f"<p>{html.escape(note)}</p>" if note else "")
+                       + table_html(table))
+        if s.figures:
+            out.append("<h3>Figures</h3>" + "".join(figure_html(f) for f in s.figures))
+    for t_title, note, table in general:
+        out.append(f"<h2>{html.escape(t_title)}</h2>" + (f"<p>{html.escape(note)}</p>" if note else "")
+                   + table_html(table))
+    if theory:
+        out.append("<h2>Theory figures (paper 000)</h2>" + "".join(figure_html(f) for f in theory))
+    out.append("<h2>How this report was generated</h2><table>" + "".join(
+        f"<tr><th class='text'>{html.escape(k)}</th><td class='text'><code>{html.escape(v)}</code></td></tr>"
+        for k, v in generated.items()) + "</table>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def optional_table(title: str, note: str, table: Optional[pd.DataFrame]) -> List[tuple]:
+    return [] if table is None or table.empty else [(title, note, table)]
