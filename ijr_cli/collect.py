@@ -180,16 +180,17 @@ def _read_tagged(item):
     frame, warning = read_metrics(path)
     if frame is not None:
         frame = frame.with_columns(pl.lit(index, dtype=pl.Int32).alias("run"))
-    return frame, warning
+    return index, frame, warning
 
 
-def concat_histories(results) -> Tuple[object, List[str]]:
-    """(frame, warning) pairs -> one wide polars frame (run index, step, metric columns), and the warnings."""
+def concat_histories(results, keep) -> Tuple[object, List[str]]:
+    """(run index, frame, warning) triples of the runs in `keep` -> one wide polars frame (run index, step, metric
+    columns), and the warnings."""
     import polars as pl
 
-    results = list(results)
-    frames = [f for f, _ in results if f is not None]
-    warnings = [w for _, w in results if w]
+    results = [r for r in results if r[0] in keep]
+    frames = [f for _, f, _ in results if f is not None]
+    warnings = [w for _, _, w in results if w]
     if not frames:
         return None, warnings
     return pl.concat(frames, how="diagonal_relaxed"), warnings
@@ -303,15 +304,12 @@ def collect(paths: Sequence[Path], jobs: int = 0, query_slurm: bool = True) -> C
             if meta is not None:
                 metas[i] = meta
                 sweep_dirs.setdefault(sweep, sweep_dir)
-        wide, read_warnings = concat_histories(pending)
+        wide, read_warnings = concat_histories(pending, keep=metas)
     warnings += read_warnings
     states = {s: sweep_state.sweep_states(d, query_slurm=query_slurm) for s, d in sweep_dirs.items()}
     swept = {s: swept_columns([m["pairs"] for m in metas.values() if m["sweep"] == s]) for s in sweep_dirs}
     runs = _runs_table(metas, states, swept)
     if wide is not None:
-        import polars as pl
-
-        wide = wide.filter(pl.col("run").is_in(list(metas)))  # drop the histories of skipped directories
         facts = run_facts(wide)
         facts.index = facts.index.astype(int)
         runs = runs.join(facts.drop(columns=[c for c in facts if c in runs or c == "elapsed_s"]), how="left")
