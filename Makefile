@@ -11,7 +11,7 @@ LAUNCHER ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep status test test-slow test-all bench bench-sharpness bench-ejr clean
+.PHONY: help install train sweep status report test test-slow test-all bench bench-sharpness bench-ejr bench-report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ status: install  ## counts of a sweep's jobs (COMPLETED/RUNNING/FAILED/DIVERGED/
 	@test -n "$(SWEEP)" || { echo "make status: set SWEEP=<name> (or run ijr-status SWEEP_DIR)" >&2; exit 2; }
 	$(BIN)/ijr-status outputs/sweeps/$(SWEEP)$(if $(TINY),-tiny) $(ARGS)
 
+report: install  ## tables, figures and index.html of a sweep: make report SWEEP=lr_bs (or ARGS="DIR... --out DIR")
+	@test -n "$(SWEEP)$(ARGS)" || { echo "make report: set SWEEP=<name> (or ARGS=\"PATH... --out DIR\")" >&2; exit 2; }
+	$(BIN)/ijr-report $(if $(SWEEP),outputs/sweeps/$(SWEEP)$(if $(TINY),-tiny)) $(ARGS)
+
 PYTEST_MARKS ?= not slow
 
 test: install  ## the test suite without the tests marked slow, ~10 min (exit code 5, "no tests ran", is a failure)
@@ -57,6 +61,9 @@ bench-sharpness: install  ## one sharpness estimate: ijr vs PyHessian 0.1 vs cur
 
 bench-ejr: install  ## cost of a step with ejr / ejr_sam / ejr_v2 / SAM / the exact Frobenius penalty vs the plain step
 	$(BIN)/python bench/ejr_cost.py $(ARGS)
+
+bench-report: install  ## ijr-report on 1,000 synthetic runs x 2,000 steps x 20 metrics (generates 1.5 GB in /tmp once)
+	$(BIN)/python bench/report_speed.py $(ARGS)
 
 clean:  ## remove caches and build files (keeps $(VENV) and outputs/)
 	rm -rf .pytest_cache build dist *.egg-info

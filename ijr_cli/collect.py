@@ -23,7 +23,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import yaml
 
 from ijr_cli import metric_names as M
@@ -74,16 +73,6 @@ def _is_run_dir(path: Path) -> bool:
     return any((path / f).is_file() for f in RUN_FILES)
 
 
-def _flatten(d, prefix="") -> dict:
-    out = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _read_yaml(path: Path):
     try:  # libyaml's loader: 10x faster than PyYAML's, which matters at 1,000 runs
         return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
@@ -114,16 +103,19 @@ def _edge_rows(data: bytes) -> List[dict]:
     import json
 
     out = []
-    lines = data.split(b"\n", 1)[:1] + data[-16384:].splitlines()[::-1]
-    for line in lines:
+    end = data.rstrip(b"\n")
+    first_end = data.find(b"\n")
+    candidates = [data[:first_end if first_end >= 0 else len(data)], end[end.rfind(b"\n") + 1:]]
+    if not data.endswith(b"\n"):  # a torn last line: the one before it
+        body = end[:end.rfind(b"\n")]
+        candidates.append(body[body.rfind(b"\n") + 1:])
+    for line in candidates:
         try:
             row = json.loads(line)
         except ValueError:
             continue
         if isinstance(row, dict):
             out.append(row)
-            if len(out) == 2:
-                break
     return out
 
 
@@ -149,7 +141,8 @@ def read_metrics(path: Path):
     try:
         frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
         read = sum(frame.select(pl.all().count()).row(0))
-        if read + data.count(b'": null') != data.count(b'": '):
+        nulls = data.count(b'": null') if b"null" in data else 0
+        if read + nulls != data.count(b'": '):
             frame = None
     except pl.exceptions.PolarsError:
         frame = None
@@ -218,20 +211,25 @@ def run_facts(wide) -> pd.DataFrame:
 
 def write_history(wide, run_ids: Dict[int, str], path: Path) -> int:
     """history.parquet: the long form (run, step, metric, value) of the wide frame, one row per logged value
-    (nulls dropped); run and metric are dictionary-encoded (polars Enums). Returns the number of rows."""
+    (nulls dropped); run and metric are dictionary-encoded (polars Enums). Returns the number of rows.
+    Built one metric at a time with literal Enum columns: 2x faster than `unpivot` + casting 40 M strings."""
     import polars as pl
 
-    if wide is None:
-        long = pl.DataFrame(schema={"run": pl.String, "step": pl.Int64, "metric": pl.String, "value": pl.Float64})
-    else:
-        metrics = [c for c in wide.columns if c not in ("run", "step")]
-        names = list(dict.fromkeys(run_ids.values()))
-        lookup = pl.DataFrame({"run": list(run_ids), "run_id": list(run_ids.values())},
-                              schema={"run": pl.Int32, "run_id": pl.Enum(names)})
-        long = (wide.unpivot(index=["run", "step"], on=metrics, variable_name="metric", value_name="value")
-                .drop_nulls("value")
-                .join(lookup, on="run", how="inner", maintain_order="left")
-                .select(pl.col("run_id").alias("run"), "step", pl.col("metric").cast(pl.Enum(metrics)), "value"))
+    if wide is None or not run_ids:
+        empty = pl.DataFrame(schema={"run": pl.String, "step": pl.Int64, "metric": pl.String, "value": pl.Float64})
+        empty.write_parquet(path)
+        return 0
+    positions = sorted(run_ids)
+    run_enum = pl.Enum([run_ids[i] for i in positions])
+    lookup = np.full(max(positions) + 1, 0, dtype=np.uint32)
+    lookup[positions] = np.arange(len(positions), dtype=np.uint32)
+    names = pl.Series([run_ids[i] for i in positions], dtype=run_enum)
+    run = names.gather(pl.Series(lookup[wide["run"].to_numpy()]))
+    metrics = [c for c in wide.columns if c not in ("run", "step")]
+    metric_enum = pl.Enum(metrics)
+    wide = wide.with_columns(run.alias("run"))
+    long = pl.concat([wide.select("run", "step", pl.lit(m, dtype=metric_enum).alias("metric"),
+                                  pl.col(m).alias("value")).drop_nulls("value") for m in metrics])
     long.write_parquet(path, compression="zstd")
     return long.height
 
@@ -331,7 +329,7 @@ def _read_run_meta(run_dir: Path, sweep: str, warnings: List[str]) -> Optional[d
     overrides = _read_yaml(run_dir / "overrides.yaml")
     overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
     summary = records.read_json(run_dir / "summary.json") or {}
-    return {"sweep": sweep, "run": run_dir.name, "path": str(run_dir), "config": _flatten(config_raw or {}),
+    return {"sweep": sweep, "run": run_dir.name, "path": str(run_dir), "config": records.flatten(config_raw or {}),
             "pairs": _override_pairs(overrides), "overrides": overrides, "summary": summary,
             "status": (status or {}).get("status")}
 

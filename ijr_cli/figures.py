@@ -58,10 +58,6 @@ def _save(fig, out_dir: Path, name: str, title: str, caption: str) -> Figure:
     return Figure(name=name, title=title, caption=caption, png=png, pdf=pdf)
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text)).strip("_") or "all"
-
-
 def _log_scale(values: pd.Series) -> bool:
     v = pd.to_numeric(values, errors="coerce").dropna()
     return len(v) > 1 and (v > 0).all() and v.max() / v.min() >= 8

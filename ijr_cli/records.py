@@ -30,12 +30,13 @@ SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLUR
 RESUME_FREE_KEYS = ("trainer.progress",)
 
 
-def _flatten(d, prefix=""):
+def flatten(d, prefix="") -> Dict[str, Any]:
+    """A nested config as {dotted key: value}."""
     out = {}
     for k, v in (d or {}).items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -45,7 +46,7 @@ def config_differences(stored_yaml: str, new_yaml: str) -> List[str]:
     """The dotted keys whose values differ between two resolved configs (YAML text)."""
     import yaml
 
-    a, b = _flatten(yaml.safe_load(stored_yaml)), _flatten(yaml.safe_load(new_yaml))
+    a, b = flatten(yaml.safe_load(stored_yaml)), flatten(yaml.safe_load(new_yaml))
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUME_FREE_KEYS)
 
 

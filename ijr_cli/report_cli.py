@@ -93,7 +93,7 @@ def build(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     try:
         t1 = time.perf_counter()
         (tmp / "tables").mkdir()
-        runs_out = runs.drop(columns=["overrides"]).copy()
+        runs_out = runs.copy()
         for c in runs_out.columns:  # mixed-type swept columns (numbers in one sweep, text in another) as text
             if runs_out[c].dtype == object:
                 runs_out[c] = runs_out[c].map(lambda v: v if v is None or isinstance(v, str) else str(v))

@@ -8,7 +8,7 @@ runs is computed per run first (the generalisation gaps, SCIENCE.md) and then ag
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
