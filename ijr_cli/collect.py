@@ -166,27 +166,74 @@ def read_metrics(path: Path):
     return frame, warning
 
 
-def _read_tagged(item):
+CHUNK_FILES = 50  # metrics files per polars call
+
+
+def _numeric(frame):
     import polars as pl
 
-    index, path = item
-    frame, warning = read_metrics(path)
-    if frame is not None:
-        frame = frame.with_columns(pl.lit(index, dtype=pl.Int32).alias("run"))
-    return index, frame, warning
+    numeric = [c for c, t in frame.schema.items() if (t.is_numeric() or t == pl.Boolean) and c != "_path"]
+    return frame.select([pl.col(c).cast(pl.Int32 if c == "run" else pl.Int64 if c == "step" else pl.Float64)
+                         for c in numeric])
+
+
+def read_chunk(items: List[Tuple[int, Path]]):
+    """Several metrics files in one polars call (2x faster than one call per file: polars spreads the files over
+    its threads), with the union of their first/last rows' schemas and, per file, the same "lost nothing" check as
+    `read_metrics`. A file that fails a check (or has a torn last line, or a key whose type differs from another
+    file's) goes through `read_metrics`. Returns (frame with a `run` column, [(run index, warning)])."""
+    import polars as pl
+
+    schema: dict = {}
+    probes, slow = [], []
+    for index, path in items:
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            slow.append((index, path))
+            continue
+        rows = _edge_rows(data)
+        types = {k: _dtype(k, v) for row in rows for k, v in row.items()}
+        if not data.endswith(b"\n") or "step" not in types or any(schema.get(k, t) != t for k, t in types.items()):
+            slow.append((index, path))
+            continue
+        schema.update(types)
+        probes.append((index, str(path), data.count(b'": '), data.count(b'": null') if b"null" in data else 0))
+    frames, warnings = [], []
+    if probes:
+        try:
+            frame = pl.read_ndjson([p for _, p, _, _ in probes], schema=schema, include_file_paths="_path")
+            counts = frame.group_by("_path").agg([pl.col(c).count() for c in schema])
+            read = {row[0]: sum(row[1:]) for row in counts.iter_rows()}
+            good = {p: i for i, p, pairs, nulls in probes if read.get(p, 0) + nulls == pairs}
+            slow += [(i, Path(p)) for i, p, _, _ in probes if p not in good]
+            lookup = pl.DataFrame({"_path": list(good), "run": list(good.values())},
+                                  schema={"_path": pl.String, "run": pl.Int32})
+            frames.append(_numeric(frame.join(lookup, on="_path", how="inner", maintain_order="left")))
+        except pl.exceptions.PolarsError:
+            slow += [(i, Path(p)) for i, p, _, _ in probes]
+    for index, path in slow:
+        frame, warning = read_metrics(path)
+        if warning:
+            warnings.append((index, warning))
+        if frame is not None:
+            frames.append(frame.with_columns(pl.lit(index, dtype=pl.Int32).alias("run")))
+    frames = [f for f in frames if f.height]
+    return (pl.concat(frames, how="diagonal_relaxed") if frames else None), warnings
 
 
 def concat_histories(results, keep) -> Tuple[object, List[str]]:
-    """(run index, frame, warning) triples of the runs in `keep` -> one wide polars frame (run index, step, metric
-    columns), and the warnings."""
+    """`read_chunk` results -> one wide polars frame (run index, step, metric columns) of the runs in `keep`, and
+    their warnings."""
     import polars as pl
 
-    results = [r for r in results if r[0] in keep]
-    frames = [f for _, f, _ in results if f is not None]
-    warnings = [w for _, _, w in results if w]
+    results = list(results)
+    warnings = [w for _, ws in results for i, w in ws if i in keep]
+    frames = [f for f, _ in results if f is not None]
     if not frames:
         return None, warnings
-    return pl.concat(frames, how="diagonal_relaxed"), warnings
+    wide = pl.concat(frames, how="diagonal_relaxed")
+    return wide.filter(pl.col("run").is_in(list(keep))), warnings
 
 
 # ------------------------------------------------------------------------------------------ per-run facts
@@ -293,8 +340,9 @@ def collect(paths: Sequence[Path], jobs: int = 0, query_slurm: bool = True) -> C
     jobs = jobs or os.cpu_count() or 1
     items = [(i, run_dir / "metrics.jsonl") for i, (run_dir, _) in enumerate(found)
              if (run_dir / "metrics.jsonl").is_file()]
+    chunks = [items[k:k + CHUNK_FILES] for k in range(0, len(items), CHUNK_FILES)]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        pending = pool.map(_read_tagged, items)  # polars parses without the GIL, beside the YAML below
+        pending = pool.map(read_chunk, chunks)  # polars parses without the GIL, beside the YAML below
         metas: Dict[int, dict] = {}
         sweep_dirs: Dict[str, Path] = {}
         for i, (run_dir, (sweep, sweep_dir)) in enumerate(found):

@@ -159,6 +159,39 @@ def test_reader_skips_torn_and_corrupt_lines_with_a_warning(tmp_path):
     assert str(path) in warning and "2 unreadable line(s)" in warning
 
 
+def test_chunked_reader_equals_the_per_file_reader(tmp_path):
+    """read_chunk (one polars call for many files) gives each file's values exactly as read_metrics does, and
+    sends the files its checks reject (a rare middle key, a torn line, a key of another type, no step) to it."""
+    contents = {
+        "good1": [{"step": 0, "a": 1.0, "b": 2.0}, {"step": 1, "a": 1.5, "b": None}],
+        "good2": [{"step": 0, "a": 3.0, "c": 4.0}, {"step": 5, "a": 3.5, "c": 4.5}],
+        "rare": [{"step": 0, "a": 1.0}, {"step": 1, "a": 2.0, "z": 9.0}, {"step": 2, "a": 3.0}],
+        "text_a": [{"step": 0, "a": "x"}, {"step": 1, "a": "y"}],
+        "nostep": [{"a": 1.0}],
+    }
+    items = []
+    for k, (name, rows) in enumerate(contents.items()):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        items.append((k, path))
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text('{"step": 0, "a": 1.0}\n{"step": 1, "a": 2.0}\n{"step": 2, "a": 3.')
+    items.append((len(items), torn))
+    frame, warnings = collect.read_chunk(items)
+    got = frame.to_pandas()
+    for index, path in items:
+        single, _ = collect.read_metrics(path)
+        mine = got[got.run == index].drop(columns="run").dropna(axis=1, how="all").reset_index(drop=True)
+        if single is None:
+            assert mine.empty
+            continue
+        expected = single.to_pandas()
+        expected = expected.dropna(axis=1, how="all")
+        pd.testing.assert_frame_equal(mine[expected.columns], expected, check_dtype=False)
+    assert got[got.run == 2]["z"].dropna().tolist() == [9.0]
+    assert [i for i, _ in warnings] == [4, 5]  # no step column; the torn line
+
+
 def test_history_parquet_is_the_long_form_of_every_logged_value(tmp_path):
     import pyarrow.parquet as pq
 
