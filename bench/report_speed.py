@@ -41,11 +41,16 @@ def readers(files):
 
     out = {}
     for name, fn in (("json.loads per line", by_json), ("pyarrow.json.read_json", by_pyarrow),
-                     ("ijr (polars, schema + check)", by_ijr)):
+                     ("ijr per file (polars, schema + check)", by_ijr)):
         t = time.perf_counter()
         for f in files:
             fn(f)
         out[name] = 1000 * (time.perf_counter() - t) / len(files)
+    items = [(i, Path(f)) for i, f in enumerate(files)]
+    t = time.perf_counter()
+    for k in range(0, len(items), collect.CHUNK_FILES):
+        collect.read_chunk(items[k:k + collect.CHUNK_FILES])
+    out[f"ijr read_chunk ({collect.CHUNK_FILES} files per polars call)"] = 1000 * (time.perf_counter() - t) / len(files)
     return out
 
 
@@ -66,7 +71,7 @@ def main() -> None:
     print(f"{len(files)} runs, {size / 1e9:.2f} GB of metrics.jsonl; {os.cpu_count()} CPUs, "
           f"{platform.python_version()}, {platform.machine()}")
     for name, ms in readers(files[:100]).items():
-        print(f"  reader {name:32s} {ms:6.1f} ms per file (100 files, one thread)")
+        print(f"  reader {name:44s} {ms:6.1f} ms per file (100 files, one Python thread)")
     report = str(Path(sys.executable).with_name("ijr-report"))
     times = []
     for i in range(args.repeats):

@@ -1,9 +1,10 @@
 """Run directories → two tables: one row per run (`runs`) and the logged history in long form. No torch.
 
 Finds every run directory below the given paths (a directory holding `status.json` or `metrics.jsonl`), reads its
-small files (config, overrides, status, summary) and its `metrics.jsonl` (polars' JSON-lines reader in a thread
-per CPU: 3-6x faster than `json.loads` or pyarrow's reader here, BENCHMARKS.md; a file it cannot read, such as one
-with a torn last line, is read again line by line and the bad lines are skipped with a warning).
+small files (config, overrides, status, summary) and its `metrics.jsonl`: polars' JSON-lines reader, 50 files per
+call in worker threads beside the YAML (faster than `json.loads` or pyarrow's reader here, BENCHMARKS.md); a file
+it cannot read, such as one with a torn last line, is read again line by line and the bad lines are skipped with a
+warning. `write_history` writes the long form (run, step, metric, value) as history.parquet.
 
 The `runs` table holds, per run: `sweep`, `run` (its directory name), `run_id` (`sweep/run`), `path`, `status`
 (the sweep-state bucket of `ijr_cli.sweep_state`: COMPLETED / RUNNING / FAILED / DIVERGED), `status_detail`, one
@@ -277,7 +278,7 @@ def write_history(wide, run_ids: Dict[int, str], path: Path) -> int:
     wide = wide.with_columns(run.alias("run"))
     long = pl.concat([wide.select("run", "step", pl.lit(m, dtype=metric_enum).alias("metric"),
                                   pl.col(m).alias("value")).drop_nulls("value") for m in metrics])
-    long.write_parquet(path, compression="zstd")
+    long.write_parquet(path, compression="lz4")  # zstd is 2x slower to write at 40 M rows, 15 % smaller
     return long.height
 
 
