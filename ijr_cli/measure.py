@@ -16,12 +16,12 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence, Set
 
 import torch
 from torch import nn
 
-from ijr_cli.curvature import (ParameterVector, gauss_newton_operator, hessian_operator, loss_gradient,
+from ijr_cli.curvature import (gauss_newton_operator, hessian_operator, loss_gradient,
                                probe_mode)
 from ijr_cli.data import Dataset, chunks
 from ijr_cli.errors import UserError
