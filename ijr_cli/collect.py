@@ -407,6 +407,11 @@ def _runs_table(metas: Dict[int, dict], states: Dict[str, List[sweep_state.JobSt
     return runs
 
 
+def present(runs: pd.DataFrame, names: Sequence[str]) -> List[str]:
+    """The names that are columns of `runs` with at least one numeric value."""
+    return [n for n in names if n in runs and pd.to_numeric(runs[n], errors="coerce").notna().any()]
+
+
 def _finish(runs: pd.DataFrame) -> pd.DataFrame:
     """Best test accuracy from the summary, else from the history; the generalisation gaps recomputed per run
     from the final train/test values (SCIENCE.md: per run, then aggregated)."""

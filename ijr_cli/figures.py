@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ijr_cli import metric_names as M
+from ijr_cli.collect import present
 
 MAX_POINTS = 400  # steps kept per run in trajectory plots (evenly thinned; the tables use every step)
 FINAL_PANELS = (M.INPUT_JAC_MAX, M.JAC_OP_NORM, M.SHARPNESS, M.GEN_GAP_LOSS, M.GEN_GAP_ACC, M.TEST_ACC)
@@ -152,7 +153,7 @@ def _natural(value: str):
 def finals(runs: pd.DataFrame, x: str, hue: Optional[str], out_dir: Path, name: str, title: str) -> Optional[Figure]:
     """Final metrics against swept hyperparameter `x`, hue and line style by `hue` (paper 002 Figs. 2–5)."""
     plt, sns = _plt()
-    metrics = [m for m in FINAL_PANELS if m in runs and pd.to_numeric(runs[m], errors="coerce").notna().any()]
+    metrics = present(runs, FINAL_PANELS)
     if not metrics or x not in runs:
         return None
     data = runs.copy()

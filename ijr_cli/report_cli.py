@@ -53,7 +53,9 @@ def log(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
-def check_paths(paths: List[Path], out: Optional[Path]) -> Path:
+def check_paths(paths: List[Path], out: Optional[Path], jobs: int = 0) -> Path:
+    if jobs < 0:
+        raise UserError(f"--jobs {jobs}: give a number of threads >= 1, or 0 for one per CPU")
     for p in paths:
         if not p.exists():
             raise UserError(f"{p} does not exist; give a sweep directory, a run directory or a folder holding them")
@@ -76,7 +78,7 @@ def check_paths(paths: List[Path], out: Optional[Path]) -> Path:
 def build(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     """Everything into a temporary sibling directory, then swapped in for `out` (never half-written)."""
     t0 = time.perf_counter()
-    out = check_paths(args.paths, args.out)
+    out = check_paths(args.paths, args.out, args.jobs)
     data = collect.collect(args.paths, jobs=args.jobs, query_slurm=not args.no_slurm)
     runs = data.runs
     if runs.empty:
@@ -84,6 +86,7 @@ def build(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                  f"{data.warnings[0]})" if data.warnings else ""
         raise UserError(f"no ijr run directories under {', '.join(map(str, args.paths))}{detail}; a run directory "
                         "holds status.json or metrics.jsonl (ijr-train writes them)")
+    check_columns(runs, data.swept, args)
     for w in data.warnings:
         log(f"warning: {w}")
     timings = {"collect_s": time.perf_counter() - t0}
@@ -146,17 +149,8 @@ def write_tables(data: collect.Collection, args, out: Path):
         sub = runs[runs["sweep"] == sweep]
         section = report_page.SweepSection(sweep, str(sweep_dir), data.states.get(sweep, []))
         sections.append(section)
-        if args.group_by:
-            missing = [k for k in args.group_by if k not in runs]
-            if missing:
-                raise UserError(f"--group-by {' '.join(missing)}: no such column; choose among the swept keys "
-                                f"({', '.join(data.swept.get(sweep, [])) or 'none'}) or runs.csv's columns")
         keys = tables.group_keys(sub, data.swept.get(sweep, []), args.group_by)
-        metrics = tables.present(sub, args.metrics or tables.KEY_METRICS)
-        if args.metrics:
-            unknown = [m for m in args.metrics if m not in runs]
-            if unknown:
-                raise UserError(f"--metrics {' '.join(unknown)}: not logged by any run; runs.csv lists the columns")
+        metrics = collect.present(sub, args.metrics or tables.KEY_METRICS)
         if metrics:
             agg = tables.aggregate(sub, keys, metrics)
             shown = tables.display_aggregate(agg, keys, metrics)
@@ -184,6 +178,20 @@ def write_tables(data: collect.Collection, args, out: Path):
         general.append(("Correlation with the generalisation gap (paper 002)", note, corr))
         _write_all(out, "correlations", corr, "Correlation with the generalisation gap")
     return sections, general
+
+
+def check_columns(runs: pd.DataFrame, swept: dict, args) -> None:
+    """--group-by, --metrics and --family-by must name columns of the runs table."""
+    missing = [k for k in args.group_by or [] if k not in runs]
+    if missing:
+        keys = sorted({k for ks in swept.values() for k in ks})
+        raise UserError(f"--group-by {' '.join(missing)}: no such column; choose among the swept keys "
+                        f"({', '.join(keys) or 'none'}) or runs.csv's columns")
+    unknown = [m for m in args.metrics or [] if m not in runs]
+    if unknown:
+        raise UserError(f"--metrics {' '.join(unknown)}: not logged by any run; runs.csv lists the columns")
+    if args.family_by not in runs:
+        raise UserError(f"--family-by {args.family_by}: no such column; runs.csv lists the columns")
 
 
 def _write_all(out: Path, stem: str, table: pd.DataFrame, caption: str) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ijr_cli import metric_names as M
+from ijr_cli.collect import present
 
 SEED = "seed"
 # final metrics shown in the aggregate tables, in this order, when the runs have them
@@ -30,11 +31,6 @@ ABS_GAPS = ("loss gap",)
 EJR_KEYS = ("regularizer", "regularizer.jacobian", "regularizer.lambda_reg", "regularizer.rho_reg",
             "regularizer.mu_reg")
 PERCENT = {M.TEST_ACC, M.TRAIN_ACC, "best_test_acc", M.GEN_GAP_ACC}  # fractions shown in %
-
-
-def present(runs: pd.DataFrame, names: Sequence[str]) -> List[str]:
-    """The names that are columns of `runs` with at least one value."""
-    return [n for n in names if n in runs and pd.to_numeric(runs[n], errors="coerce").notna().any()]
 
 
 def group_keys(runs: pd.DataFrame, swept: Sequence[str], group_by: Optional[Sequence[str]] = None) -> List[str]:

@@ -134,6 +134,19 @@ def test_final_values_best_accuracy_and_eos_onset(tmp_path):
     assert run["gen_gap_acc"] == pytest.approx(0.97 - 0.62)
 
 
+def test_eos_onset_carries_the_threshold_within_a_run_only(tmp_path):
+    """Two runs: the second logs no threshold before step 20, so the first run's threshold (2) must not reach it
+    (its sharpness 5 at step 10 would then count); with its own threshold 100 it never reaches 90."""
+    steps = [0, 10, 20]
+    write_run(tmp_path / "s" / "a", {"seed": 0}, steps, metrics=("sharpness", "threshold"),
+              values={"sharpness": [1.0, 1.9, 2.0], "threshold": [2.0, 2.0, 2.0]})
+    write_run(tmp_path / "s" / "b", {"seed": 1}, steps, metrics=("sharpness", "threshold"),
+              values={"sharpness": [1.0, 5.0, 50.0], "threshold": [None, None, 100.0]})
+    runs = collect.collect([tmp_path / "s"], query_slurm=False).runs.set_index("run")
+    assert runs.loc["a", "eos_onset_step"] == 10  # 1.9 >= 0.9 * 2
+    assert math.isnan(runs.loc["b", "eos_onset_step"])
+
+
 def test_reader_equals_json_loads_including_rare_keys_and_nulls(tmp_path):
     """A key that appears only in middle rows, a null, an integer, a list and a string: the fast path's
     completeness check sends the file to full inference, and every value equals json.loads'."""
@@ -281,6 +294,18 @@ def test_empty_input_is_one_line_and_nothing_is_written(tmp_path):
     assert proc.returncode == 2 and "does not exist" in proc.stderr and len(proc.stderr.splitlines()) == 1
     proc = report(empty, tmp_path)
     assert proc.returncode == 2 and "--out" in proc.stderr
+    sweep = tmp_path / "s"
+    make_sweep(sweep, [0.1], [32], [0], steps=5)
+    (tmp_path / "afile").write_text("")
+    for args, says in ((["--jobs", "-1"], "--jobs -1: give a number of threads"),
+                       (["--metrics", "nope"], "--metrics nope: not logged by any run"),
+                       (["--family-by", "nope"], "--family-by nope: no such column"),
+                       (["--out", tmp_path / "afile"], "is a file; give a directory")):
+        proc = report(sweep, "--no-figures", *args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("ijr-report: error: "), lines
+        assert says in lines[0], lines
+    assert not (sweep / "report").exists() and (tmp_path / "afile").read_text() == ""
 
 
 def test_a_failed_report_leaves_the_previous_one(tmp_path):
