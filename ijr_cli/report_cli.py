@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -95,15 +96,18 @@ def build(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         t1 = time.perf_counter()
-        (tmp / "tables").mkdir()
-        runs_out = runs.copy()
-        for c in runs_out.columns:  # mixed-type swept columns (numbers in one sweep, text in another) as text
-            if runs_out[c].dtype == object:
-                runs_out[c] = runs_out[c].map(lambda v: v if v is None or isinstance(v, str) else str(v))
-        runs_out.to_parquet(tmp / "runs.parquet", index=False)
-        runs.to_csv(tmp / "runs.csv", index=False)
-        n_history = collect.write_history(data.wide, dict(zip(runs.index, runs["run_id"])), tmp / "history.parquet")
-        sections, general = write_tables(data, args, tmp / "tables")
+        with ThreadPoolExecutor(1) as pool:  # polars writes history.parquet without the GIL while pandas works
+            history = pool.submit(collect.write_history, data.wide, dict(zip(runs.index, runs["run_id"])),
+                                  tmp / "history.parquet")
+            (tmp / "tables").mkdir()
+            runs_out = runs.copy()
+            for c in runs_out.columns:  # mixed-type swept columns (numbers in one sweep, text in another) as text
+                if runs_out[c].dtype == object:
+                    runs_out[c] = runs_out[c].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+            runs_out.to_parquet(tmp / "runs.parquet", index=False)
+            runs.to_csv(tmp / "runs.csv", index=False)
+            sections, general = write_tables(data, args, tmp / "tables")
+            n_history = history.result()
         timings["tables_s"] = time.perf_counter() - t1
         log(f"tables written ({timings['tables_s']:.1f} s; history: {n_history:,} values)")
         theory = []

@@ -172,24 +172,31 @@ def test_reader_skips_torn_and_corrupt_lines_with_a_warning(tmp_path):
     assert str(path) in warning and "2 unreadable line(s)" in warning
 
 
-def test_chunked_reader_equals_the_per_file_reader(tmp_path):
-    """read_chunk (one polars call for many files) gives each file's values exactly as read_metrics does, and
-    sends the files its checks reject (a rare middle key, a torn line, a key of another type, no step) to it."""
-    contents = {
-        "good1": [{"step": 0, "a": 1.0, "b": 2.0}, {"step": 1, "a": 1.5, "b": None}],
-        "good2": [{"step": 0, "a": 3.0, "c": 4.0}, {"step": 5, "a": 3.5, "c": 4.5}],
-        "rare": [{"step": 0, "a": 1.0}, {"step": 1, "a": 2.0, "z": 9.0}, {"step": 2, "a": 3.0}],
-        "text_a": [{"step": 0, "a": "x"}, {"step": 1, "a": "y"}],
-        "nostep": [{"a": 1.0}],
-    }
+CHUNK_FILES = {  # name -> rows, each a case of read_chunk's checks
+    "good1": [{"step": 0, "a": 1.0, "b": 2.0}, {"step": 1, "a": 1.5, "b": None}],
+    "good2": [{"step": 0, "a": 3.0, "c": 4.0}, {"step": 5, "a": 3.5, "c": 4.5}],
+    "rare": [{"step": 0, "a": 1.0}, {"step": 1, "a": 2.0, "z": 9.0}, {"step": 2, "a": 3.0}],
+    "text_a": [{"step": 0, "a": "x"}, {"step": 1, "a": "y"}],
+    "nostep": [{"a": 1.0}],
+    # a rare key beside nulls: the nulls must not cover for the lost value
+    "rare_nulls": [{"step": 0, "a": None, "b": 1.0}, {"step": 1, "a": 2.0, "y": 5.0, "b": None},
+                   {"step": 2, "a": None, "b": 3.0}],
+    # ':' and `": null` inside strings (only the slow path may read these), a list value
+    "colon_text": [{"step": 0, "a": 1.0, "sharpness_path": 'cuda:0 ": null'}, {"step": 1, "a": 2.0, "k": [1.0]},
+                   {"step": 2, "a": 3.0, "sharpness_path": "x"}],
+}
+
+
+def write_chunk_files(directory, texts):
     items = []
-    for k, (name, rows) in enumerate(contents.items()):
-        path = tmp_path / f"{name}.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for k, (name, text) in enumerate(texts.items()):
+        path = directory / f"{name}.jsonl"
+        path.write_text(text)
         items.append((k, path))
-    torn = tmp_path / "torn.jsonl"
-    torn.write_text('{"step": 0, "a": 1.0}\n{"step": 1, "a": 2.0}\n{"step": 2, "a": 3.')
-    items.append((len(items), torn))
+    return items
+
+
+def assert_chunk_equals_per_file(items):
     frame, warnings = collect.read_chunk(items)
     got = frame.to_pandas()
     for index, path in items:
@@ -201,8 +208,33 @@ def test_chunked_reader_equals_the_per_file_reader(tmp_path):
         expected = single.to_pandas()
         expected = expected.dropna(axis=1, how="all")
         pd.testing.assert_frame_equal(mine[expected.columns], expected, check_dtype=False)
-    assert got[got.run == 2]["z"].dropna().tolist() == [9.0]
-    assert [i for i, _ in warnings] == [4, 5]  # no step column; the torn line
+    return got, warnings
+
+
+def test_chunked_reader_equals_the_per_file_reader(tmp_path):
+    """read_chunk (one polars call for many files) gives each file's values exactly as read_metrics does, and
+    sends the files its checks reject (a rare middle key, also beside nulls, a torn line, a key of another type,
+    no step, ':' in a string) to it."""
+    texts = {name: "".join(json.dumps(r) + "\n" for r in rows) for name, rows in CHUNK_FILES.items()}
+    texts["torn"] = '{"step": 0, "a": 1.0}\n{"step": 1, "a": 2.0}\n{"step": 2, "a": 3.'
+    texts["compact"] = '{"step":0,"a":null,"b":1.0}\n{"step":1,"a":2.0,"w":7.0}\n{"step":2,"a":1.0,"b":null}\n'
+    items = write_chunk_files(tmp_path, texts)
+    got, warnings = assert_chunk_equals_per_file(items)
+    names = list(texts)
+    value = {name: got[got.run == names.index(name)] for name in names}
+    assert value["rare"]["z"].dropna().tolist() == [9.0]
+    assert value["rare_nulls"]["y"].dropna().tolist() == [5.0]
+    assert value["compact"]["w"].dropna().tolist() == [7.0]
+    assert value["colon_text"]["a"].tolist() == [1.0, 2.0, 3.0]
+    assert [names[i] for i, _ in warnings] == ["nostep", "torn"]
+
+
+def test_chunked_reader_with_a_blank_line(tmp_path):
+    """A blank line makes a file's rows differ from its lines: the chunk is read file by file, still exactly."""
+    texts = {name: "".join(json.dumps(r) + "\n" for r in rows) for name, rows in CHUNK_FILES.items()}
+    texts["good1"] = texts["good1"].replace("\n", "\n\n", 1)
+    got, _ = assert_chunk_equals_per_file(write_chunk_files(tmp_path, texts))
+    assert got[got.run == 0]["a"].tolist() == [1.0, 1.5]
 
 
 def test_history_parquet_is_the_long_form_of_every_logged_value(tmp_path):
