@@ -258,6 +258,27 @@ def test_history_parquet_is_the_long_form_of_every_logged_value(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ figures' mathematics
+def test_trajectory_stats_mean_sd_per_value_and_sparse_metrics_keep_their_points():
+    """Lines are the mean over the runs sharing a value, bands their sd (ddof 1), per step; a metric logged every
+    10th row (as sharpness is) keeps its points however the dense rows are thinned."""
+    rows = []
+    for run, (lr, scale) in enumerate([("0.1", 1.0), ("0.1", 3.0), ("0.2", 10.0)]):
+        for step in range(0, 100):
+            rows.append({"run": run, "step": step, "train_ce": scale * step,
+                         "sharpness": scale * step if step % 10 == 5 else np.nan})
+    history = pd.DataFrame(rows)
+    values = pd.Series(["0.1", "0.1", "0.2"], index=[0, 1, 2])
+    stats = figures.trajectory_stats(history, values, ["train_ce", "sharpness"], max_points=7)
+    dense, sparse = stats["train_ce"], stats["sharpness"]
+    assert len(dense.xs("0.1", level=0)) <= 8  # thinned: about MAX_POINTS steps (and the last)
+    kept = sorted(sparse.xs("0.2", level=0).index)  # thinned among its own 10 rows, not the dense ones
+    assert 6 <= len(kept) <= 8 and kept[0] == 5 and kept[-1] == 95 and all(k % 10 == 5 for k in kept)
+    for step, row in sparse.xs("0.1", level=0).iterrows():
+        assert row["mean"] == pytest.approx(2.0 * step) and row["std"] == pytest.approx(np.std([step, 3.0 * step],
+                                                                                                ddof=1))
+    assert sparse.xs("0.2", level=0)["std"].isna().all()  # one run: no band
+
+
 def test_impurity_eigenvalues_agree_with_torch_and_theorem1():
     import torch
 
