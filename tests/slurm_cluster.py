@@ -90,6 +90,16 @@ class LocalSlurm:
         out = self.run("squeue", "-h", "-r", "-t", "all", "-j", job_id, "-o", "%T", check=False).strip()
         return out.splitlines()[0] if out else None
 
+    def diagnose(self, job_id: str) -> str:
+        """What a timed-out wait needs to be understood: the job's state and reason, the node's, the daemons' logs."""
+        job = self.run("scontrol", "show", "job", job_id, check=False)
+        fields = [t for t in job.split() if t.split("=", 1)[0] in
+                  ("JobState", "Reason", "Restarts", "RunTime", "TimeLimit", "SubmitTime", "StartTime", "EndTime")]
+        node = self.run("sinfo", "-N", "-h", "-o", "%N %T %E", check=False).strip()
+        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}"
+                         for p in sorted((self.dir / "log").glob("slurm*.log")))
+        return f"job {job_id}: {' '.join(fields)}; node: {node}\n{logs}"
+
     def job_ids(self) -> List[str]:
         return self.run("squeue", "-h", "-r", "-t", "all", "-o", "%i").split()
 

@@ -56,14 +56,15 @@ def _status(cluster, sweep_dir):
     return json.loads(r.stdout)
 
 
-def _wait(what, predicate, timeout):
+def _wait(what, predicate, timeout, explain=None):
+    """Poll `predicate` until it is truthy; on timeout, fail with `explain()` (the cluster's and the run's state)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"\n{explain()}" if explain else ""))
 
 
 def _run_status(run_dir):
@@ -158,8 +159,15 @@ def test_a_job_at_its_time_limit_is_signalled_checkpoints_is_requeued_and_resume
     run_dir = sweep_dir / "optimizer.lr=0.1,seed=0"
     (job_id,) = [json.loads(line)["job_id"] for line in (sweep_dir / "submissions.jsonl").read_text().splitlines()]
     assert slurm_cluster.field(job_id, "TimeLimit") == "00:01:00"
+
+    def explain():
+        logs = "".join(p.read_text()[-1500:] for p in (sweep_dir / ".submitit").glob("*/*_log.*"))
+        return f"{slurm_cluster.diagnose(job_id)}\nrun status: {_run_status(run_dir)}\nsubmitit logs:\n{logs}"
+
+    # the clock for the signal starts when the job runs (on a loaded machine it may wait in the queue first)
+    _wait("the job to run", lambda: slurm_cluster.job_state(job_id) != "PENDING", 180, explain)
     stopped = _wait("SIGUSR2 to stop the run", lambda: (s := _run_status(run_dir)) and s["status"] != "RUNNING"
-                    and s, 120)
+                    and s, 120, explain)
     assert stopped["status"] == "STOPPED" and "SIGUSR2" in stopped["error"], stopped.get("error")
     at = stopped["attempts"][0]["stopped_at_step"]
     assert 0 < at < 4000
