@@ -99,8 +99,9 @@ def _dtype(key: str, value=None):
     return pl.Float64
 
 
-def _edge_rows(data: bytes) -> List[dict]:
-    """The first and the last complete rows (every metric group is measured at step 0 and at the last step)."""
+def _edge_schema(data: bytes) -> dict:
+    """key -> polars dtype from the first and the last complete rows (every metric group is measured at step 0 and
+    at the last step); the first row's type wins."""
     import json
 
     first_end = data.find(b"\n")
@@ -112,15 +113,15 @@ def _edge_rows(data: bytes) -> List[dict]:
     candidates.append(data[start:stop])
     if not data.endswith(b"\n") and start:  # a torn last line: the one before it
         candidates.append(data[data.rfind(b"\n", 0, start - 1) + 1:start - 1])
-    out = []
+    schema: dict = {}
     for line in candidates:
         try:
             row = json.loads(line)
         except ValueError:
             continue
         if isinstance(row, dict):
-            out.append(row)
-    return out
+            schema.update({k: _dtype(k, v) for k, v in row.items() if k not in schema})
+    return schema
 
 
 def _lines_and_colons(data: bytes) -> Tuple[int, int]:
@@ -140,12 +141,13 @@ def _explicit_nulls(data: bytes) -> int:
                                 & (a[at - 4] == ord(":")) & (a[at - 5] == ord('"'))))
 
 
-def _lost_nothing(data: bytes, colons: int, read: int, nulls_read: bool) -> bool:
+def _lost_nothing(data: bytes, colons: int, read: int, cells: int) -> bool:
     """Whether a reader with a fixed schema dropped no key: every `"key": value` pair of the text must be a value
     read or an explicit null. The pairs are counted as ':' bytes, which in JSON are key separators or sit inside
     strings, so a ':' in a string makes the check fail (the file is then read the slow way), never pass wrongly
-    (a `": null` inside a string brings its own ':'). Without nulls in what was read there is no null to count."""
-    return read == colons or (nulls_read and read + _explicit_nulls(data) == colons)
+    (a `": null` inside a string brings its own ':'). `read` values of `cells` (rows x schema columns): when every
+    cell was a value there is no null to count."""
+    return read == colons or (read < cells and read + _explicit_nulls(data) == colons)
 
 
 def _values_read(frame, columns) -> np.ndarray:
@@ -171,13 +173,11 @@ def read_metrics(path: Path):
     except OSError as exc:
         return None, f"{path}: unreadable ({exc.strerror}); skipped"
     frame, warning = None, None
-    schema: dict = {}
-    for row in _edge_rows(data):
-        schema.update({k: _dtype(k, v) for k, v in row.items() if k not in schema})
+    schema = _edge_schema(data)
     try:
         frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
         read = int(_values_read(frame, schema).sum())
-        if not _lost_nothing(data, _lines_and_colons(data)[1], read, read < frame.height * len(schema)):
+        if not _lost_nothing(data, _lines_and_colons(data)[1], read, frame.height * len(schema)):
             frame = None
     except pl.exceptions.PolarsError:
         frame = None
@@ -231,8 +231,7 @@ def read_chunk(items: List[Tuple[int, Path]]):
         except OSError:
             slow.append((index, path))
             continue
-        rows = _edge_rows(data)
-        types = {k: _dtype(k, v) for row in rows for k, v in row.items()}
+        types = _edge_schema(data)
         if not data.endswith(b"\n") or "step" not in types or any(schema.get(k, t) != t for k, t in types.items()):
             slow.append((index, path))
             continue
@@ -247,7 +246,7 @@ def read_chunk(items: List[Tuple[int, Path]]):
                 raise ValueError("a blank line")
             ends = np.cumsum(lines)
             read = np.add.reduceat(_values_read(frame, schema), ends - lines) if frame.height else np.zeros(0)
-            good = np.array([_lost_nothing(p[2], p[4], r, r < n * len(schema))
+            good = np.array([_lost_nothing(p[2], p[4], r, n * len(schema))
                              for r, n, p in zip(read, lines, probes)], dtype=bool)
             slow += [(p[0], p[1]) for p, ok in zip(probes, good) if not ok]
             run = np.repeat(np.array([p[0] for p in probes], dtype=np.int32), lines)
