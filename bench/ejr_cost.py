@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from ijr_cli import records
+from ijr_cli.core import records
 from ijr_cli.data import BatchSampler, load_dataset
 from ijr_cli.models import build_model
 from ijr_cli.objectives import Objective
 from ijr_cli.optim import build_sgd
-from ijr_cli.train import StepSpec, make_batch, train_step
+from ijr_cli.train.step import StepSpec, make_batch, train_step
 
 SUBSET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-subset.npz"
 ROWS = ["plain", "ejr", "ejr_sam", "ejr_v2", "sam", "exact_frobenius"]

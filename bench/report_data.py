@@ -25,7 +25,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ijr_cli import metric_names as M  # noqa: E402
+from ijr_cli.core import metric_names as M  # noqa: E402
 
 # the 20 metric columns of the benchmark, in SCIENCE.md's names
 METRICS = (M.TRAIN_LOSS, M.TRAIN_ACC, M.TRAIN_CE, M.TEST_LOSS, M.TEST_ACC, M.TEST_CE, M.GEN_GAP_LOSS, M.GEN_GAP_ACC,
@@ -37,7 +37,7 @@ def default_config() -> dict:
     """The resolved config of a default run, from the typed schema (no Hydra composition needed)."""
     from omegaconf import OmegaConf
 
-    from ijr_cli.config import TrainConfig
+    from ijr_cli.core.config import TrainConfig
 
     return OmegaConf.to_container(OmegaConf.structured(TrainConfig), resolve=True, enum_to_str=True)
 

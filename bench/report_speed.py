@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def readers(files):
     import pyarrow.json as pj
 
-    from ijr_cli import collect
+    from ijr_cli.report import collect
 
     def by_json(path):
         return [json.loads(line) for line in open(path)]

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ijr_cli import records
-from ijr_cli.curvature import hessian_operator, loss_gradient
+from ijr_cli.core import records
+from ijr_cli.curvature.operators import hessian_operator, loss_gradient
 from ijr_cli.data import load_dataset
-from ijr_cli.lanczos import lanczos_top
+from ijr_cli.curvature.lanczos import lanczos_top
 from ijr_cli.models import build_model
 from ijr_cli.objectives import Objective
 

@@ -25,13 +25,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ijr_cli import records
+from ijr_cli.core import records
 from ijr_cli.data import BatchSampler, load_dataset
-from ijr_cli.measure import Schedule
+from ijr_cli.measure.schedule import Schedule
 from ijr_cli.models import build_model
 from ijr_cli.objectives import Objective
 from ijr_cli.optim import build_sgd
-from ijr_cli.train import RunState, StepSpec, fit, train_step
+from ijr_cli.train.loop import fit
+from ijr_cli.train.state import RunState
+from ijr_cli.train.step import StepSpec, train_step
 
 SUBSET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-subset.npz"
 

@@ -17,7 +17,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from ijr_cli.errors import UserError
+from ijr_cli.core.errors import UserError
 
 DATASETS = ("digits", "mnist1d", "synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "npz")
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ijr_cli.errors import UserError
+from ijr_cli.core.errors import UserError
 
 MODELS = ("fcn3", "cnn6", "simplecnn", "vgg11", "resnet20", "resnet18", "wrn")
 IMAGE_MODELS = MODELS[1:]

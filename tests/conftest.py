@@ -31,22 +31,12 @@ TINY = ["dataset=synthetic", "dataset.num_train_examples=256", "dataset.num_test
 
 @pytest.fixture
 def compose():
-    """Compose the real configs in-process: compose(overrides) -> DictConfig (hydra node included)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """Compose the real configs in-process: compose(overrides) -> DictConfig (without the hydra node)."""
+    from ijr_cli.cli.compose import composer
 
-    from ijr_cli.config import register_configs
-
-    register_configs()
-
-    def _compose(overrides=()):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-            return hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=False)
-
-    yield _compose
-    GlobalHydra.instance().clear()
+    with composer() as hydra_compose:
+        yield lambda overrides=(): hydra_compose(config_name="train", overrides=list(overrides),
+                                                 return_hydra_config=False)
 
 
 @pytest.fixture

@@ -176,7 +176,8 @@ def test_killed_mid_run_then_resume_is_identical(tmp_path, sig):
 def test_a_failing_job_does_not_stop_the_multirun(tmp_path, monkeypatch, capsys):
     """In-process multirun: one job crashes (a bug), one has bad input; the third still runs; exit code 1 and
     each failure named with its overrides at the end."""
-    from ijr_cli import cli, experiment
+    from ijr_cli.cli import train as cli
+    from ijr_cli.run import experiment
 
     real_run = experiment.run
 

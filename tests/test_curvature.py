@@ -6,11 +6,12 @@ import pytest
 import torch
 from torch.func import functional_call, hessian, jacrev
 
-from ijr_cli.curvature import ParameterVector, gauss_newton_operator, hessian_operator, loss_gradient
-from ijr_cli.impurity import gini, top_impurity, top_impurity_eigvalsh
-from ijr_cli.jacobians import (gram_summaries, input_jacobian_norms, mean_jacobian_gram, mean_jacobian_top_singular,
+from ijr_cli.curvature.operators import gauss_newton_operator, hessian_operator, loss_gradient
+from ijr_cli.curvature.params import ParameterVector
+from ijr_cli.curvature.impurity import gini, top_impurity, top_impurity_eigvalsh
+from ijr_cli.curvature.jacobians import (gram_summaries, input_jacobian_norms, mean_jacobian_gram, mean_jacobian_top_singular,
                                mean_jacobian_u_norm_sq)
-from ijr_cli.lanczos import lanczos_top
+from ijr_cli.curvature.lanczos import lanczos_top
 from ijr_cli.objectives import Objective
 
 
@@ -242,7 +243,7 @@ def test_many_classes_use_algorithm_2_and_one_backward_for_u(float64):
     import math
 
     from ijr_cli.data import Dataset
-    from ijr_cli.measure import Measurer
+    from ijr_cli.measure.measurer import Measurer
 
     torch.manual_seed(0)
     model = _mlp(c=101)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ijr_cli.data import BatchSampler, chunks, load_dataset, random_crop_flip, stream_seed
-from ijr_cli.errors import UserError
+from ijr_cli.core.errors import UserError
 
 
 def test_digits_split_and_first_n():

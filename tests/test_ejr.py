@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.func import functional_call, grad
 
-from ijr_cli import ejr
+from ijr_cli.train import ejr
 from ijr_cli.data import BatchSampler, Dataset
 from ijr_cli.objectives import Objective
 from ijr_cli.optim import build_sgd, sam_perturbation
-from ijr_cli.train import StepSpec, perturbed_gradient, accumulate_gradients, step_passes, train_step
+from ijr_cli.train.step import StepSpec, perturbed_gradient, accumulate_gradients, step_passes, train_step
 
 pytestmark = pytest.mark.usefixtures("float64")
 

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import TINY
-from ijr_cli import experiment
+from ijr_cli.run import experiment
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

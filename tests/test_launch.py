@@ -137,7 +137,7 @@ def test_a_sweep_dir_that_is_a_file_is_one_line_and_exit_2(tmp_path):
 
 
 def test_slurm_launch_without_sbatch_says_so_in_one_line(tmp_path, monkeypatch, capsys):
-    from ijr_cli import sweep_cli
+    from ijr_cli.cli import sweep as sweep_cli
 
     monkeypatch.setattr(sweep_cli.shutil, "which", lambda name: None)
     with pytest.raises(SystemExit) as exc:
@@ -157,7 +157,7 @@ def previous(signum, frame):  # stands in for submitit's checkpoint-and-requeue 
     sys.exit(42)
 signal.signal(signal.SIGUSR2, previous)
 sys.argv = ["ijr-train", *sys.argv[2:], f"hydra.run.dir={run_dir}"]
-from ijr_cli.cli import train
+from ijr_cli.cli.train import train
 train()
 """
 

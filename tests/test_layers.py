@@ -1,58 +1,54 @@
-"""The layers stay one-way: a module imports only from modules below it (README's code map)."""
+"""The layers stay one-way and the torch-free half stays torch-free: import-linter's contracts (pyproject.toml,
+`make lint`) hold for the package, cover every part of it, and break on the imports they exist to stop."""
 
-import ast
+import os
+import pkgutil
+import shutil
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "ijr_cli"
-LAYERS = [
-    {"errors", "config", "metric_names"},
-    {"data", "models", "lanczos", "impurity"},
-    {"objectives", "optim"},
-    {"ejr"},
-    {"train", "curvature"},
-    {"jacobians"},
-    {"measure"},
-    {"records"},
-    {"experiment", "sweeps", "sweep_state"},
-    {"collect"},
-    {"tables", "figures"},
-    {"report_page"},
-    {"cli"},
-    {"sweep_cli", "report_cli"},
-]
-LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
+import ijr_cli
+from conftest import ROOT
+
+LINT_IMPORTS = str(Path(sys.executable).with_name("lint-imports"))
+CONTRACTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
 
 
-def _ijr_imports(path: Path):
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ijr_cli."):
-            yield node.module.split(".")[1]
-        elif isinstance(node, ast.ImportFrom) and node.module == "ijr_cli":
-            yield from (a.name for a in node.names)
-        elif isinstance(node, ast.Import):
-            yield from (a.name.split(".")[1] for a in node.names if a.name.startswith("ijr_cli."))
+def _lint(root: Path, env=None):
+    return subprocess.run([LINT_IMPORTS, "--no-cache"], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
 
 
-def test_every_module_has_a_layer():
-    modules = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
-    assert modules == set(LEVEL), "add new modules to LAYERS (and the README's code map)"
+def test_the_contracts_hold():
+    r = _lint(ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert f"Contracts: {len(CONTRACTS)} kept, 0 broken." in r.stdout
 
 
-@pytest.mark.parametrize("module", sorted(LEVEL))
-def test_imports_go_down_only(module):
-    for imported in _ijr_imports(PACKAGE / f"{module}.py"):
-        assert imported in LEVEL, f"{module} imports unknown ijr_cli.{imported}"
-        if LEVEL[module] == 0 and imported in LAYERS[0]:
-            continue  # config imports errors
-        assert LEVEL[imported] < LEVEL[module], f"{module} (layer {LEVEL[module]}) imports {imported} (layer {LEVEL[imported]})"
+def test_every_part_of_the_package_is_in_a_layer():
+    layers = next(c for c in CONTRACTS if c["type"] == "layers")["layers"]
+    named = {part.strip() for layer in layers for part in layer.split("|")}
+    parts = {f"ijr_cli.{m.name}" for m in pkgutil.iter_modules(ijr_cli.__path__)}
+    assert parts == named, "add new modules and subpackages to the layers contract (and README's code map)"
 
 
-def test_records_and_config_do_not_import_torch():
-    for module in ("records", "config", "errors", "metric_names", "collect", "tables", "figures", "report_page",
-                   "report_cli"):
-        tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-        names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-        assert "torch" not in names, module
+@pytest.mark.parametrize("module,line,broken", [
+    ("report/tables.py", "import torch", "no torch"),
+    ("report/tables.py", "from ijr_cli.measure import evaluate", "no torch"),  # torch, indirectly
+    ("sweep/state.py", "from ijr_cli.run import build", "layers"),
+    ("data.py", "from ijr_cli.measure import schedule", "layers"),
+    ("core/records.py", "from ijr_cli.curvature import lanczos", "layers"),
+])
+def test_a_forbidden_import_breaks_its_contract(tmp_path, module, line, broken):
+    for package in ("ijr_cli", "hydra_plugins"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    with open(tmp_path / "ijr_cli" / module, "a") as f:
+        f.write(f"\n{line}  # noqa\n")
+    r = _lint(tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 1 and "broken" in r.stdout, r.stdout[-3000:] + r.stderr
+    assert f"{broken}:" in r.stdout.split("Broken contracts")[1]  # (an import may break more than one)

@@ -8,11 +8,11 @@ from omegaconf import OmegaConf
 from torch.func import functional_call, hessian, jacrev
 
 from conftest import TINY
-from ijr_cli import experiment
-from ijr_cli.curvature import ParameterVector
-from ijr_cli.errors import UserError
-from ijr_cli.impurity import top_impurity_eigvalsh
-from ijr_cli.measure import Schedule
+from ijr_cli.run import experiment
+from ijr_cli.curvature.params import ParameterVector
+from ijr_cli.core.errors import UserError
+from ijr_cli.curvature.impurity import top_impurity_eigvalsh
+from ijr_cli.measure.schedule import Schedule
 from ijr_cli.objectives import Objective
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ijr_cli.errors import UserError
+from ijr_cli.core.errors import UserError
 from ijr_cli.models import MODELS, build_model, count_parameters
 
 CIFAR10_COUNTS = {"fcn3": 656_810, "cnn6": 511_926, "simplecnn": 361_706, "vgg11": 9_750_922,

@@ -10,7 +10,7 @@ from ijr_cli.data import BatchSampler, Dataset
 from ijr_cli.objectives import Objective, mixup
 from ijr_cli.optim import build_sgd, lr_factor, sam_perturbation, stability_threshold
 from ijr_cli.models import frozen_batchnorm_statistics
-from ijr_cli.train import StepSpec, train_step
+from ijr_cli.train.step import StepSpec, train_step
 
 
 

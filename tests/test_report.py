@@ -18,7 +18,7 @@ from conftest import ROOT, TINY, run_cli
 sys.path.insert(0, str(ROOT / "bench"))
 from report_data import make_sweep, write_run  # noqa: E402
 
-from ijr_cli import collect, figures, tables  # noqa: E402
+from ijr_cli.report import collect, figures, tables  # noqa: E402
 
 IJR_REPORT = str(Path(sys.executable).with_name("ijr-report"))
 
@@ -282,7 +282,7 @@ def test_trajectory_stats_mean_sd_per_value_and_sparse_metrics_keep_their_points
 def test_impurity_eigenvalues_agree_with_torch_and_theorem1():
     import torch
 
-    from ijr_cli.impurity import top_impurity
+    from ijr_cli.curvature.impurity import top_impurity
 
     rng = np.random.default_rng(1)
     p = rng.dirichlet(np.full(10, 0.3), size=200)

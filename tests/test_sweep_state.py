@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ijr_cli import records, sweep_state
-from ijr_cli.sweep_state import classify
+from ijr_cli.core import records
+from ijr_cli.sweep import state as sweep_state
+from ijr_cli.sweep.state import classify
 
 IJR_STATUS = str(Path(sys.executable).with_name("ijr-status"))
 

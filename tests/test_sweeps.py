@@ -9,9 +9,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT
-from ijr_cli import sweeps
-from ijr_cli.sweep_cli import preflight
-from ijr_cli.errors import UserError
+from ijr_cli.sweep import study as sweeps
+from ijr_cli.cli.sweep import preflight
+from ijr_cli.core.errors import UserError
 
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 IJR_SWEEP = str(Path(sys.executable).with_name("ijr-sweep"))

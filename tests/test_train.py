@@ -7,10 +7,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT, TINY
-from ijr_cli import experiment, records
-from ijr_cli.config import validate
-from ijr_cli.errors import UserError
-from ijr_cli.measure import EVAL_METRICS
+from ijr_cli.core import records
+from ijr_cli.run import experiment
+from ijr_cli.core.config import validate
+from ijr_cli.core.errors import UserError
+from ijr_cli.core.metric_names import EVAL_METRICS
 
 def _run(compose, tmp: Path, overrides, name="run"):
     cfg = compose(overrides)

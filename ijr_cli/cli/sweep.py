@@ -20,12 +20,16 @@ from typing import Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
-from ijr_cli import records, sweep_state, sweeps
-from ijr_cli.cli import CONF_DIR, one_line
-from ijr_cli.config import register_configs, validate
-from ijr_cli.errors import UserError
+from ijr_cli.cli.compose import composer
+from ijr_cli.cli.hydra_errors import one_line
+from ijr_cli.core import records
+from ijr_cli.core.config import validate
+from ijr_cli.core.errors import UserError
+from ijr_cli.core.resources import sweeps_dir
+from ijr_cli.sweep import state as sweep_state
+from ijr_cli.sweep import study as sweeps
 
-SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+SWEEPS_DIR = sweeps_dir()
 # launcher class -> the name of its conf/launcher option
 LAUNCHERS = {"BasicLauncher": "local", "LocalParallelLauncher": "local_parallel", "NonBlockingSlurmLauncher": "slurm"}
 
@@ -45,13 +49,8 @@ def preflight(jobs: List[List[str]], fixed: List[str], check_files: bool = True)
     """Compose and validate every job's config before anything is launched; the first bad job is named.
     With `check_files`, an npz dataset's file must exist too (the one data check that needs no loading).
     Returns each job's resolved config as YAML (what its run directory's config.yaml will hold)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    register_configs()
-    GlobalHydra.instance().clear()
     resolved = []
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+    with composer() as compose:
         for job in jobs:
             try:
                 cfg = compose(config_name="train", overrides=fixed + job)
@@ -66,19 +65,13 @@ def preflight(jobs: List[List[str]], fixed: List[str], check_files: bool = True)
                 raise UserError(f"job {' '.join(job)}: {e}") from None
             except Exception as e:  # noqa: BLE001 - Hydra's composition errors, folded into one line
                 raise UserError(f"job {' '.join(job)}: {one_line(str(e))}") from None
-    GlobalHydra.instance().clear()
     return resolved
 
 
 def launcher_settings(fixed: List[str], launch: List[str]) -> Tuple[str, Dict[str, object]]:
     """The launcher a launch would use (local / local_parallel / slurm) and its resolved settings."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    register_configs()
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        with composer() as compose:
             cfg = compose(config_name="train", overrides=fixed + launch, return_hydra_config=True)
             node = cfg.hydra.launcher
             target = str(node.get("_target_", "")).rsplit(".", 1)[-1]
@@ -94,8 +87,6 @@ def launcher_settings(fixed: List[str], launch: List[str]) -> Tuple[str, Dict[st
             message = (f"{unknown[0]} is not a setting of launcher={chosen} (ijr-train launcher={chosen} --cfg hydra "
                        f"lists them under hydra.launcher; SLURM settings need launcher=slurm)")
         raise UserError(f"launcher settings: {message}") from None
-    finally:
-        GlobalHydra.instance().clear()
     return name, settings
 
 

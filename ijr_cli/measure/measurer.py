@@ -1,4 +1,4 @@
-"""The named metrics of SCIENCE.md: names (constants), how each is computed, and when (the schedule).
+"""The named metrics of SCIENCE.md beyond the train/test evaluation: how each group is computed.
 
 Metrics come in groups that share work (one Lanczos run gives sharpness, its residual and the top eigenvector;
 one forward pass over the probe set gives the impurity statistics and the logit norms). A run asks for metric
@@ -12,30 +12,29 @@ statistics, Cohen et al.'s ghost BN; running statistics never change) is recorde
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ijr_cli.curvature import (gauss_newton_operator, hessian_operator, loss_gradient,
-                               probe_mode)
+from ijr_cli.core.errors import UserError
+from ijr_cli.core.metric_names import (COMPANIONS, COS_GRAD_TOP_EIG, DIST_INIT, EVAL_METRICS, GN_SHARPNESS, GRAD_NORM,
+                                       GROUP_OF, GROUPS, IJR_PROXY, IMPURITY_MEAN, JAC_FRO_SQ, JAC_OP_NORM,
+                                       JAC_U_NORM_SQ, MEASURABLE, SHARPNESS, SHARPNESS_K, SHARPNESS_MATVECS,
+                                       SHARPNESS_RESID, THRESHOLD, WEIGHT_NORM)
+from ijr_cli.curvature.impurity import gini, top_impurity
+from ijr_cli.curvature.jacobians import (gram_summaries, input_jacobian_norms, mean_jacobian_gram,
+                                         mean_jacobian_top_singular, mean_jacobian_u_norm_sq)
+from ijr_cli.curvature.lanczos import lanczos_top
+from ijr_cli.curvature.operators import gauss_newton_operator, hessian_operator, loss_gradient
+from ijr_cli.curvature.params import flat_parameters
+from ijr_cli.curvature.probe import probe_mode
 from ijr_cli.data import Dataset, chunks
-from ijr_cli.errors import UserError
-from ijr_cli.impurity import gini, top_impurity
-from ijr_cli.jacobians import (gram_summaries, input_jacobian_norms, mean_jacobian_gram, mean_jacobian_top_singular,
-                               mean_jacobian_u_norm_sq)
-from ijr_cli.lanczos import lanczos_top
-from ijr_cli.objectives import Objective, cross_entropy_sum
+from ijr_cli.objectives import Objective
 from ijr_cli.optim import stability_threshold
-from ijr_cli.metric_names import (TRAIN_LOSS, TRAIN_ACC, TRAIN_CE, TEST_LOSS, TEST_ACC, TEST_CE, GEN_GAP_LOSS,
-                                  GEN_GAP_ACC, SHARPNESS, SHARPNESS_K, SHARPNESS_RESID, SHARPNESS_MATVECS,
-                                  GN_SHARPNESS, THRESHOLD, COS_GRAD_TOP_EIG, IMPURITY_MEAN, JAC_OP_NORM,
-                                  JAC_U_NORM_SQ, JAC_FRO_SQ, IJR_PROXY, WEIGHT_NORM, DIST_INIT, GRAD_NORM,
-                                  EVAL_METRICS, GROUPS, COMPANIONS, GROUP_OF, MEASURABLE)
 
 
 
@@ -46,92 +45,6 @@ def check_metric_names(names: Sequence[str]) -> List[str]:
         raise UserError(f"unknown metric name(s) in metrics.names: {', '.join(unknown)}; "
                         f"known: {', '.join(MEASURABLE)} (and {', '.join(EVAL_METRICS)}, always evaluated)")
     return list(dict.fromkeys(names))
-
-
-# --- evaluation on the full train and test sets --------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Eval mode inside, the previous mode restored on exit (measurements never leave the model changed)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-@torch.no_grad()
-def evaluate_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
-                   batch_size: int) -> Dict[str, float]:
-    """Mean loss as trained, mean plain cross-entropy and accuracy over (x, y), in eval mode; one host sync."""
-    n = x.shape[0]
-    if n == 0:
-        return {"loss": math.nan, "ce": math.nan, "acc": math.nan}
-    sums = torch.zeros(3, dtype=torch.float64, device=x.device)
-    with eval_mode(model):
-        for sl in chunks(n, batch_size):
-            z = model(x[sl])
-            sums[0] += objective.sum(z, y[sl]).double()
-            sums[1] += cross_entropy_sum(z, y[sl]).double()
-            sums[2] += (z.argmax(dim=1) == y[sl]).sum()
-    loss, ce, correct = (sums / n).tolist()
-    return {"loss": loss, "ce": ce, "acc": correct}
-
-
-def evaluate(model: nn.Module, data: Dataset, objective: Objective, batch_size: int) -> Dict[str, float]:
-    """train/test loss (as trained, e.g. label-smoothed or MSE), ce (hard labels), accuracy, and the gaps:
-    gen_gap_loss = test_ce - train_ce, gen_gap_acc = train_acc - test_acc."""
-    tr = evaluate_split(model, data.x_train, data.y_train, objective, batch_size)
-    te = evaluate_split(model, data.x_test, data.y_test, objective, batch_size)
-    return {TRAIN_LOSS: tr["loss"], TRAIN_ACC: tr["acc"], TRAIN_CE: tr["ce"],
-            TEST_LOSS: te["loss"], TEST_ACC: te["acc"], TEST_CE: te["ce"],
-            GEN_GAP_LOSS: te["ce"] - tr["ce"], GEN_GAP_ACC: tr["acc"] - te["acc"]}
-
-
-def flat_parameters(model: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-
-# --- the schedule ------------------------------------------------------------------------------------------
-
-
-class Schedule:
-    """Which groups are due at a step: each group every `every[group]` steps (multiples of it), at step 0, at
-    the last step, and at `early_steps` log-spaced steps in [1, every) (early dynamics are fast)."""
-
-    def __init__(self, groups_every: Dict[str, int], total_steps: int, early_steps: int = 0):
-        self.every = dict(groups_every)
-        self.total_steps = total_steps
-        self.early: Dict[str, Set[int]] = {}
-        for group, every in self.every.items():
-            pts: Set[int] = set()
-            if early_steps and every > 1:
-                for i in range(early_steps):
-                    pts.add(int(round(every ** (i / early_steps))))
-            self.early[group] = {p for p in pts if 0 < p < every}
-        # any_due's fast rejection: a step is due only if the gcd of the cadences divides it, or it is an
-        # early point or the last step (checked at every training step: a modulo and a set lookup)
-        self._gcd = math.gcd(*self.every.values()) if self.every else 0
-        self._early_any = set().union(*self.early.values()) if self.early else set()
-
-    def any_due(self, step: int) -> bool:
-        """bool(due(step)), without building the list on the steps that are not due."""
-        if not self.every:
-            return False
-        if step == self.total_steps or step in self._early_any:
-            return True
-        if not self._gcd or step % self._gcd:
-            return False
-        return bool(self.due(step))
-
-    def due(self, step: int) -> List[str]:
-        return [g for g, every in self.every.items()
-                if step % every == 0 or step == self.total_steps or step in self.early[g]]
-
-
-# --- the measurements --------------------------------------------------------------------------------------
 
 
 @dataclass

@@ -22,8 +22,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from ijr_cli import metric_names as M
-from ijr_cli.collect import present
+from ijr_cli.core import metric_names as M
+from ijr_cli.report.collect import present
 
 MAX_POINTS = 400  # steps kept per run in trajectory plots (evenly thinned; the tables use every step)
 FINAL_PANELS = (M.INPUT_JAC_MAX, M.JAC_OP_NORM, M.SHARPNESS, M.GEN_GAP_LOSS, M.GEN_GAP_ACC, M.TEST_ACC)

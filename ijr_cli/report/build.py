@@ -1,57 +1,42 @@
-"""`ijr-report PATH...`: run directories → tables, figures and one self-contained report page.
+"""One report: every run below the paths → runs/history tables, aggregate tables, figures, index.html, report.json.
 
-Writes into PATH/report/ (or --out), replacing it as a whole only when everything has been written:
-
-  index.html                 the page: status, tables, figures (embedded), warnings, how it was generated
-  runs.parquet, runs.csv     one row per run (ijr_cli.collect)
-  history.parquet            every logged value: run, step, metric, value
-  tables/*.md|tex|csv        aggregate (per sweep, grouped by the swept hyperparameters or --group-by),
-                             table1 (paper 000 Table 1 layout), correlations (paper 002)
-  figures/*.png|pdf          trajectories, final metrics, heatmaps, paper 000 Figs. 1 and 2 (left)
-  report.json                the command, versions, counts, warnings and timings
+Everything is written into a temporary sibling directory, then swapped in for the output directory as a whole, so
+a failed report leaves the previous one (never half-written).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional
 
 import pandas as pd
 
-from ijr_cli import collect, records, report_page, sweep_state, tables
-from ijr_cli.errors import UserError
-
-PROG = "ijr-report"
-
-
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog=PROG, description="Tables, figures and a report page from ijr run directories "
-                                 "(a sweep directory, several, or all of outputs/).")
-    ap.add_argument("paths", nargs="+", type=Path, help="sweep directories, run directories, or folders holding them")
-    ap.add_argument("--out", type=Path, help="output directory (default: PATH/report for a single PATH)")
-    ap.add_argument("--group-by", nargs="+", metavar="KEY",
-                    help="columns to aggregate over (default: each sweep's swept hyperparameters but the seed), "
-                         "e.g. optimizer.lr regularizer")
-    ap.add_argument("--metrics", nargs="+", metavar="NAME", help=f"final metrics in the aggregate tables "
-                    f"(default: those logged among {', '.join(tables.KEY_METRICS)})")
-    ap.add_argument("--family-by", default="family", metavar="COLUMN",
-                    help="the column that names a run's regulariser family in the correlation table (default: family)")
-    ap.add_argument("--no-figures", action="store_true", help="tables and page only (fast)")
-    ap.add_argument("--jobs", type=int, default=0, help="threads reading metrics files (default: one per CPU)")
-    ap.add_argument("--no-slurm", action="store_true", help="do not ask squeue for the state of SLURM jobs")
-    return ap.parse_args(argv)
+from ijr_cli.core import records
+from ijr_cli.core.errors import UserError
+from ijr_cli.report import collect, page, tables
+from ijr_cli.sweep import state as sweep_state
 
 
-def log(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+@dataclass
+class ReportOptions:
+    """What `ijr-report` was asked for (its options, as plain values)."""
+
+    paths: List[Path]
+    out: Optional[Path] = None  # default: PATH/report for a single PATH
+    group_by: Optional[List[str]] = None  # default: each sweep's swept hyperparameters but the seed
+    metrics: Optional[List[str]] = None  # default: those of tables.KEY_METRICS that the runs logged
+    family_by: str = "family"
+    figures: bool = True
+    jobs: int = 0  # threads reading metrics files (0: one per CPU)
+    query_slurm: bool = True
+    command: str = "ijr-report"  # as typed, for the page's "how it was generated"
 
 
 def check_paths(paths: List[Path], out: Optional[Path], jobs: int = 0) -> Path:
@@ -76,11 +61,11 @@ def check_paths(paths: List[Path], out: Optional[Path], jobs: int = 0) -> Path:
     return out
 
 
-def build(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None) -> dict:
     """Everything into a temporary sibling directory, then swapped in for `out` (never half-written)."""
     t0 = time.perf_counter()
     out = check_paths(args.paths, args.out, args.jobs)
-    data = collect.collect(args.paths, jobs=args.jobs, query_slurm=not args.no_slurm)
+    data = collect.collect(args.paths, jobs=args.jobs, query_slurm=args.query_slurm)
     runs = data.runs
     if runs.empty:
         detail = f" ({len(data.warnings)} director{'y' if len(data.warnings) == 1 else 'ies'} skipped: " \
@@ -111,16 +96,16 @@ def build(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         timings["tables_s"] = time.perf_counter() - t1
         log(f"tables written ({timings['tables_s']:.1f} s; history: {n_history:,} values)")
         theory = []
-        if not args.no_figures:
+        if args.figures:
             t2 = time.perf_counter()
             theory = write_figures(data, sections, tmp / "figures")
             timings["figures_s"] = time.perf_counter() - t2
             log(f"{sum(len(s.figures) for s in sections) + len(theory)} figures drawn ({timings['figures_s']:.1f} s)")
-        generated = generation_facts(argv, out, data, timings)
+        generated = generation_facts(args.command, out, data, timings)
         files = ["runs.parquet", "runs.csv", "history.parquet", "tables/", "report.json"] + \
-            ([] if args.no_figures else ["figures/"])
+            (["figures/"] if args.figures else [])
         title = "ijr report: " + ", ".join(data.sweep_dirs)
-        (tmp / "index.html").write_text(report_page.page(title, sections, general, theory, data.warnings, generated,
+        (tmp / "index.html").write_text(page.page(title, sections, general, theory, data.warnings, generated,
                                                          files))
         summary = {"command": generated["command"], "generated": generated["generated"], "runs": len(runs),
                    "history_values": n_history, "sweeps": {s.name: sweep_state.counts(s.states) for s in sections},
@@ -151,7 +136,7 @@ def write_tables(data: collect.Collection, args, out: Path):
     sections, md, tex, csv_parts = [], [], [], []
     for sweep, sweep_dir in data.sweep_dirs.items():
         sub = runs[runs["sweep"] == sweep]
-        section = report_page.SweepSection(sweep, str(sweep_dir), data.states.get(sweep, []))
+        section = page.SweepSection(sweep, str(sweep_dir), data.states.get(sweep, []))
         sections.append(section)
         keys = tables.group_keys(sub, data.swept.get(sweep, []), args.group_by)
         metrics = collect.present(sub, args.metrics or tables.KEY_METRICS)
@@ -209,7 +194,7 @@ def _slug(text: str) -> str:
 
 
 def write_figures(data: collect.Collection, sections, out: Path):
-    from ijr_cli import figures
+    from ijr_cli.report import figures
 
     out.mkdir()
     runs = data.runs
@@ -245,25 +230,10 @@ _TRAJECTORY_COLUMNS = ("sharpness", "threshold", "impurity_mean", "impurity_q25"
                        "ijr_proxy", "input_jac_max", "train_ce", "test_ce", "train_acc", "test_acc")
 
 
-def generation_facts(argv: Sequence[str], out: Path, data: collect.Collection, timings: dict) -> dict:
+def generation_facts(command: str, out: Path, data: collect.Collection, timings: dict) -> dict:
     git = records.git_info(Path(__file__).resolve().parent)
-    return {"command": " ".join([PROG, *argv]), "generated": records.now_iso(), "output": str(out.resolve()),
+    return {"command": command, "generated": records.now_iso(), "output": str(out.resolve()),
             "inputs": ", ".join(str(p) for p in data.sweep_dirs.values()),
             "ijr commit": f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}",
             "timings": ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
-            "regenerate": " ".join([PROG, *argv])}
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    try:
-        result = build(args, argv)
-    except UserError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; nothing was replaced", file=sys.stderr)
-        raise SystemExit(130) from None
-    print(f"{PROG}: {result['runs']} run(s) -> {result['out'] / 'index.html'}"
-          + (f" ({result['warnings']} warning(s))" if result["warnings"] else ""))
+            "regenerate": command}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Dict, List, Optional
 
-from ijr_cli.errors import UserError
+from ijr_cli.core.errors import UserError
 
 
 class Standardize(str, Enum):
@@ -45,7 +45,7 @@ class OptimizerName(str, Enum):
 
 
 class JacobianReg(str, Enum):
-    """Explicit Jacobian Regularisation (paper 000 §5.2, App. N; `ijr_cli.ejr`)."""
+    """Explicit Jacobian Regularisation (paper 000 §5.2, App. N; `ijr_cli.train.ejr`)."""
 
     none = "none"
     ejr = "ejr"  # penalty lambda_reg ||<J>_B u||^2 (double backward)

@@ -1,4 +1,4 @@
-"""Entry points; the only code that sees Hydra's config.
+"""`ijr-train`: the Hydra app (with cli/ the only code that sees Hydra's app or argparse).
 
 `ijr-train` is a plain Hydra 1.3 app (`--help`, `--cfg job`, `-m` work as usual) with one addition: bad input
 ends with ONE line on stderr and exit code 2. Hydra reports composition errors (unknown option, wrong type,
@@ -8,7 +8,6 @@ if Hydra gives up before that, its report is folded into one line. `HYDRA_FULL_E
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import sys
@@ -19,98 +18,15 @@ from typing import List
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-# ijr's sweeper and launchers (ijr_jobs, ijr_slurm, ijr_local_parallel) register their configs on import and their
-# classes with `register()`: Hydra's own plugin scan does not see them in an editable install.
-from hydra_plugins.ijr_plugins import ijr_plugins
-from ijr_cli.config import register_configs
-from ijr_cli.errors import Terminated, UserError
+from ijr_cli.cli.compose import register
+from ijr_cli.cli.hydra_errors import HeldStderr, one_line
+from ijr_cli.core.errors import Terminated, UserError
+from ijr_cli.core.resources import conf_dir
 
 PROG = "ijr-train"
 
 
-def _launch_uid() -> str:
-    """This process's id and two random bytes: with the microsecond timestamp in the default run and multirun
-    directory names, two launches never share a directory (same microsecond, same host: different pids)."""
-    import secrets
-
-    return f"{os.getpid():x}{secrets.token_hex(2)}"
-
-
-# cached per config (and copied into each job's config by Hydra), so every job of a multirun sees one value
-if not OmegaConf.has_resolver("ijr_uid"):
-    OmegaConf.register_new_resolver("ijr_uid", _launch_uid, use_cache=True)
-# conf/ sits at the top of the repository (design card); the package is installed editable (`make install`).
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
-class _HeldStderr(io.TextIOBase):
-    """Stands in for sys.stderr: holds what is written until `release()`, then passes everything through."""
-
-    def __init__(self, real):
-        self.real, self.held, self.released = real, [], False
-
-    def write(self, s: str) -> int:
-        if self.released:
-            return self.real.write(s)
-        self.held.append(s)
-        return len(s)
-
-    def flush(self) -> None:
-        if self.released:
-            self.real.flush()
-
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            self.real.write("".join(self.held))
-            self.held.clear()
-
-    def isatty(self) -> bool:
-        return self.real.isatty()
-
-    def fileno(self) -> int:
-        return self.real.fileno()
-
-    @property
-    def encoding(self):
-        return getattr(self.real, "encoding", "utf-8")
-
-
-def one_line(report: str) -> str:
-    """Fold Hydra's multi-line error report into one line, with a hint at the fix."""
-    lines = [ln.strip() for ln in report.splitlines() if ln.strip()]
-    lines = [ln for ln in lines if "HYDRA_FULL_ERROR" not in ln]
-    if any(ln.startswith("Traceback") for ln in lines):
-        last = lines[-1] if lines else "unknown error"
-        if any(err in last for err in ("NotADirectoryError", "PermissionError", "FileExistsError", "OSError")):
-            return f"cannot create the run directory ({last}); choose a writable hydra.run.dir or hydra.sweep.dir"
-        return last
-    keep, options = [], []
-    in_options = False
-    append_hint = ""
-    for ln in lines:
-        if ln.startswith("To append to your config use "):
-            append_hint = ln.removeprefix("To append to your config use ").strip()
-            continue
-        if ln.startswith(("full_key:", "reference_type=", "object_type=")):
-            continue
-        if ln.startswith("Config search path"):
-            break
-        if ln.startswith("Available options in"):
-            in_options = True
-            keep.append(ln.rstrip(":") + ":")
-            continue
-        (options if in_options else keep).append(ln)
-    text = ""
-    for ln in keep:
-        text += ln if not text else ((" " if text.endswith((".", ":")) else ": ") + ln)
-    if options:
-        text += " " + ", ".join(options)
-    if append_hint:
-        text += f" (the key is not in the config: {append_hint} adds it)"
-    elif text.startswith(("Error merging override", "Could not override")):
-        text += " (ijr-train --cfg job lists every field with its value)"
-    return text or "unknown error"
+CONF_DIR = str(conf_dir())
 
 
 def _fail(message: str) -> None:
@@ -128,7 +44,7 @@ def _remove_fresh_run_dir(run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _train_task(cfg: DictConfig) -> None:
-    if isinstance(sys.stderr, _HeldStderr):
+    if isinstance(sys.stderr, HeldStderr):
         sys.stderr.release()
     from hydra.core.hydra_config import HydraConfig
 
@@ -139,7 +55,7 @@ def _train_task(cfg: DictConfig) -> None:
     overrides: List[str] = list(hc.overrides.task)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
-        from ijr_cli.experiment import run  # heavy imports (torch) only once composition succeeded
+        from ijr_cli.run.experiment import run  # heavy imports (torch) only once composition succeeded
 
         typed = OmegaConf.to_object(cfg)
         code = run(typed, run_dir=run_dir, config_yaml=OmegaConf.to_yaml(cfg, resolve=True), overrides=overrides)
@@ -172,7 +88,7 @@ def _record_failed_job(run_dir: Path, overrides: List[str], message: str) -> Non
     holds a run is left alone."""
     import yaml
 
-    from ijr_cli import records
+    from ijr_cli.core import records
 
     if (run_dir / "status.json").exists():
         return
@@ -193,15 +109,14 @@ def _job_failed(overrides: List[str], message: str) -> None:
 
 def train() -> None:
     """Console script `ijr-train`."""
-    register_configs()
-    ijr_plugins.register()
+    register()
     # torch.func's internals call the deprecated torch.jit.script on first use: not the user's concern
     warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         _train_task()
         return
     real = sys.stderr
-    held = _HeldStderr(real)
+    held = HeldStderr(real)
     sys.stderr = held
     try:
         _train_task()

@@ -1,10 +1,7 @@
-"""ijr's Hydra plugins: a sweeper that runs an explicit list of jobs, and two launchers built on
-hydra-submitit-launcher. Hydra only instantiates plugin classes that live in the `hydra_plugins` package, which
-is why this file is not in `ijr_cli/`. Imported by Hydra's plugin discovery at every start: keep imports light.
+"""ijr's launchers, built on hydra-submitit-launcher. Hydra instantiates plugin classes only from the
+`hydra_plugins` package, which is why this file is not in `ijr_cli/`; Hydra imports it at every start (its plugin
+scan): keep imports light.
 
-- `hydra/sweeper=ijr_jobs`: the jobs come from `hydra.sweeper.jobs_file` (a YAML list of override lists), not
-  from a Cartesian product. `ijr-sweep` uses it to launch exactly the jobs that still need to run (a study is
-  a union of grids, and a partly finished grid is no longer a product), all in one launch (one SLURM array).
 - `hydra/launcher=ijr_slurm`: hydra-submitit-launcher's SLURM launcher, except that `launch` returns once the
   jobs are queued. Upstream waits for every job's result, so a sweep of a thousand jobs would hold a login-node
   process for days and die with it; the jobs themselves never needed it (their results are their run
@@ -24,7 +21,6 @@ from typing import Any, Dict, List, Optional, Sequence
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
-from hydra.plugins.sweeper import Sweeper
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
@@ -32,69 +28,6 @@ from omegaconf import OmegaConf
 log = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------------------------------------ sweeper
-@dataclass
-class JobListSweeperConf:
-    _target_: str = "hydra_plugins.ijr_plugins.ijr_plugins.JobListSweeper"
-    jobs_file: Optional[str] = None
-    # compose every job before launching (Hydra's own check); ijr-sweep has done it already and turns it off
-    validate: bool = True
-    max_batch_size: Optional[int] = None
-
-
-class JobListSweeper(Sweeper):
-    """Runs the jobs listed in `jobs_file`; the command line's overrides are added to every job. (Not a subclass
-    of Hydra's BasicSweeper: Hydra's plugin scan re-executes that module, which breaks its subclasses.)"""
-
-    def __init__(self, jobs_file: Optional[str], validate: bool = True, max_batch_size: Optional[int] = None):
-        super().__init__()
-        self.jobs_file, self.validate, self.max_batch_size = jobs_file, validate, max_batch_size
-        self.config = self.launcher = self.hydra_context = None
-
-    def setup(self, *, hydra_context, task_function, config) -> None:
-        from hydra.core.plugins import Plugins
-
-        self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
-
-    def jobs(self, arguments: List[str]) -> List[List[str]]:
-        import yaml
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        if not self.jobs_file:
-            raise ValueError("hydra/sweeper=ijr_jobs needs hydra.sweeper.jobs_file=FILE (a YAML list of override "
-                             "lists)")
-        overrides = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(arguments)
-        swept = [o.input_line for o in overrides if o.is_sweep_override()]
-        if swept:
-            raise ValueError(f"hydra/sweeper=ijr_jobs takes its jobs from {self.jobs_file}; the command line "
-                             f"may not sweep too ({' '.join(swept)})")
-        try:
-            jobs = yaml.safe_load(Path(self.jobs_file).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ValueError(f"cannot read hydra.sweeper.jobs_file={self.jobs_file} ({e})") from None
-        if not isinstance(jobs, list) or not jobs or not all(
-                isinstance(j, list) and all(isinstance(o, str) for o in j) for j in jobs):
-            raise ValueError(f"{self.jobs_file} must be a non-empty YAML list of lists of key=value overrides")
-        return [list(arguments) + list(job) for job in jobs]
-
-    def sweep(self, arguments: List[str]) -> Any:
-        jobs = self.jobs(arguments)
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        size = self.max_batch_size or len(jobs)
-        returns, first = [], 0
-        for batch in (jobs[i:i + size] for i in range(0, len(jobs), size)):
-            if self.validate:
-                self.validate_batch_is_legal(batch)
-            returns.append(self.launcher.launch(batch, initial_job_idx=first))
-            first += len(batch)
-        return returns
-
-
-# ------------------------------------------------------------------------------------------------ launchers
 def _slurm_params(params: Dict[str, Any]) -> Dict[str, Any]:
     """hydra-submitit-launcher's mapping of its config to AutoExecutor's names (SLURM-only keys get the
     `slurm_` prefix), as in its `launch`."""
@@ -123,7 +56,7 @@ def _run_dir_names(config, job_overrides: Sequence[Sequence[str]]) -> List[Optio
 
 @dataclass
 class NonBlockingSlurmConf(SlurmQueueConf):
-    _target_: str = "hydra_plugins.ijr_plugins.ijr_plugins.NonBlockingSlurmLauncher"
+    _target_: str = "hydra_plugins.ijr_plugins.launchers.NonBlockingSlurmLauncher"
 
 
 class NonBlockingSlurmLauncher(BaseSubmititLauncher):
@@ -135,7 +68,7 @@ class NonBlockingSlurmLauncher(BaseSubmititLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
-        from ijr_cli import sweep_state
+        from ijr_cli.sweep import state as sweep_state
 
         assert self.config is not None and job_overrides
         executor = submitit.AutoExecutor(folder=self.params["submitit_folder"], cluster="slurm",
@@ -157,7 +90,7 @@ class NonBlockingSlurmLauncher(BaseSubmititLauncher):
 
 @dataclass
 class LocalParallelConf(LocalQueueConf):
-    _target_: str = "hydra_plugins.ijr_plugins.ijr_plugins.LocalParallelLauncher"
+    _target_: str = "hydra_plugins.ijr_plugins.launchers.LocalParallelLauncher"
     # jobs at a time; with GPUs, at most one job per GPU
     max_parallel: int = 2
     # GPU indices to hand out, one per running job; null: those in CUDA_VISIBLE_DEVICES or listed by nvidia-smi
@@ -227,18 +160,6 @@ class LocalParallelLauncher(BaseSubmititLauncher):
             return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=None)
 
 
-def register() -> None:
-    """Make the classes known to Hydra where its plugin scan cannot see this module (an editable install maps
-    the module but not the `hydra_plugins` namespace; `ijr-train` calls this before Hydra starts)."""
-    from hydra.core.plugins import Plugins
-
-    plugins = Plugins.instance()
-    for clazz in (JobListSweeper, NonBlockingSlurmLauncher, LocalParallelLauncher):
-        if f"{clazz.__module__}.{clazz.__name__}" not in plugins.class_name_to_class:
-            plugins.register(clazz)
-
-
 cs = ConfigStore.instance()
-cs.store(group="hydra/sweeper", name="ijr_jobs", node=JobListSweeperConf, provider="ijr")
 cs.store(group="hydra/launcher", name="ijr_slurm", node=NonBlockingSlurmConf, provider="ijr")
 cs.store(group="hydra/launcher", name="ijr_local_parallel", node=LocalParallelConf, provider="ijr")

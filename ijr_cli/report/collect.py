@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ijr_cli import metric_names as M
-from ijr_cli import records, sweep_state
+from ijr_cli.core import metric_names as M
+from ijr_cli.core import records
+from ijr_cli.sweep import state as sweep_state
 
 RUN_FILES = ("status.json", "metrics.jsonl")  # a directory holding either is taken for a run directory
 SKIP_DIRS = {".hydra", ".launch", ".submitit", "report", "__pycache__", ".git"}

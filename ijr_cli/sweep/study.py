@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from ijr_cli.errors import UserError
+from ijr_cli.core.errors import UserError
 
 STUDY_KEYS = {"description", "reference", "fixed", "grids", "seeds", "tiny", "notes"}
 TINY_KEYS = {"fixed", "grids", "seeds"}

@@ -13,8 +13,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from ijr_cli import metric_names as M
-from ijr_cli.collect import present
+from ijr_cli.core import metric_names as M
+from ijr_cli.report.collect import present
 
 SEED = "seed"
 # final metrics shown in the aggregate tables, in this order, when the runs have them

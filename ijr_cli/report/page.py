@@ -10,8 +10,8 @@ from typing import Dict, List, Optional
 
 import pandas as pd
 
-from ijr_cli import sweep_state
-from ijr_cli.figures import Figure
+from ijr_cli.report.figures import Figure
+from ijr_cli.sweep import state as sweep_state
 
 CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto; max-width: 1200px;

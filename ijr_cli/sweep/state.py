@@ -23,7 +23,7 @@ from typing import Dict, Iterable, List, Optional
 
 import yaml
 
-from ijr_cli import records
+from ijr_cli.core import records
 
 BUCKETS = ("COMPLETED", "RUNNING", "FAILED", "DIVERGED", "MISSING")
 PLAN_FILE = "sweep.yaml"

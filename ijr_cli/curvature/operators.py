@@ -19,8 +19,6 @@ order of `model.parameters()`.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -28,53 +26,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp
 
+from ijr_cli.curvature.params import ParameterVector
+from ijr_cli.curvature.probe import functional_model, has_batchnorm, probe_mode
 from ijr_cli.data import chunks
-from ijr_cli.models import frozen_batchnorm_statistics
 from ijr_cli.objectives import Objective
-
-BN_MODES = ("eval", "train")
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-@contextlib.contextmanager
-def probe_mode(model: nn.Module, bn_mode: str):
-    """Eval mode (bn_mode="eval"), or train mode with BatchNorm running statistics restored on exit."""
-    was_training = model.training
-    model.train(bn_mode == "train")
-    try:
-        with frozen_batchnorm_statistics(model):
-            yield
-    finally:
-        model.train(was_training)
-
-
-class ParameterVector:
-    """Flat views of a model's parameters: `flatten(dict or list) -> (m,)`, `unflatten((m,)) -> dict`."""
-
-    def __init__(self, model: nn.Module):
-        self.names = [n for n, _ in model.named_parameters()]
-        self.params = [p for _, p in model.named_parameters()]
-        self.shapes = [p.shape for p in self.params]
-        self.sizes = [p.numel() for p in self.params]
-        self.dim = sum(self.sizes)
-
-    def flatten(self, tensors) -> torch.Tensor:
-        if isinstance(tensors, dict):
-            tensors = [tensors[n] for n in self.names]
-        return torch.cat([t.reshape(-1) for t in tensors])
-
-    def unflatten(self, v: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return {n: t.view(s) for n, t, s in zip(self.names, v.split(self.sizes), self.shapes)}
-
-    def detached(self) -> Dict[str, torch.Tensor]:
-        return {n: p.detach() for n, p in zip(self.names, self.params)}
-
-    def flat_values(self) -> torch.Tensor:
-        return self.flatten([p.detach() for p in self.params])
-
 
 @dataclass
 class ProbeOperator:
@@ -92,17 +47,6 @@ class ProbeOperator:
 
 def _buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
     return {n: b for n, b in model.named_buffers()}
-
-
-def functional_model(model: nn.Module, bn_mode: str) -> nn.Module:
-    """The module to call through torch.func: the model itself, or for BatchNorm in train mode a copy whose BN
-    layers use batch statistics only (no running buffers to mutate inside a transform, which torch.func
-    forbids). Same parameter names, same values: ghost BN per chunk, as on the autograd paths."""
-    if bn_mode != "train" or not has_batchnorm(model):
-        return model
-    ghost = copy.deepcopy(model)
-    torch.func.replace_all_batch_norm_modules_(ghost)
-    return ghost.train()
 
 
 def _chunk_sum(model: nn.Module, bn_mode: str, pv: "ParameterVector", slices: List[slice], n: int,

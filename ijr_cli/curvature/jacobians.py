@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from ijr_cli.curvature import ParameterVector, functional_model, probe_mode
+from ijr_cli.curvature.params import ParameterVector
+from ijr_cli.curvature.probe import functional_model, probe_mode
 from ijr_cli.data import chunks
 
 

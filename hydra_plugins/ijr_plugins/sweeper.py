@@ -1,0 +1,76 @@
+"""`hydra/sweeper=ijr_jobs`: a sweeper that runs an explicit list of jobs (`hydra.sweeper.jobs_file`, a YAML list of
+override lists) instead of a Cartesian product. `ijr-sweep` uses it to launch exactly the jobs that still need
+to run (a study is a union of grids, and a partly finished grid is no longer a product), all in one launch (one
+SLURM array). Hydra imports this module at every start (its plugin scan): keep imports light.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import OmegaConf
+
+@dataclass
+class JobListSweeperConf:
+    _target_: str = "hydra_plugins.ijr_plugins.sweeper.JobListSweeper"
+    jobs_file: Optional[str] = None
+    # compose every job before launching (Hydra's own check); ijr-sweep has done it already and turns it off
+    validate: bool = True
+    max_batch_size: Optional[int] = None
+
+
+class JobListSweeper(Sweeper):
+    """Runs the jobs listed in `jobs_file`; the command line's overrides are added to every job. (Not a subclass
+    of Hydra's BasicSweeper: Hydra's plugin scan re-executes that module, which breaks its subclasses.)"""
+
+    def __init__(self, jobs_file: Optional[str], validate: bool = True, max_batch_size: Optional[int] = None):
+        super().__init__()
+        self.jobs_file, self.validate, self.max_batch_size = jobs_file, validate, max_batch_size
+        self.config = self.launcher = self.hydra_context = None
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
+                                                                task_function=task_function, config=config)
+
+    def jobs(self, arguments: List[str]) -> List[List[str]]:
+        import yaml
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        if not self.jobs_file:
+            raise ValueError("hydra/sweeper=ijr_jobs needs hydra.sweeper.jobs_file=FILE (a YAML list of override "
+                             "lists)")
+        overrides = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(arguments)
+        swept = [o.input_line for o in overrides if o.is_sweep_override()]
+        if swept:
+            raise ValueError(f"hydra/sweeper=ijr_jobs takes its jobs from {self.jobs_file}; the command line "
+                             f"may not sweep too ({' '.join(swept)})")
+        try:
+            jobs = yaml.safe_load(Path(self.jobs_file).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise ValueError(f"cannot read hydra.sweeper.jobs_file={self.jobs_file} ({e})") from None
+        if not isinstance(jobs, list) or not jobs or not all(
+                isinstance(j, list) and all(isinstance(o, str) for o in j) for j in jobs):
+            raise ValueError(f"{self.jobs_file} must be a non-empty YAML list of lists of key=value overrides")
+        return [list(arguments) + list(job) for job in jobs]
+
+    def sweep(self, arguments: List[str]) -> Any:
+        jobs = self.jobs(arguments)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        size = self.max_batch_size or len(jobs)
+        returns, first = [], 0
+        for batch in (jobs[i:i + size] for i in range(0, len(jobs), size)):
+            if self.validate:
+                self.validate_batch_is_legal(batch)
+            returns.append(self.launcher.launch(batch, initial_job_idx=first))
+            first += len(batch)
+        return returns
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="ijr_jobs", node=JobListSweeperConf, provider="ijr")

@@ -1,0 +1,64 @@
+"""`ijr-report PATH...`: run directories → tables, figures and one self-contained report page.
+
+Writes into PATH/report/ (or --out), replacing it as a whole only when everything has been written:
+
+  index.html                 the page: status, tables, figures (embedded), warnings, how it was generated
+  runs.parquet, runs.csv     one row per run (ijr_cli.collect)
+  history.parquet            every logged value: run, step, metric, value
+  tables/*.md|tex|csv        aggregate (per sweep, grouped by the swept hyperparameters or --group-by),
+                             table1 (paper 000 Table 1 layout), correlations (paper 002)
+  figures/*.png|pdf          trajectories, final metrics, heatmaps, paper 000 Figs. 1 and 2 (left)
+  report.json                the command, versions, counts, warnings and timings
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ijr_cli.core.errors import UserError
+from ijr_cli.report import tables
+from ijr_cli.report.build import ReportOptions, build
+
+PROG = "ijr-report"
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog=PROG, description="Tables, figures and a report page from ijr run directories "
+                                 "(a sweep directory, several, or all of outputs/).")
+    ap.add_argument("paths", nargs="+", type=Path, help="sweep directories, run directories, or folders holding them")
+    ap.add_argument("--out", type=Path, help="output directory (default: PATH/report for a single PATH)")
+    ap.add_argument("--group-by", nargs="+", metavar="KEY",
+                    help="columns to aggregate over (default: each sweep's swept hyperparameters but the seed), "
+                         "e.g. optimizer.lr regularizer")
+    ap.add_argument("--metrics", nargs="+", metavar="NAME", help=f"final metrics in the aggregate tables "
+                    f"(default: those logged among {', '.join(tables.KEY_METRICS)})")
+    ap.add_argument("--family-by", default="family", metavar="COLUMN",
+                    help="the column that names a run's regulariser family in the correlation table (default: family)")
+    ap.add_argument("--no-figures", action="store_true", help="tables and page only (fast)")
+    ap.add_argument("--jobs", type=int, default=0, help="threads reading metrics files (default: one per CPU)")
+    ap.add_argument("--no-slurm", action="store_true", help="do not ask squeue for the state of SLURM jobs")
+    return ap.parse_args(argv)
+
+
+def log(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    try:
+        result = build(ReportOptions(paths=args.paths, out=args.out, group_by=args.group_by, metrics=args.metrics,
+                                     family_by=args.family_by, figures=not args.no_figures, jobs=args.jobs,
+                                     query_slurm=not args.no_slurm, command=" ".join([PROG, *argv])), log)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was replaced", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(f"{PROG}: {result['runs']} run(s) -> {result['out'] / 'index.html'}"
+          + (f" ({result['warnings']} warning(s))" if result["warnings"] else ""))

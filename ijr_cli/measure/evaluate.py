@@ -1,0 +1,56 @@
+"""Evaluation on the full training and test sets: the loss as trained, plain cross-entropy, accuracy, the gaps."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Dict
+
+import torch
+from torch import nn
+
+from ijr_cli.core.metric_names import GEN_GAP_ACC, GEN_GAP_LOSS, TEST_ACC, TEST_CE, TEST_LOSS, TRAIN_ACC, TRAIN_CE, TRAIN_LOSS
+from ijr_cli.data import Dataset, chunks
+from ijr_cli.objectives import Objective, cross_entropy_sum
+
+
+# --- evaluation on the full train and test sets --------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Eval mode inside, the previous mode restored on exit (measurements never leave the model changed)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
+                   batch_size: int) -> Dict[str, float]:
+    """Mean loss as trained, mean plain cross-entropy and accuracy over (x, y), in eval mode; one host sync."""
+    n = x.shape[0]
+    if n == 0:
+        return {"loss": math.nan, "ce": math.nan, "acc": math.nan}
+    sums = torch.zeros(3, dtype=torch.float64, device=x.device)
+    with eval_mode(model):
+        for sl in chunks(n, batch_size):
+            z = model(x[sl])
+            sums[0] += objective.sum(z, y[sl]).double()
+            sums[1] += cross_entropy_sum(z, y[sl]).double()
+            sums[2] += (z.argmax(dim=1) == y[sl]).sum()
+    loss, ce, correct = (sums / n).tolist()
+    return {"loss": loss, "ce": ce, "acc": correct}
+
+
+def evaluate(model: nn.Module, data: Dataset, objective: Objective, batch_size: int) -> Dict[str, float]:
+    """train/test loss (as trained, e.g. label-smoothed or MSE), ce (hard labels), accuracy, and the gaps:
+    gen_gap_loss = test_ce - train_ce, gen_gap_acc = train_acc - test_acc."""
+    tr = evaluate_split(model, data.x_train, data.y_train, objective, batch_size)
+    te = evaluate_split(model, data.x_test, data.y_test, objective, batch_size)
+    return {TRAIN_LOSS: tr["loss"], TRAIN_ACC: tr["acc"], TRAIN_CE: tr["ce"],
+            TEST_LOSS: te["loss"], TEST_ACC: te["acc"], TEST_CE: te["ce"],
+            GEN_GAP_LOSS: te["ce"] - tr["ce"], GEN_GAP_ACC: tr["acc"] - te["acc"]}

@@ -1,0 +1,99 @@
+"""A run's parts built from its typed config: data on the device, model, optimizer, step spec, measurer, schedule.
+
+The one place where the config is unpacked into the plain values the lower layers take. No file is written here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List
+
+import torch
+
+from ijr_cli.core.config import TrainConfig
+from ijr_cli.core.errors import UserError
+from ijr_cli.curvature.params import flat_parameters
+from ijr_cli.data import BatchSampler, Dataset, load_dataset, resolve_device
+from ijr_cli.measure.measurer import GROUP_OF, GROUPS, Measurer, check_metric_names
+from ijr_cli.measure.schedule import Schedule
+from ijr_cli.models import build_model
+from ijr_cli.objectives import Objective
+from ijr_cli.optim import build_sgd
+from ijr_cli.train.state import RunState
+from ijr_cli.train.step import StepSpec
+
+
+@dataclass
+class Built:
+    """What a run is made of, built from the config (no file written yet)."""
+
+    data: Dataset
+    state: RunState
+    spec: StepSpec
+    objective: Objective
+    total_steps: int
+    device: torch.device
+    measurer: Measurer
+    schedule: Schedule
+
+
+def build(cfg: TrainConfig) -> Built:
+    t, d, o, m, r = cfg.trainer, cfg.dataset, cfg.optimizer, cfg.model, cfg.regularizer
+    device = resolve_device(t.device)
+    dtype = torch.float64 if t.dtype.value == "float64" else torch.float32
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    names = check_metric_names(cfg.metrics.names)
+    unknown_keys = [k for k in cfg.metrics.every if k not in GROUP_OF and k not in GROUPS]
+    if unknown_keys:
+        raise UserError(f"metrics.every has unknown key(s) {', '.join(unknown_keys)}; use metric names from "
+                        f"metrics.names (or group names: {', '.join(GROUPS)})")
+    data = load_dataset(d.name, data_dir=d.data_dir, download=d.download, path=d.path, n_train=d.n_train,
+                        n_test=d.n_test, standardize=d.standardize.value, input_scale=d.input_scale,
+                        input_shape=list(d.input_shape), num_classes=d.num_classes,
+                        num_train_examples=d.num_train_examples, num_test_examples=d.num_test_examples,
+                        class_separation=d.class_separation, generator_seed=d.generator_seed,
+                        device=device, dtype=dtype)
+    sampler = BatchSampler(data.n_train, o.batch_size, cfg.seed, device)
+    if cfg.regularizer.augment and len(data.input_shape) != 3:
+        raise UserError(f"regularizer augment needs image inputs (C,H,W); dataset={d.name} gives shape "
+                        f"{data.input_shape}: drop augment")
+    torch.manual_seed(cfg.seed)  # the model's initialisation is a function of `seed` alone
+    model = build_model(m.name, data.input_shape, data.num_classes, activation=m.activation.value,
+                        widths=list(m.widths), batch_norm=m.batch_norm, dropout=m.dropout, depth=m.depth,
+                        width_factor=m.width_factor).to(device=device, dtype=dtype)
+    optimizer = build_sgd(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                          weight_decay=o.weight_decay)
+    objective = Objective(cfg.loss.name.value, data.num_classes, cfg.regularizer.label_smoothing,
+                          cfg.loss.target_scale)
+    spec = StepSpec(objective=objective, sampler=sampler, seed=cfg.seed, augment=cfg.regularizer.augment,
+                    mixup_alpha=cfg.regularizer.mixup_alpha, grad_chunk=t.grad_chunk,
+                    sam_rho=o.rho if o.name.value == "sam" else None, sam_adaptive=o.adaptive,
+                    ejr=None if r.jacobian.value == "none" else r.jacobian.value, lambda_reg=r.lambda_reg,
+                    rho_reg=r.rho_reg, mu_reg=r.mu_reg)
+    total = math.ceil(t.epochs * sampler.steps_per_epoch) if t.epochs is not None else t.max_steps
+    state = RunState(model=model, optimizer=optimizer)
+    mc, pc = cfg.metrics, cfg.probe
+    measurer = Measurer(model=model, data=data, objective=objective, names=names,
+                        init_params=flat_parameters(model).clone(),
+                        probe_n=pc.n, probe_chunk=pc.chunk, probe_bn_mode=pc.bn_mode.value,
+                        probe_cache_graph=pc.cache_graph,
+                        sharpness_k=mc.sharpness_k, lanczos_tol=mc.lanczos_tol,
+                        lanczos_max_iters=mc.lanczos_max_iters, n_input_jac=mc.n_input_jac, momentum=o.momentum,
+                        nesterov=o.nesterov, seed=cfg.seed, warm=state.measure_state)
+    return Built(data=data, state=state, spec=spec, objective=objective, total_steps=total, device=device,
+                 measurer=measurer, schedule=metric_schedule(cfg, names, total))
+
+
+def metric_schedule(cfg: TrainConfig, names: List[str], total_steps: int) -> Schedule:
+    """Cadence per group: the smallest `metrics.every` of its requested names (or of the group), else
+    `metrics.default_every`, else `trainer.eval_every`; the train/test evaluation every `trainer.eval_every`."""
+    default = cfg.metrics.default_every or cfg.trainer.eval_every
+    every = {"eval": cfg.trainer.eval_every}
+    for name in names:
+        group = GROUP_OF[name]
+        own = cfg.metrics.every.get(name, cfg.metrics.every.get(group, default))
+        every[group] = min(every.get(group, own), own)
+    ordered = {g: every[g] for g in GROUPS if g in every}  # GROUPS order: shared work is computed first
+    return Schedule(ordered, total_steps, cfg.metrics.early_steps)
