@@ -11,7 +11,7 @@ LAUNCHER ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep status report test test-slow test-all bench bench-sharpness bench-ejr bench-report clean
+.PHONY: help install train sweep status report lint format test test-slow test-all bench bench-sharpness bench-ejr bench-report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,15 @@ status: install  ## counts of a sweep's jobs (COMPLETED/RUNNING/FAILED/DIVERGED/
 report: install  ## tables, figures and index.html of a sweep: make report SWEEP=lr_bs (or ARGS="DIR... --out DIR")
 	@test -n "$(SWEEP)$(ARGS)" || { echo "make report: set SWEEP=<name> (or ARGS=\"PATH... --out DIR\")" >&2; exit 2; }
 	$(BIN)/ijr-report $(if $(SWEEP),outputs/sweeps/$(SWEEP)$(if $(TINY),-tiny)) $(ARGS)
+
+lint: install  ## ruff (lint and format check) and import-linter's layer contracts (pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+
+format: install  ## ruff format, then ruff's safe fixes (import order, unused imports)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 PYTEST_MARKS ?= not slow
 

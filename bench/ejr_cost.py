@@ -55,8 +55,12 @@ def time_row(row, model_name, data, device, batch_size, steps, warmup):
     torch.manual_seed(0)
     model = build_model(model_name, data.input_shape, data.num_classes).to(device)
     opt = build_sgd(model.parameters(), lr=0.01)
-    kwargs = {"ejr": {"ejr": "ejr", "lambda_reg": 0.01}, "ejr_sam": {"ejr": "ejr_sam", "rho_reg": 2.0},
-              "ejr_v2": {"ejr": "ejr_v2", "rho_reg": 2.0, "mu_reg": 0.03}, "sam": {"sam_rho": 0.05}}.get(row, {})
+    kwargs = {
+        "ejr": {"ejr": "ejr", "lambda_reg": 0.01},
+        "ejr_sam": {"ejr": "ejr_sam", "rho_reg": 2.0},
+        "ejr_v2": {"ejr": "ejr_v2", "rho_reg": 2.0, "mu_reg": 0.03},
+        "sam": {"sam_rho": 0.05},
+    }.get(row, {})
     spec = StepSpec(Objective("ce", data.num_classes), BatchSampler(data.n_train, batch_size, 0, device), 0, **kwargs)
 
     def one(s):
@@ -97,23 +101,35 @@ def main():
         data = load_dataset("npz", path=str(SUBSET), n_train=5000, standardize="channel", device=device)
         source = "cifar10-subset (5,000 images)"
     else:
-        data = load_dataset("synthetic", input_shape=[3, 32, 32], num_classes=10, num_train_examples=5000,
-                            num_test_examples=100, device=device)
+        data = load_dataset(
+            "synthetic",
+            input_shape=[3, 32, 32],
+            num_classes=10,
+            num_train_examples=5000,
+            num_test_examples=100,
+            device=device,
+        )
         source = "synthetic 3x32x32 (the CIFAR-10 subset is absent)"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else records.cpu_name()
-    print(f"# device {name}, torch {torch.__version__}, {torch.get_num_threads()} threads; data {source}; "
-          f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up, {args.repeats} repeats")
+    print(
+        f"# device {name}, torch {torch.__version__}, {torch.get_num_threads()} threads; data {source}; "
+        f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up, {args.repeats} repeats"
+    )
     for model_name in args.models:
         times = {r: [] for r in ROWS}
         for rep in range(args.repeats):
-            order = ROWS[rep % len(ROWS):] + ROWS[:rep % len(ROWS)]
+            order = ROWS[rep % len(ROWS) :] + ROWS[: rep % len(ROWS)]
             for row in order:
                 times[row].append(time_row(row, model_name, data, device, args.batch_size, args.steps, args.warmup))
-        print(f"\n{model_name}\n| step | s/step (median) | × plain (median of paired ratios) | range |\n|---|---|---|---|")
+        print(
+            f"\n{model_name}\n| step | s/step (median) | × plain (median of paired ratios) | range |\n|---|---|---|---|"
+        )
         for row in ROWS:
             ratios = [t / p for t, p in zip(times[row], times["plain"])]
-            print(f"| {row} | {statistics.median(times[row]):.4f} | {statistics.median(ratios):.2f} | "
-                  f"{min(ratios):.2f}–{max(ratios):.2f} |")
+            print(
+                f"| {row} | {statistics.median(times[row]):.4f} | {statistics.median(ratios):.2f} | "
+                f"{min(ratios):.2f}–{max(ratios):.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ijr_cli.core import metric_names as M  # noqa: E402
 
 # the 20 metric columns of the benchmark, in SCIENCE.md's names
-METRICS = (M.TRAIN_LOSS, M.TRAIN_ACC, M.TRAIN_CE, M.TEST_LOSS, M.TEST_ACC, M.TEST_CE, M.GEN_GAP_LOSS, M.GEN_GAP_ACC,
-           M.SHARPNESS, M.THRESHOLD, M.GN_SHARPNESS, M.IMPURITY_MEAN, M.IMPURITY_Q25, M.IMPURITY_Q75, M.JAC_OP_NORM,
-           M.JAC_U_NORM_SQ, M.JAC_FRO_SQ, M.IJR_PROXY, M.INPUT_JAC_MAX, M.WEIGHT_NORM)
+METRICS = (
+    M.TRAIN_LOSS,
+    M.TRAIN_ACC,
+    M.TRAIN_CE,
+    M.TEST_LOSS,
+    M.TEST_ACC,
+    M.TEST_CE,
+    M.GEN_GAP_LOSS,
+    M.GEN_GAP_ACC,
+    M.SHARPNESS,
+    M.THRESHOLD,
+    M.GN_SHARPNESS,
+    M.IMPURITY_MEAN,
+    M.IMPURITY_Q25,
+    M.IMPURITY_Q75,
+    M.JAC_OP_NORM,
+    M.JAC_U_NORM_SQ,
+    M.JAC_FRO_SQ,
+    M.IJR_PROXY,
+    M.INPUT_JAC_MAX,
+    M.WEIGHT_NORM,
+)
 
 
 def default_config() -> dict:
@@ -51,7 +70,9 @@ def set_key(cfg: dict, dotted: str, value) -> None:
         cfg[leaf] = value
 
 
-def trajectories(steps: Sequence[int], lr: float, batch: int, seed: int, metrics: Sequence[str]) -> Dict[str, np.ndarray]:
+def trajectories(
+    steps: Sequence[int], lr: float, batch: int, seed: int, metrics: Sequence[str]
+) -> Dict[str, np.ndarray]:
     """Smooth made-up dynamics: sharpness rises to 2/lr (progressive sharpening, then the edge of stability),
     the mean impurity rises then falls, accuracy saturates lower for larger lr·batch."""
     rng = np.random.default_rng(seed * 7919 + int(lr * 1e6) + batch)
@@ -64,21 +85,41 @@ def trajectories(steps: Sequence[int], lr: float, batch: int, seed: int, metrics
     test_acc = 0.1 + (acc_final - 0.1) * (1 - np.exp(-5 * t))
     train_ce = 2.3 * np.exp(-4 * t) + 0.01
     test_ce = train_ce + 0.5 * t * (1 + 0.1 * math.log10(batch))
-    jac_u = 1 + 50 * t ** 1.5
+    jac_u = 1 + 50 * t**1.5
     values = {
-        M.TRAIN_LOSS: train_ce, M.TRAIN_ACC: train_acc, M.TRAIN_CE: train_ce, M.TEST_LOSS: test_ce,
-        M.TEST_ACC: test_acc, M.TEST_CE: test_ce, M.GEN_GAP_LOSS: test_ce - train_ce, M.GEN_GAP_ACC: train_acc - test_acc,
-        M.SHARPNESS: sharp, M.THRESHOLD: np.full(len(t), thr), M.GN_SHARPNESS: 0.9 * sharp, M.IMPURITY_MEAN: imp,
-        M.IMPURITY_Q25: 0.5 * imp, M.IMPURITY_Q75: 1.5 * imp, M.JAC_OP_NORM: np.sqrt(10 * jac_u),
-        M.JAC_U_NORM_SQ: jac_u, M.JAC_FRO_SQ: 10 * jac_u, M.IJR_PROXY: imp * jac_u,
-        M.INPUT_JAC_MAX: 1 + 3 * t * (1 + batch / 512), M.WEIGHT_NORM: 30 + 5 * t,
+        M.TRAIN_LOSS: train_ce,
+        M.TRAIN_ACC: train_acc,
+        M.TRAIN_CE: train_ce,
+        M.TEST_LOSS: test_ce,
+        M.TEST_ACC: test_acc,
+        M.TEST_CE: test_ce,
+        M.GEN_GAP_LOSS: test_ce - train_ce,
+        M.GEN_GAP_ACC: train_acc - test_acc,
+        M.SHARPNESS: sharp,
+        M.THRESHOLD: np.full(len(t), thr),
+        M.GN_SHARPNESS: 0.9 * sharp,
+        M.IMPURITY_MEAN: imp,
+        M.IMPURITY_Q25: 0.5 * imp,
+        M.IMPURITY_Q75: 1.5 * imp,
+        M.JAC_OP_NORM: np.sqrt(10 * jac_u),
+        M.JAC_U_NORM_SQ: jac_u,
+        M.JAC_FRO_SQ: 10 * jac_u,
+        M.IJR_PROXY: imp * jac_u,
+        M.INPUT_JAC_MAX: 1 + 3 * t * (1 + batch / 512),
+        M.WEIGHT_NORM: 30 + 5 * t,
     }
     return {m: values[m] for m in metrics}
 
 
-def write_run(run_dir: Path, overrides: Dict[str, object], steps: Sequence[int], metrics: Sequence[str] = METRICS,
-              status: str = "COMPLETED", values: Optional[Dict[str, Sequence[float]]] = None,
-              config: Optional[dict] = None) -> None:
+def write_run(
+    run_dir: Path,
+    overrides: Dict[str, object],
+    steps: Sequence[int],
+    metrics: Sequence[str] = METRICS,
+    status: str = "COMPLETED",
+    values: Optional[Dict[str, Sequence[float]]] = None,
+    config: Optional[dict] = None,
+) -> None:
     """One run directory as `ijr-train` leaves it. `values` replaces the made-up trajectories (metric -> one value
     per step); `status` RUNNING leaves no summary.json."""
     run_dir = Path(run_dir)
@@ -103,22 +144,45 @@ def write_run(run_dir: Path, overrides: Dict[str, object], steps: Sequence[int],
     if status != "RUNNING":
         attempt["ended"] = "2026-11-23T00:10:00+00:00"
         best = max(series[M.TEST_ACC]) if M.TEST_ACC in series else None
-        summary = {**last, "status": status, "stop_reason": "max_steps" if status == "COMPLETED" else "non-finite loss",
-                   "steps": int(steps[-1]) if len(steps) else 0, "best_test_acc": best,
-                   "diverged_at_step": int(steps[-1]) if status == "DIVERGED" else None,
-                   "num_params": 1000, "wall_time_s": 600.0}
+        summary = {
+            **last,
+            "status": status,
+            "stop_reason": "max_steps" if status == "COMPLETED" else "non-finite loss",
+            "steps": int(steps[-1]) if len(steps) else 0,
+            "best_test_acc": best,
+            "diverged_at_step": int(steps[-1]) if status == "DIVERGED" else None,
+            "num_params": 1000,
+            "wall_time_s": 600.0,
+        }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (run_dir / "status.json").write_text(json.dumps({
-        "status": status, "attempts": [attempt], "total_steps": int(steps[-1]) if len(steps) else 0,
-        "device": "cpu", "dtype": "float32", "git": {"commit": None, "dirty": None}}, indent=2))
+    (run_dir / "status.json").write_text(
+        json.dumps(
+            {
+                "status": status,
+                "attempts": [attempt],
+                "total_steps": int(steps[-1]) if len(steps) else 0,
+                "device": "cpu",
+                "dtype": "float32",
+                "git": {"commit": None, "dirty": None},
+            },
+            indent=2,
+        )
+    )
 
 
 def job_name(overrides: Dict[str, object]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
 
 
-def make_sweep(out: Path, lrs: Sequence[float], batches: Sequence[int], seeds: Sequence[int], steps: int,
-               metrics: Sequence[str] = METRICS, every: int = 1) -> List[Path]:
+def make_sweep(
+    out: Path,
+    lrs: Sequence[float],
+    batches: Sequence[int],
+    seeds: Sequence[int],
+    steps: int,
+    metrics: Sequence[str] = METRICS,
+    every: int = 1,
+) -> List[Path]:
     """An lr × batch × seed sweep directory with a plan (sweep.yaml), as `ijr-sweep` writes it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,23 +196,30 @@ def make_sweep(out: Path, lrs: Sequence[float], batches: Sequence[int], seeds: S
         cfg = json.loads(json.dumps(base))
         write_run(out / name, over, step_list, metrics, config=cfg)
         dirs.append(out / name)
-    (out / "sweep.yaml").write_text(yaml.safe_dump({
-        "study": "synthetic", "launcher": "local", "fixed": ["optimizer=sgd"], "jobs": jobs}, sort_keys=False))
+    (out / "sweep.yaml").write_text(
+        yaml.safe_dump(
+            {"study": "synthetic", "launcher": "local", "fixed": ["optimizer=sgd"], "jobs": jobs}, sort_keys=False
+        )
+    )
     return dirs
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
-    ap.add_argument("--runs", type=int, default=1000, help="a multiple of 100: 10 lrs x 10 batch sizes x runs/100 seeds")
+    ap.add_argument(
+        "--runs", type=int, default=1000, help="a multiple of 100: 10 lrs x 10 batch sizes x runs/100 seeds"
+    )
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--metrics", type=int, default=20, help=f"at most {len(METRICS)}")
     args = ap.parse_args(argv)
-    lrs = [round(0.01 * 1.5 ** i, 6) for i in range(10)]
+    lrs = [round(0.01 * 1.5**i, 6) for i in range(10)]
     batches = [2 ** (4 + i) for i in range(10)]
     seeds = range(max(1, args.runs // 100))
-    make_sweep(Path(args.out), lrs, batches, seeds, args.steps, METRICS[:args.metrics])
-    print(f"wrote {len(lrs) * len(batches) * len(seeds)} runs x {args.steps} steps x {args.metrics} metrics to {args.out}")
+    make_sweep(Path(args.out), lrs, batches, seeds, args.steps, METRICS[: args.metrics])
+    print(
+        f"wrote {len(lrs) * len(batches) * len(seeds)} runs x {args.steps} steps x {args.metrics} metrics to {args.out}"
+    )
 
 
 if __name__ == "__main__":

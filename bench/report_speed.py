@@ -40,8 +40,11 @@ def readers(files):
         return collect.read_metrics(Path(path))
 
     out = {}
-    for name, fn in (("json.loads per line", by_json), ("pyarrow.json.read_json", by_pyarrow),
-                     ("ijr per file (polars, schema + check)", by_ijr)):
+    for name, fn in (
+        ("json.loads per line", by_json),
+        ("pyarrow.json.read_json", by_pyarrow),
+        ("ijr per file (polars, schema + check)", by_ijr),
+    ):
         t = time.perf_counter()
         for f in files:
             fn(f)
@@ -49,7 +52,7 @@ def readers(files):
     items = [(i, Path(f)) for i, f in enumerate(files)]
     t = time.perf_counter()
     for k in range(0, len(items), collect.CHUNK_FILES):
-        collect.read_chunk(items[k:k + collect.CHUNK_FILES])
+        collect.read_chunk(items[k : k + collect.CHUNK_FILES])
     out[f"ijr read_chunk ({collect.CHUNK_FILES} files per polars call)"] = 1000 * (time.perf_counter() - t) / len(files)
     return out
 
@@ -64,28 +67,46 @@ def main() -> None:
     sweep = args.dir / "sweep"
     if not (sweep / "sweep.yaml").exists():
         print(f"generating {args.runs} runs x {args.steps} steps in {sweep} ...", flush=True)
-        subprocess.run([sys.executable, str(Path(__file__).with_name("report_data.py")), str(sweep),
-                        "--runs", str(args.runs), "--steps", str(args.steps)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("report_data.py")),
+                str(sweep),
+                "--runs",
+                str(args.runs),
+                "--steps",
+                str(args.steps),
+            ],
+            check=True,
+        )
     files = sorted(str(p) for p in sweep.glob("*/metrics.jsonl"))
     size = sum(os.path.getsize(f) for f in files)
-    print(f"{len(files)} runs, {size / 1e9:.2f} GB of metrics.jsonl; {os.cpu_count()} CPUs, "
-          f"{platform.python_version()}, {platform.machine()}")
+    print(
+        f"{len(files)} runs, {size / 1e9:.2f} GB of metrics.jsonl; {os.cpu_count()} CPUs, "
+        f"{platform.python_version()}, {platform.machine()}"
+    )
     for name, ms in readers(files[:100]).items():
         print(f"  reader {name:44s} {ms:6.1f} ms per file (100 files, one Python thread)")
     report = str(Path(sys.executable).with_name("ijr-report"))
     times = []
     for i in range(args.repeats):
         t = time.perf_counter()
-        proc = subprocess.run([report, str(sweep), "--no-figures", "--out", str(args.dir / "report")],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [report, str(sweep), "--no-figures", "--out", str(args.dir / "report")], capture_output=True, text=True
+        )
         times.append(time.perf_counter() - t)
         if proc.returncode:
             raise SystemExit(proc.stderr)
         phases = json.loads((args.dir / "report" / "report.json").read_text())["timings_s"]
-        print(f"  ijr-report --no-figures, run {i + 1}: {times[-1]:.1f} s wall "
-              f"({', '.join(f'{k} {v:.1f}' for k, v in phases.items())})", flush=True)
-    print(f"tables: median {statistics.median(times):.1f} s, min {min(times):.1f}, max {max(times):.1f} "
-          f"over {len(times)} runs (target <= 15 s)")
+        print(
+            f"  ijr-report --no-figures, run {i + 1}: {times[-1]:.1f} s wall "
+            f"({', '.join(f'{k} {v:.1f}' for k, v in phases.items())})",
+            flush=True,
+        )
+    print(
+        f"tables: median {statistics.median(times):.1f} s, min {min(times):.1f}, max {max(times):.1f} "
+        f"over {len(times)} runs (target <= 15 s)"
+    )
     t = time.perf_counter()
     proc = subprocess.run([report, str(sweep), "--out", str(args.dir / "report")], capture_output=True, text=True)
     if proc.returncode:

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from ijr_cli.core import records
+from ijr_cli.curvature.lanczos import lanczos_top
 from ijr_cli.curvature.operators import hessian_operator, loss_gradient
 from ijr_cli.data import load_dataset
-from ijr_cli.curvature.lanczos import lanczos_top
 from ijr_cli.models import build_model
 from ijr_cli.objectives import Objective
 
@@ -49,8 +49,16 @@ def timed(fn, device):
 def ijr_estimate(model, x, y, chunk, tol, device, max_iters=100):
     obj = Objective("ce", 10)
     op = hessian_operator(model, x, y, obj, chunk)
-    r = lanczos_top(op, op.dim, k=1, max_iters=max_iters, tol=tol, generator=torch.Generator().manual_seed(0),
-                    device=device, dtype=x.dtype)
+    r = lanczos_top(
+        op,
+        op.dim,
+        k=1,
+        max_iters=max_iters,
+        tol=tol,
+        generator=torch.Generator().manual_seed(0),
+        device=device,
+        dtype=x.dtype,
+    )
     return float(r.eigenvalues[0]), op.num_products
 
 
@@ -82,7 +90,7 @@ def curvlinops_estimate(model, x, y, chunk, tol, device):
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     params = [p for p in model.parameters() if p.requires_grad]
-    data = [(x[i:i + chunk], y[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
+    data = [(x[i : i + chunk], y[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
     op = HessianLinearOperator(model, torch.nn.CrossEntropyLoss(), params, data, check_deterministic=False).to_scipy()
     count = {"n": 0}
 
@@ -118,8 +126,10 @@ def main(argv=None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     sizes = dict(kv.split("=") for kv in args.n.split(","))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else records.cpu_name()
-    print(f"# device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, fp32, "
-          f"tol {args.tol}, repeats {args.repeats}, chunk {args.chunk}")
+    print(
+        f"# device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, fp32, "
+        f"tol {args.tol}, repeats {args.repeats}, chunk {args.chunk}"
+    )
     print("| model | n | method | s / estimate (median) | products | eigenvalue | rel. error vs reference |")
     print("|---|---|---|---|---|---|---|")
     for model_name in args.models.split(","):
@@ -127,8 +137,9 @@ def main(argv=None) -> int:
         if SUBSET.exists():
             data = load_dataset("npz", path=str(SUBSET), n_train=n, standardize="channel", device=device)
         else:
-            data = load_dataset("synthetic", input_shape=[3, 32, 32], num_train_examples=n, num_test_examples=1,
-                                device=device)
+            data = load_dataset(
+                "synthetic", input_shape=[3, 32, 32], num_train_examples=n, num_test_examples=1, device=device
+            )
         x, y = data.x_train, data.y_train
         torch.manual_seed(0)
         activation = "tanh" if model_name == "fcn3" else "relu"
@@ -159,11 +170,14 @@ def main(argv=None) -> int:
         t_first = timed(lambda: op(v), device)[0]  # builds the cached gradient graph, then one product
         loss_gradient(model, x, y, obj, args.chunk)  # warm-up
         t_hvp = statistics.median(timed(lambda: op(v), device)[0] for _ in range(args.repeats))
-        t_grad = statistics.median(timed(lambda: loss_gradient(model, x, y, obj, args.chunk), device)[0]
-                                   for _ in range(args.repeats))
+        t_grad = statistics.median(
+            timed(lambda: loss_gradient(model, x, y, obj, args.chunk), device)[0] for _ in range(args.repeats)
+        )
         print(f"| {label} | {n} | reference (ijr, tol 1e-7) | - | {ref_products} | {ref:.6g} | - |")
-        print(f"|  |  | one HVP / one gradient | {t_hvp:.4f} s / {t_grad:.4f} s | ratio {t_hvp / t_grad:.2f} "
-              f"| graph build once per estimate: {max(t_first - t_hvp, 0):.4f} s |  |")
+        print(
+            f"|  |  | one HVP / one gradient | {t_hvp:.4f} s / {t_grad:.4f} s | ratio {t_hvp / t_grad:.2f} "
+            f"| graph build once per estimate: {max(t_first - t_hvp, 0):.4f} s |  |"
+        )
     return 0
 
 

@@ -54,7 +54,7 @@ def hand_loop(model, x, y, batch_size, steps, lr, device):
         i = s % per_epoch
         if i == 0:
             perm = torch.randperm(n, generator=g, device=device)
-        idx = perm[i * batch_size:(i + 1) * batch_size]
+        idx = perm[i * batch_size : (i + 1) * batch_size]
         loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -64,15 +64,27 @@ def hand_loop(model, x, y, batch_size, steps, lr, device):
 def ijr_loop(model, data, batch_size, steps, lr, device):
     """ijr-train's own loop: `fit` driving `train_step` (evaluation and checkpoints out of the timed region)."""
     opt = build_sgd(model.parameters(), lr=lr)
-    spec = StepSpec(objective=Objective("ce", data.num_classes), sampler=BatchSampler(data.n_train, batch_size, 0, device),
-                    seed=0)
+    spec = StepSpec(
+        objective=Objective("ce", data.num_classes), sampler=BatchSampler(data.n_train, batch_size, 0, device), seed=0
+    )
     state = RunState(model=model, optimizer=opt, last_logged_step=0)  # no step-0 evaluation
     # ijr-train asks its metric schedule at every step; the default (eos) groups, cadences beyond the run
-    schedule = Schedule({g: 10**9 for g in ("eval", "weights", "threshold", "probe_outputs", "sharpness")},
-                        total_steps=10**9)
-    fit(state, total_steps=steps, step_fn=lambda s: train_step(model, opt, data, s, spec), evaluate=lambda s: {},
-        log=lambda row: None, checkpoint=lambda: None, lr_at=lambda s: lr, row_due=schedule.any_due,
-        checkpoint_every=10**9, sync_every=25, progress=False)
+    schedule = Schedule(
+        {g: 10**9 for g in ("eval", "weights", "threshold", "probe_outputs", "sharpness")}, total_steps=10**9
+    )
+    fit(
+        state,
+        total_steps=steps,
+        step_fn=lambda s: train_step(model, opt, data, s, spec),
+        evaluate=lambda s: {},
+        log=lambda row: None,
+        checkpoint=lambda: None,
+        lr_at=lambda s: lr,
+        row_due=schedule.any_due,
+        checkpoint_every=10**9,
+        sync_every=25,
+        progress=False,
+    )
 
 
 def measure(fn, device) -> float:
@@ -105,14 +117,18 @@ def overhead(repeats: int, steps: int) -> None:
         order = ((hand, run_hand), (ours, run_ours)) if r % 2 == 0 else ((ours, run_ours), (hand, run_hand))
         for times, fn in order:
             times.append(measure(fn, cpu) / steps * 1e6)
-    print(f"# loop overhead: digits, fcn3 64-16-10, batch 32, 1 thread, {steps} steps x {repeats} repeats, "
-          f"torch {torch.__version__}, {records.cpu_name()}")
+    print(
+        f"# loop overhead: digits, fcn3 64-16-10, batch 32, 1 thread, {steps} steps x {repeats} repeats, "
+        f"torch {torch.__version__}, {records.cpu_name()}"
+    )
     print("| loop | us/step median | us/step best |")
     print("|---|---|---|")
     for name, t in (("hand", hand), ("ijr", ours)):
         print(f"| {name} | {statistics.median(t):.1f} | {min(t):.1f} |")
-    print(f"ijr - hand: {statistics.median(ours) - statistics.median(hand):+.1f} us/step (medians), "
-          f"{min(ours) - min(hand):+.1f} us/step (bests)")
+    print(
+        f"ijr - hand: {statistics.median(ours) - statistics.median(hand):+.1f} us/step (medians), "
+        f"{min(ours) - min(hand):+.1f} us/step (bests)"
+    )
 
 
 def main(argv=None) -> int:
@@ -135,15 +151,20 @@ def main(argv=None) -> int:
         data = load_dataset("npz", path=str(SUBSET), n_train=args.n_train, standardize="channel", device=device)
         source = f"cifar10-subset.npz, first {args.n_train}"
     else:
-        data = load_dataset("synthetic", input_shape=[3, 32, 32], num_train_examples=args.n_train,
-                            num_test_examples=10, device=device)
+        data = load_dataset(
+            "synthetic", input_shape=[3, 32, 32], num_train_examples=args.n_train, num_test_examples=10, device=device
+        )
         source = f"synthetic 3x32x32 ({args.n_train}; ../shared/datasets absent)"
     steps_for = dict(kv.split("=") for kv in args.steps.split(",")) if "=" in args.steps else {}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else records.cpu_name()
-    print(f"# device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, fp32, "
-          f"batch {args.batch_size}, data: {source}, repeats {args.repeats}")
-    print("| model | steps x repeats | hand img/s (median / best) | ijr img/s (median / best) "
-          "| ratio of medians | ratio of bests | paired ratio, median (range) |")
+    print(
+        f"# device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, fp32, "
+        f"batch {args.batch_size}, data: {source}, repeats {args.repeats}"
+    )
+    print(
+        "| model | steps x repeats | hand img/s (median / best) | ijr img/s (median / best) "
+        "| ratio of medians | ratio of bests | paired ratio, median (range) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for model_name in args.models.split(","):
         steps = int(steps_for.get(model_name, args.steps if "=" not in args.steps else 50))
@@ -167,11 +188,13 @@ def main(argv=None) -> int:
                 times.append(measure(fn, device))
         imgs = steps * args.batch_size
         ratios = [h / o for h, o in zip(hand, ours)]
-        print(f"| {model_name} | {steps} x {args.repeats} "
-              f"| {imgs / statistics.median(hand):,.0f} / {imgs / min(hand):,.0f} "
-              f"| {imgs / statistics.median(ours):,.0f} / {imgs / min(ours):,.0f} "
-              f"| {statistics.median(hand) / statistics.median(ours):.3f} | {min(hand) / min(ours):.3f} "
-              f"| {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |")
+        print(
+            f"| {model_name} | {steps} x {args.repeats} "
+            f"| {imgs / statistics.median(hand):,.0f} / {imgs / min(hand):,.0f} "
+            f"| {imgs / statistics.median(ours):,.0f} / {imgs / min(ours):,.0f} "
+            f"| {statistics.median(hand) / statistics.median(ours):.3f} | {min(hand) / min(ours):.3f} "
+            f"| {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |"
+        )
         sys.stdout.flush()
     return 0
 

@@ -23,12 +23,18 @@ DATASETS = ("digits", "mnist1d", "synthetic", "mnist", "fashion_mnist", "cifar10
 
 # torchvision's own layouts under dataset.data_dir: sub-folder and the files its loader needs.
 TORCHVISION_FILES = {
-    "mnist": ("MNIST/raw", ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")),
-    "fashion_mnist": ("FashionMNIST/raw", ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")),
-    "cifar10": ("cifar-10-batches-py", ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
-                                        "data_batch_5", "test_batch", "batches.meta")),
+    "mnist": (
+        "MNIST/raw",
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    ),
+    "fashion_mnist": (
+        "FashionMNIST/raw",
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    ),
+    "cifar10": (
+        "cifar-10-batches-py",
+        ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta"),
+    ),
     "cifar100": ("cifar-100-python", ("train", "test", "meta")),
     "svhn": (".", ("train_32x32.mat", "test_32x32.mat")),
 }
@@ -91,22 +97,31 @@ def _load_mnist1d():
     from mnist1d.data import get_dataset_args, make_dataset
 
     d = make_dataset(get_dataset_args())
-    return (d["x"].astype(np.float32), d["y"].astype(np.int64), d["x_test"].astype(np.float32),
-            d["y_test"].astype(np.int64), 10)
+    return (
+        d["x"].astype(np.float32),
+        d["y"].astype(np.int64),
+        d["x_test"].astype(np.float32),
+        d["y_test"].astype(np.int64),
+        10,
+    )
 
 
-def _load_synthetic(input_shape: Sequence[int], num_classes: int, num_train: int, num_test: int,
-                    separation: float, generator_seed: int):
-    """A deterministic Gaussian mixture: class means ~ N(0, I) * separation / sqrt(d), unit noise, balanced-ish labels."""
+def _load_synthetic(
+    input_shape: Sequence[int], num_classes: int, num_train: int, num_test: int, separation: float, generator_seed: int
+):
+    """A deterministic Gaussian mixture: class means ~ N(0, I) * separation / sqrt(d), unit noise, balanced-ish
+    labels."""
     if num_classes < 2 or num_train < 1 or num_test < 1 or any(s < 1 for s in input_shape) or not input_shape:
-        raise UserError(f"dataset=synthetic needs num_classes >= 2, positive sizes and a non-empty input_shape; "
-                        f"got num_classes={num_classes}, num_train_examples={num_train}, "
-                        f"num_test_examples={num_test}, input_shape={list(input_shape)}")
+        raise UserError(
+            f"dataset=synthetic needs num_classes >= 2, positive sizes and a non-empty input_shape; "
+            f"got num_classes={num_classes}, num_train_examples={num_train}, "
+            f"num_test_examples={num_test}, input_shape={list(input_shape)}"
+        )
     g = torch.Generator().manual_seed(generator_seed)
     dim = int(np.prod(input_shape))
-    means = torch.randn(num_classes, dim, generator=g, dtype=torch.float64) * separation / dim ** 0.5
+    means = torch.randn(num_classes, dim, generator=g, dtype=torch.float64) * separation / dim**0.5
     y = torch.randint(num_classes, (num_train + num_test,), generator=g)
-    x = means[y] + torch.randn(num_train + num_test, dim, generator=g, dtype=torch.float64) / dim ** 0.5
+    x = means[y] + torch.randn(num_train + num_test, dim, generator=g, dtype=torch.float64) / dim**0.5
     x = x.float().reshape(-1, *input_shape).numpy()
     y = y.numpy().astype(np.int64)
     return x[:num_train], y[:num_train], x[num_train:], y[num_train:], num_classes
@@ -118,13 +133,16 @@ def _load_npz(path: Optional[str]):
         raise UserError("dataset=npz needs dataset.path=FILE.npz (arrays x_train, y_train, x_test, y_test)")
     p = Path(path).expanduser()
     if not p.is_file():
-        raise UserError(f"dataset.path: no file at {p.resolve()} (expected an .npz with x_train, y_train, x_test, y_test)")
+        raise UserError(
+            f"dataset.path: no file at {p.resolve()} (expected an .npz with x_train, y_train, x_test, y_test)"
+        )
     try:
         with np.load(p, allow_pickle=False) as f:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
             if missing:
-                raise UserError(f"{p}: missing arrays {', '.join(missing)} (an npz dataset needs "
-                                "x_train, y_train, x_test, y_test)")
+                raise UserError(
+                    f"{p}: missing arrays {', '.join(missing)} (an npz dataset needs x_train, y_train, x_test, y_test)"
+                )
             arrays = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
     except UserError:
         raise
@@ -132,7 +150,9 @@ def _load_npz(path: Optional[str]):
         raise UserError(f"{p}: not a readable .npz file ({type(e).__name__}: {e}); re-create or re-copy it") from None
     x_tr, y_tr, x_te, y_te = arrays
     if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
-        raise UserError(f"{p}: x and y lengths differ (train {len(x_tr)} vs {len(y_tr)}, test {len(x_te)} vs {len(y_te)})")
+        raise UserError(
+            f"{p}: x and y lengths differ (train {len(x_tr)} vs {len(y_tr)}, test {len(x_te)} vs {len(y_te)})"
+        )
     if x_tr.dtype == np.uint8:
         x_tr, x_te = _images_to_float(x_tr), _images_to_float(x_te)
     else:
@@ -152,8 +172,10 @@ def _load_torchvision(name: str, data_dir: str, download: bool):
     folder = (Path(data_dir).expanduser() / sub).resolve()
     missing = [f for f in files if not (folder / f).is_file()]
     if missing and not download:
-        raise UserError(f"dataset={name}: missing {', '.join(missing)} in {folder} (torchvision's format); "
-                        f"put the files there or set dataset.download=true")
+        raise UserError(
+            f"dataset={name}: missing {', '.join(missing)} in {folder} (torchvision's format); "
+            f"put the files there or set dataset.download=true"
+        )
     root = str(Path(data_dir).expanduser())
     try:
         if name in ("mnist", "fashion_mnist"):
@@ -168,16 +190,27 @@ def _load_torchvision(name: str, data_dir: str, download: bool):
             num_classes = 10 if name == "cifar10" else 100
         else:  # svhn: (N, 3, 32, 32) already channels-first
             tr, te = tvd.SVHN(root, split="train", download=download), tvd.SVHN(root, split="test", download=download)
-            x_tr, y_tr, x_te, y_te = (np.transpose(tr.data, (0, 2, 3, 1)), tr.labels,
-                                      np.transpose(te.data, (0, 2, 3, 1)), te.labels)
+            x_tr, y_tr, x_te, y_te = (
+                np.transpose(tr.data, (0, 2, 3, 1)),
+                tr.labels,
+                np.transpose(te.data, (0, 2, 3, 1)),
+                te.labels,
+            )
             num_classes = 10
     except RuntimeError as e:
-        raise UserError(f"dataset={name}: torchvision could not read {folder} ({e}); the files may be corrupt or "
-                        f"of another version: delete them and set dataset.download=true") from None
+        raise UserError(
+            f"dataset={name}: torchvision could not read {folder} ({e}); the files may be corrupt or "
+            f"of another version: delete them and set dataset.download=true"
+        ) from None
     except OSError as e:
         raise UserError(f"dataset={name}: cannot read or download into {folder} ({e})") from None
-    return (_images_to_float(np.asarray(x_tr)), np.asarray(y_tr, dtype=np.int64),
-            _images_to_float(np.asarray(x_te)), np.asarray(y_te, dtype=np.int64), num_classes)
+    return (
+        _images_to_float(np.asarray(x_tr)),
+        np.asarray(y_tr, dtype=np.int64),
+        _images_to_float(np.asarray(x_te)),
+        np.asarray(y_te, dtype=np.int64),
+        num_classes,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ public API
@@ -189,8 +222,10 @@ def standardize_inputs(x_train: torch.Tensor, x_test: torch.Tensor, mode: str):
         return x_train, x_test
     if mode == "channel":
         if x_train.ndim != 4:
-            raise UserError(f"dataset.standardize=channel needs images (N,C,H,W); these inputs have shape "
-                            f"{tuple(x_train.shape[1:])}: use standardize=feature")
+            raise UserError(
+                f"dataset.standardize=channel needs images (N,C,H,W); these inputs have shape "
+                f"{tuple(x_train.shape[1:])}: use standardize=feature"
+            )
         dims = (0, 2, 3)
         mean = x_train.mean(dim=dims, keepdim=True)
         std = x_train.std(dim=dims, keepdim=True, unbiased=False)
@@ -201,12 +236,25 @@ def standardize_inputs(x_train: torch.Tensor, x_test: torch.Tensor, mode: str):
     return (x_train - mean) / std, (x_test - mean) / std
 
 
-def load_dataset(name: str, *, data_dir: str = "data", download: bool = False, path: Optional[str] = None,
-                 n_train: Optional[int] = None, n_test: Optional[int] = None, standardize: str = "none",
-                 input_scale: float = 1.0, input_shape: Sequence[int] = (20,), num_classes: int = 10,
-                 num_train_examples: int = 1000, num_test_examples: int = 1000, class_separation: float = 3.0,
-                 generator_seed: int = 0, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32) -> Dataset:
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str = "data",
+    download: bool = False,
+    path: Optional[str] = None,
+    n_train: Optional[int] = None,
+    n_test: Optional[int] = None,
+    standardize: str = "none",
+    input_scale: float = 1.0,
+    input_shape: Sequence[int] = (20,),
+    num_classes: int = 10,
+    num_train_examples: int = 1000,
+    num_test_examples: int = 1000,
+    class_separation: float = 3.0,
+    generator_seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Dataset:
     """Load a dataset, keep the first n_train / n_test examples, standardise, scale, and move it to the device."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset.name {name!r}; choose one of: {', '.join(DATASETS)}")
@@ -215,8 +263,9 @@ def load_dataset(name: str, *, data_dir: str = "data", download: bool = False, p
     elif name == "mnist1d":
         raw = _load_mnist1d()
     elif name == "synthetic":
-        raw = _load_synthetic(input_shape, num_classes, num_train_examples, num_test_examples,
-                              class_separation, generator_seed)
+        raw = _load_synthetic(
+            input_shape, num_classes, num_train_examples, num_test_examples, class_separation, generator_seed
+        )
     elif name == "npz":
         raw = _load_npz(path)
     else:
@@ -224,8 +273,10 @@ def load_dataset(name: str, *, data_dir: str = "data", download: bool = False, p
     x_tr, y_tr, x_te, y_te, classes = raw
     for key, wanted, have in (("n_train", n_train, len(x_tr)), ("n_test", n_test, len(x_te))):
         if wanted is not None and wanted > have:
-            raise UserError(f"dataset.{key}={wanted} is larger than the {have} examples of dataset={name}; "
-                            f"use at most {have} (or null for all)")
+            raise UserError(
+                f"dataset.{key}={wanted} is larger than the {have} examples of dataset={name}; "
+                f"use at most {have} (or null for all)"
+            )
     if n_train is not None:
         x_tr, y_tr = x_tr[:n_train], y_tr[:n_train]
     if n_test is not None:
@@ -234,9 +285,14 @@ def load_dataset(name: str, *, data_dir: str = "data", download: bool = False, p
     xt, xe = torch.from_numpy(np.asarray(x_tr)).double(), torch.from_numpy(np.asarray(x_te)).double()
     xt, xe = standardize_inputs(xt, xe, standardize)
     xt, xe = xt * input_scale, xe * input_scale
-    return Dataset(name=name, x_train=xt.to(device=device, dtype=dtype), y_train=torch.from_numpy(y_tr).to(device),
-                   x_test=xe.to(device=device, dtype=dtype), y_test=torch.from_numpy(y_te).to(device),
-                   num_classes=classes)
+    return Dataset(
+        name=name,
+        x_train=xt.to(device=device, dtype=dtype),
+        y_train=torch.from_numpy(y_tr).to(device),
+        x_test=xe.to(device=device, dtype=dtype),
+        y_test=torch.from_numpy(y_te).to(device),
+        num_classes=classes,
+    )
 
 
 class BatchSampler:
@@ -249,8 +305,10 @@ class BatchSampler:
 
     def __init__(self, n: int, batch_size: Optional[int], seed: int, device: str | torch.device):
         if batch_size is not None and batch_size > n:
-            raise UserError(f"optimizer.batch_size={batch_size} is larger than the {n} training examples; "
-                            f"use at most {n} or null for full batch")
+            raise UserError(
+                f"optimizer.batch_size={batch_size} is larger than the {n} training examples; "
+                f"use at most {n} or null for full batch"
+            )
         self.n, self.seed, self.device = n, seed, torch.device(device)
         self.full_batch = batch_size is None or batch_size == n
         self.batch_size = n if self.full_batch else batch_size
@@ -267,7 +325,7 @@ class BatchSampler:
             self._generator.manual_seed(stream_seed(self.seed, "order", epoch))
             self._perm = torch.randperm(self.n, generator=self._generator, device=self.device)
             self._epoch = epoch
-        return self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+        return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
 
 
 def chunks(n: int, size: Optional[int]) -> Iterator[slice]:
@@ -312,4 +370,3 @@ def resolve_device(spec: str) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise UserError(f"trainer.device={spec}: only cpu and cuda devices are supported")
     return dev
-

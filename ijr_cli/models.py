@@ -54,10 +54,14 @@ def cnn6(input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """6CNN (paper 000 App. E.2): four bias-free convolutions (two of stride 2), then Linear(., 100), Linear(100, C)."""
     c = input_shape[0]
     features = nn.Sequential(
-        nn.Conv2d(c, 32, 3, stride=1, padding=1, bias=False), nn.ReLU(),
-        nn.Conv2d(32, 32, 4, stride=2, padding=1, bias=False), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=1, padding=1, bias=False), nn.ReLU(),
-        nn.Conv2d(64, 64, 4, stride=2, padding=1, bias=False), nn.ReLU(),
+        nn.Conv2d(c, 32, 3, stride=1, padding=1, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 4, stride=2, padding=1, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=1, padding=1, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 4, stride=2, padding=1, bias=False),
+        nn.ReLU(),
         nn.Flatten(),
     )
     flat = _flat_size(features, input_shape)
@@ -73,10 +77,16 @@ def simplecnn(input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """
     c = input_shape[0]
     features = nn.Sequential(
-        nn.Conv2d(c, 32, 3, padding=1, bias=False), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, padding=0, bias=False), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.ReLU(),
-        nn.Conv2d(64, 64, 3, padding=0, bias=False), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c, 32, 3, padding=1, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=0, bias=False),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=0, bias=False),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
     )
     flat = _flat_size(features, input_shape)
@@ -105,8 +115,9 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*layers, nn.Flatten())
         flat = _flat_size(self.features, input_shape)
         drop = [nn.Dropout(dropout)] if dropout > 0 else []
-        self.classifier = nn.Sequential(*drop, nn.Linear(flat, 512), nn.ReLU(), *drop, nn.Linear(512, 512), nn.ReLU(),
-                                        nn.Linear(512, num_classes))
+        self.classifier = nn.Sequential(
+            *drop, nn.Linear(flat, 512), nn.ReLU(), *drop, nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, num_classes)
+        )
 
     def forward(self, x):
         return self.classifier(self.features(x))
@@ -237,9 +248,18 @@ class WideResNet(nn.Module):
         return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
-def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, activation: str = "relu",
-                widths: Sequence[int] = (200, 200), batch_norm: bool = False, dropout: float = 0.0,
-                depth: int = 28, width_factor: int = 10) -> nn.Module:
+def build_model(
+    name: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    activation: str = "relu",
+    widths: Sequence[int] = (200, 200),
+    batch_norm: bool = False,
+    dropout: float = 0.0,
+    depth: int = 28,
+    width_factor: int = 10,
+) -> nn.Module:
     """The model `name` for inputs of `input_shape` (without batch dimension) and `num_classes` outputs."""
     if name not in MODELS:
         raise UserError(f"unknown model.name {name!r}; choose one of: {', '.join(MODELS)}")
@@ -249,8 +269,10 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, acti
             raise UserError(f"model.widths must be a non-empty list of positive widths, got {list(widths)}")
         return fcn3(math.prod(input_shape), num_classes, widths, activation)
     if len(input_shape) != 3:
-        raise UserError(f"model={name} needs image inputs (C,H,W) but the dataset gives shape {input_shape}; "
-                        f"use model=fcn3 or an image dataset")
+        raise UserError(
+            f"model={name} needs image inputs (C,H,W) but the dataset gives shape {input_shape}; "
+            f"use model=fcn3 or an image dataset"
+        )
     try:
         if name == "cnn6":
             return cnn6(input_shape, num_classes)
@@ -264,8 +286,10 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, acti
             return ResNet18(input_shape, num_classes)
         return WideResNet(input_shape, num_classes, depth=depth, width_factor=width_factor)
     except RuntimeError as e:  # a dry run that shrinks the image below one pixel
-        raise UserError(f"model={name} cannot take {input_shape[1]}x{input_shape[2]} images ({e}); "
-                        f"use larger images or another model") from None
+        raise UserError(
+            f"model={name} cannot take {input_shape[1]}x{input_shape[2]} images ({e}); "
+            f"use larger images or another model"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -44,7 +44,6 @@ class Objective:
             targets = self.soft_targets(y, logits.dtype)
         return 0.5 * (logits - self.target_scale * targets).square().sum()
 
-
     def mean(self, logits: torch.Tensor, y: torch.Tensor, targets: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean loss over the batch (the one-chunk training step: one fused reduction, no extra division)."""
         if self.kind == "ce" and targets is None:

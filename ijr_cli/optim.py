@@ -13,15 +13,27 @@ from typing import Iterable, List, Sequence
 import torch
 
 
-def build_sgd(params: Iterable[torch.nn.Parameter], lr: float, momentum: float = 0.0, nesterov: bool = False,
-              weight_decay: float = 0.0) -> torch.optim.SGD:
+def build_sgd(
+    params: Iterable[torch.nn.Parameter],
+    lr: float,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> torch.optim.SGD:
     """torch's SGD: heavy-ball v <- beta v + g (+ wd theta), theta <- theta - lr v (Nesterov: g + beta v)."""
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
 
-def lr_factor(step: int, total_steps: int, name: str, *, gamma: float = 0.2,
-              milestones: Sequence[float] = (0.3, 0.6, 0.8), warmup_steps: int = 0,
-              min_lr_factor: float = 0.0) -> float:
+def lr_factor(
+    step: int,
+    total_steps: int,
+    name: str,
+    *,
+    gamma: float = 0.2,
+    milestones: Sequence[float] = (0.3, 0.6, 0.8),
+    warmup_steps: int = 0,
+    min_lr_factor: float = 0.0,
+) -> float:
     """Multiplier of the base learning rate for 0-based `step` of `total_steps`.
 
     constant: 1. step: gamma ** (number of milestones m with step >= round(m * total_steps)) (paper 000's WRN:
@@ -54,8 +66,9 @@ def stability_threshold(lr: float, momentum: float = 0.0, nesterov: bool = False
     return (2.0 + 2.0 * momentum) / lr
 
 
-def sam_perturbation(params: List[torch.Tensor], grads: List[torch.Tensor], rho: float,
-                     adaptive: bool = False) -> List[torch.Tensor]:
+def sam_perturbation(
+    params: List[torch.Tensor], grads: List[torch.Tensor], rho: float, adaptive: bool = False
+) -> List[torch.Tensor]:
     """SAM's ascent step e = rho g / ||g|| (ASAM: e = rho T^2 g / ||T g|| with T = |theta|), all on the device.
 
     A zero gradient gives e = 0 (the 1e-12 guard never divides by zero and needs no host sync).

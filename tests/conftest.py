@@ -18,15 +18,28 @@ def run_cli(args, *, cwd=None, timeout=300, env=None):
     """Run `ijr-train ARGS` and return the CompletedProcess (text output)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([IJR_TRAIN, *args], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=full_env)
+    return subprocess.run(
+        [IJR_TRAIN, *args], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
 
 
 # A tiny, fast configuration for CLI tests (a Gaussian-mixture task, a small MLP).
-TINY = ["dataset=synthetic", "dataset.num_train_examples=256", "dataset.num_test_examples=128",
-        "dataset.input_shape=[10]", "dataset.num_classes=4", "model.widths=[16]", "loss=ce", "optimizer=sgd",
-        "optimizer.batch_size=32", "optimizer.lr=0.05", "trainer.max_steps=40", "trainer.eval_every=10",
-        "trainer.checkpoint_every=20", "trainer.progress=false"]
+TINY = [
+    "dataset=synthetic",
+    "dataset.num_train_examples=256",
+    "dataset.num_test_examples=128",
+    "dataset.input_shape=[10]",
+    "dataset.num_classes=4",
+    "model.widths=[16]",
+    "loss=ce",
+    "optimizer=sgd",
+    "optimizer.batch_size=32",
+    "optimizer.lr=0.05",
+    "trainer.max_steps=40",
+    "trainer.eval_every=10",
+    "trainer.checkpoint_every=20",
+    "trainer.progress=false",
+]
 
 
 @pytest.fixture
@@ -35,8 +48,9 @@ def compose():
     from ijr_cli.cli.compose import composer
 
     with composer() as hydra_compose:
-        yield lambda overrides=(): hydra_compose(config_name="train", overrides=list(overrides),
-                                                 return_hydra_config=False)
+        yield lambda overrides=(): hydra_compose(
+            config_name="train", overrides=list(overrides), return_hydra_config=False
+        )
 
 
 @pytest.fixture

@@ -46,8 +46,10 @@ def install_packages(log: Path) -> None:
     if all(shutil.which(b) for b in BINARIES):
         return
     if os.geteuid() != 0:
-        raise SlurmUnavailable(f"SLURM is not installed ({', '.join(b for b in BINARIES if not shutil.which(b))} "
-                               f"missing) and installing it needs root")
+        raise SlurmUnavailable(
+            f"SLURM is not installed ({', '.join(b for b in BINARIES if not shutil.which(b))} "
+            f"missing) and installing it needs root"
+        )
     if not shutil.which("apt-get"):
         raise SlurmUnavailable("SLURM is not installed and there is no apt-get to install Debian's slurm-wlm")
     policy = Path("/usr/sbin/policy-rc.d")
@@ -80,8 +82,7 @@ class LocalSlurm:
 
     # ------------------------------------------------------------------ helpers for tests
     def run(self, *cmd: str, check: bool = True, timeout: float = 60) -> str:
-        out = subprocess.run(list(cmd), capture_output=True, text=True, env={**os.environ, **self.env},
-                             timeout=timeout)
+        out = subprocess.run(list(cmd), capture_output=True, text=True, env={**os.environ, **self.env}, timeout=timeout)
         if check and out.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()}")
         return out.stdout
@@ -93,11 +94,16 @@ class LocalSlurm:
     def diagnose(self, job_id: str) -> str:
         """What a timed-out wait needs to be understood: the job's state and reason, the node's, the daemons' logs."""
         job = self.run("scontrol", "show", "job", job_id, check=False)
-        fields = [t for t in job.split() if t.split("=", 1)[0] in
-                  ("JobState", "Reason", "Restarts", "RunTime", "TimeLimit", "SubmitTime", "StartTime", "EndTime")]
+        fields = [
+            t
+            for t in job.split()
+            if t.split("=", 1)[0]
+            in ("JobState", "Reason", "Restarts", "RunTime", "TimeLimit", "SubmitTime", "StartTime", "EndTime")
+        ]
         node = self.run("sinfo", "-N", "-h", "-o", "%N %T %E", check=False).strip()
-        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}"
-                         for p in sorted((self.dir / "log").glob("slurm*.log")))
+        logs = "\n".join(
+            f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted((self.dir / "log").glob("slurm*.log"))
+        )
         return f"job {job_id}: {' '.join(fields)}; node: {node}\n{logs}"
 
     def job_ids(self) -> List[str]:
@@ -122,9 +128,18 @@ class LocalSlurm:
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
         sock = d / "munge" / "munge.socket"
-        self._spawn("munged", ["munged", "-F", f"--key-file={key}", f"--socket={sock}",
-                               f"--pid-file={d / 'munge/munged.pid'}", f"--log-file={d / 'log/munged.log'}",
-                               f"--seed-file={d / 'munge/munged.seed'}"])
+        self._spawn(
+            "munged",
+            [
+                "munged",
+                "-F",
+                f"--key-file={key}",
+                f"--socket={sock}",
+                f"--pid-file={d / 'munge/munged.pid'}",
+                f"--log-file={d / 'log/munged.log'}",
+                f"--seed-file={d / 'munge/munged.seed'}",
+            ],
+        )
         self._wait(lambda: sock.exists(), 15, "munged did not create its socket")
         mem = "1000"
         probe = subprocess.run(["slurmd", "-C"], capture_output=True, text=True).stdout
@@ -143,12 +158,12 @@ AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={sock},cred_expire=10
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
-StateSaveLocation={d / 'state'}
-SlurmdSpoolDir={d / 'spool'}
-SlurmctldPidFile={d / 'slurmctld.pid'}
-SlurmdPidFile={d / 'slurmd.pid'}
-SlurmctldLogFile={d / 'log/slurmctld.log'}
-SlurmdLogFile={d / 'log/slurmd.log'}
+StateSaveLocation={d / "state"}
+SlurmdSpoolDir={d / "spool"}
+SlurmctldPidFile={d / "slurmctld.pid"}
+SlurmdPidFile={d / "slurmd.pid"}
+SlurmctldLogFile={d / "log/slurmctld.log"}
+SlurmdLogFile={d / "log/slurmd.log"}
 MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -171,14 +186,18 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
         self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(conf)], env)
         self._wait(lambda: "UP" in self.run("scontrol", "ping", check=False), 30, "slurmctld did not come up")
         self._spawn("slurmd", ["slurmd", "-D", "-f", str(conf)], env)
-        self._wait(lambda: self.run("sinfo", "-h", "-n", self.node, "-o", "%t", check=False).strip() == "idle",
-                   60, "the node never became idle")
+        self._wait(
+            lambda: self.run("sinfo", "-h", "-n", self.node, "-o", "%t", check=False).strip() == "idle",
+            60,
+            "the node never became idle",
+        )
         return self
 
     def _spawn(self, name: str, cmd: List[str], env=None) -> None:
         out = open(self.dir / "log" / f"{name}.stdout", "w")
-        self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env or os.environ,
-                                            start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env or os.environ, start_new_session=True
+        )
 
     def _wait(self, ready, timeout: float, message: str) -> None:
         deadline = time.time() + timeout

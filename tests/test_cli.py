@@ -8,10 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-
 from conftest import IJR_TRAIN, ROOT, TINY, run_cli
 
 
@@ -81,8 +79,10 @@ BAD_INPUTS = {
     "lanczos tolerance out of range": (["metrics.lanczos_tol=2"], "metrics.lanczos_tol must be in (0, 1)"),
     "unknown metric cadence key": (["+metrics.every.sharpnes=5"], "metrics.every has unknown key"),
     "ejr_sam with sam": (["regularizer=ejr_sam", "optimizer=sam"], "both perturb the weights"),
-    "mu_reg without ejr_v2": (["regularizer=ejr_sam", "regularizer.mu_reg=0.1"],
-                              "regularizer.mu_reg=0.1 is used only by regularizer=ejr_v2"),
+    "mu_reg without ejr_v2": (
+        ["regularizer=ejr_sam", "regularizer.mu_reg=0.1"],
+        "regularizer.mu_reg=0.1 is used only by regularizer=ejr_v2",
+    ),
     "lambda_reg without ejr": (["regularizer.lambda_reg=0.01"], "used only by regularizer=ejr but"),
     "negative lambda_reg": (["regularizer=ejr", "regularizer.lambda_reg=-1"], "regularizer.lambda_reg must be >= 0"),
     "unknown jacobian regularizer": (["regularizer.jacobian=ejr3"], "ejr3"),
@@ -113,8 +113,14 @@ def test_cuda_requested_without_cuda(tmp_path):
 
 
 def test_full_error_shows_the_trace(tmp_path):
-    r = subprocess.run([IJR_TRAIN, "optimizer.lr=-1", f"hydra.run.dir={tmp_path / 'r'}"], capture_output=True,
-                       text=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, cwd=ROOT, timeout=300)
+    r = subprocess.run(
+        [IJR_TRAIN, "optimizer.lr=-1", f"hydra.run.dir={tmp_path / 'r'}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+        cwd=ROOT,
+        timeout=300,
+    )
     assert r.returncode != 0 and "Traceback" in r.stderr and "UserError" in r.stderr
 
 
@@ -134,12 +140,23 @@ def _strip(path):
 def test_killed_mid_run_then_resume_is_identical(tmp_path, sig):
     """A run killed mid-way (SIGKILL: no chance to react; SIGTERM: stops at the next step with a checkpoint of
     it, marked STOPPED) and resumed by the same command ends with the metrics of an uninterrupted run."""
-    args = [*TINY, "trainer.max_steps=3000", "trainer.eval_every=50", "trainer.checkpoint_every=100",
-            "optimizer.momentum=0.9", "regularizer=label_smoothing"]
+    args = [
+        *TINY,
+        "trainer.max_steps=3000",
+        "trainer.eval_every=50",
+        "trainer.checkpoint_every=100",
+        "optimizer.momentum=0.9",
+        "regularizer=label_smoothing",
+    ]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert run_cli(args + [f"hydra.run.dir={whole}"]).returncode == 0
-    proc = subprocess.Popen([IJR_TRAIN, *args, f"hydra.run.dir={cut}"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [IJR_TRAIN, *args, f"hydra.run.dir={cut}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     deadline = time.time() + 120
     while not (cut / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.005)
@@ -167,8 +184,9 @@ def test_killed_mid_run_then_resume_is_identical(tmp_path, sig):
         assert status["attempts"][1]["resumed_from_step"] == stopped
     assert _strip(cut / "metrics.jsonl") == _strip(whole / "metrics.jsonl")
     s_whole, s_cut = (json.loads((d / "summary.json").read_text()) for d in (whole, cut))
-    assert {k: v for k, v in s_whole.items() if not k.endswith("_s")} == \
-        {k: v for k, v in s_cut.items() if not k.endswith("_s")}
+    assert {k: v for k, v in s_whole.items() if not k.endswith("_s")} == {
+        k: v for k, v in s_cut.items() if not k.endswith("_s")
+    }
     again = run_cli(args + [f"hydra.run.dir={cut}"])
     assert again.returncode == 0 and "already COMPLETED" in again.stdout
 
@@ -188,15 +206,24 @@ def test_a_failing_job_does_not_stop_the_multirun(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(experiment, "run", run)
     monkeypatch.setattr(cli, "FAILED_JOBS", [])
-    argv = ["ijr-train", "-m", *TINY, "trainer.max_steps=2", "metrics=none", "seed=0,1,2",
-            "optimizer.batch_size=32,5000", f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}"]
+    argv = [
+        "ijr-train",
+        "-m",
+        *TINY,
+        "trainer.max_steps=2",
+        "metrics=none",
+        "seed=0,1,2",
+        "optimizer.batch_size=32,5000",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweep.subdir=${hydra.job.num}",
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exc:
         cli.train()
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "4 job(s) of the multirun failed" in err  # seed 1 twice, batch 5000 for seeds 0 and 2
-    summary = err[err.index("4 job(s) of the multirun failed"):]
+    summary = err[err.index("4 job(s) of the multirun failed") :]
     assert summary.count("seed=1: RuntimeError: boom") == 2 and "Traceback" in err
     assert "optimizer.batch_size=5000 optimizer.lr=0.05" in summary
     assert "seed=0: optimizer.batch_size=5000 is larger than the 256" in summary
@@ -207,6 +234,8 @@ def test_a_failing_job_does_not_stop_the_multirun(tmp_path, monkeypatch, capsys)
     for status_path in tmp_path.glob("*/status.json"):
         status = json.loads(status_path.read_text())
         if "is larger than the 256" in (status.get("error") or ""):
-            assert sorted(p.name for p in status_path.parent.iterdir() if p.name != ".hydra") == \
-                ["overrides.yaml", "status.json"]
+            assert sorted(p.name for p in status_path.parent.iterdir() if p.name != ".hydra") == [
+                "overrides.yaml",
+                "status.json",
+            ]
             assert "optimizer.batch_size=5000" in (status_path.parent / "overrides.yaml").read_text()

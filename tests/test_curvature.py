@@ -6,14 +6,18 @@ import pytest
 import torch
 from torch.func import functional_call, hessian, jacrev
 
+from ijr_cli.curvature.impurity import gini, top_impurity, top_impurity_eigvalsh
+from ijr_cli.curvature.jacobians import (
+    gram_summaries,
+    input_jacobian_norms,
+    mean_jacobian_gram,
+    mean_jacobian_top_singular,
+    mean_jacobian_u_norm_sq,
+)
+from ijr_cli.curvature.lanczos import lanczos_top
 from ijr_cli.curvature.operators import gauss_newton_operator, hessian_operator, loss_gradient
 from ijr_cli.curvature.params import ParameterVector
-from ijr_cli.curvature.impurity import gini, top_impurity, top_impurity_eigvalsh
-from ijr_cli.curvature.jacobians import (gram_summaries, input_jacobian_norms, mean_jacobian_gram, mean_jacobian_top_singular,
-                               mean_jacobian_u_norm_sq)
-from ijr_cli.curvature.lanczos import lanczos_top
 from ijr_cli.objectives import Objective
-
 
 pytestmark = pytest.mark.usefixtures("float64")  # conftest.py: exact comparisons in float64
 
@@ -61,7 +65,9 @@ def _symmetric(eigs, seed=0):
 def test_lanczos_returns_the_algebraic_top_when_lambda_min_dominates():
     eigs = torch.cat([torch.tensor([-9.0, -7.5]), torch.linspace(-1, 0.5, 40), torch.tensor([0.9, 1.3])])
     a = _symmetric(eigs)
-    r = lanczos_top(lambda v: a @ v, 44, k=2, tol=1e-10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    r = lanczos_top(
+        lambda v: a @ v, 44, k=2, tol=1e-10, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.allclose(r.eigenvalues, torch.tensor([1.3, 0.9]), rtol=1e-8)
     actual = torch.linalg.vector_norm(a @ r.eigenvectors - r.eigenvectors * r.eigenvalues, dim=0) / r.eigenvalues.abs()
     assert torch.allclose(r.residuals, actual, rtol=1e-3, atol=1e-12) and r.converged
@@ -141,13 +147,14 @@ def test_ghost_batchnorm_chunks_give_the_per_chunk_answer_and_leave_statistics()
     pv = ParameterVector(ghost)
 
     def chunk_loss(flat, i):
-        return obj.sum(functional_call(ghost, pv.unflatten(flat), (x[i:i + 4],)), y[i:i + 4]) / 4
+        return obj.sum(functional_call(ghost, pv.unflatten(flat), (x[i : i + 4],)), y[i : i + 4]) / 4
 
     # Reference: torch.autograd.functional.hessian (row-by-row double backward). NOT torch.func.hessian: its
     # vmapped forward-over-reverse gave a Hessian off by 0.5 through batch-statistics BatchNorm (torch 2.14.1),
     # while central differences agree with this reference and with ours.
-    ref = sum(torch.autograd.functional.hessian(lambda f: chunk_loss(f, i), pv.flat_values()) * 4
-              for i in (0, 4, 8)) / 12
+    ref = (
+        sum(torch.autograd.functional.hessian(lambda f: chunk_loss(f, i), pv.flat_values()) * 4 for i in (0, 4, 8)) / 12
+    )
     assert torch.allclose(h, ref, rtol=1e-10, atol=1e-13)
     v = torch.randn(op.dim, generator=torch.Generator().manual_seed(0))
     grad_at = lambda f, i: torch.autograd.functional.jacobian(lambda t: chunk_loss(t, i), f)  # noqa: E731
@@ -226,13 +233,14 @@ def test_mean_jacobian_gram_and_algorithm_2():
     jm = jacrev(lambda f: functional_call(model, pv.unflatten(f), (x,)).mean(0))(pv.flat_values()).T  # (m, C)
     k, passes = mean_jacobian_gram(model, x, chunk=4)
     s = gram_summaries(k)
-    u = torch.ones(3) / 3 ** 0.5
+    u = torch.ones(3) / 3**0.5
     assert s["jac_op_norm"] == pytest.approx(float(torch.linalg.matrix_norm(jm, ord=2)), rel=1e-10)
-    assert s["jac_fro_sq"] == pytest.approx(float((jm ** 2).sum()), rel=1e-10)
+    assert s["jac_fro_sq"] == pytest.approx(float((jm**2).sum()), rel=1e-10)
     assert s["jac_u_norm_sq"] == pytest.approx(float((jm @ u).square().sum()), rel=1e-10)
     assert passes == 3 * 3  # C backward passes per chunk
-    norm, _ = mean_jacobian_top_singular(model, x, chunk=4, tol=1e-13, max_iters=500,
-                                         generator=torch.Generator().manual_seed(0))
+    norm, _ = mean_jacobian_top_singular(
+        model, x, chunk=4, tol=1e-13, max_iters=500, generator=torch.Generator().manual_seed(0)
+    )
     assert norm == pytest.approx(s["jac_op_norm"], rel=1e-6)
     u_norm_sq, u_passes = mean_jacobian_u_norm_sq(model, x, chunk=4)
     assert u_norm_sq == pytest.approx(s["jac_u_norm_sq"], rel=1e-10) and u_passes == 3
@@ -249,8 +257,14 @@ def test_many_classes_use_algorithm_2_and_one_backward_for_u(float64):
     model = _mlp(c=101)
     x, y = _data(n=9, c=101)
     data = Dataset("t", x, y, x[:2], y[:2], 101)
-    m = Measurer(model=model, data=data, objective=Objective("ce", 101), init_params=torch.zeros(1),
-                 names=["jac_op_norm", "jac_u_norm_sq", "jac_fro_sq", "ijr_proxy"], probe_chunk=4)
+    m = Measurer(
+        model=model,
+        data=data,
+        objective=Objective("ce", 101),
+        init_params=torch.zeros(1),
+        names=["jac_op_norm", "jac_u_norm_sq", "jac_fro_sq", "ijr_proxy"],
+        probe_chunk=4,
+    )
     row = m.measure(["jacobian"], lr=0.1)
     k, _ = mean_jacobian_gram(model, x, chunk=4)
     exact = gram_summaries(k)
@@ -289,10 +303,11 @@ def test_train_mode_batchnorm_on_the_torch_func_paths():
     ghost = copy.deepcopy(model)
     torch.func.replace_all_batch_norm_modules_(ghost)
     ghost.train()
-    g_ref = sum(_exact_ggn(ghost, x[i:i + 4], obj)[0] * 4 for i in (0, 4, 8)) / 12
+    g_ref = sum(_exact_ggn(ghost, x[i : i + 4], obj)[0] * 4 for i in (0, 4, 8)) / 12
     assert torch.allclose(g, g_ref.detach(), rtol=1e-10, atol=1e-13)
     k, _ = mean_jacobian_gram(model, x, chunk=4, bn_mode="train")
-    norm, _ = mean_jacobian_top_singular(model, x, chunk=4, bn_mode="train", tol=1e-13, max_iters=500,
-                                         generator=torch.Generator().manual_seed(0))
+    norm, _ = mean_jacobian_top_singular(
+        model, x, chunk=4, bn_mode="train", tol=1e-13, max_iters=500, generator=torch.Generator().manual_seed(0)
+    )
     assert norm == pytest.approx(gram_summaries(k)["jac_op_norm"], rel=1e-6)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

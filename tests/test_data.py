@@ -1,6 +1,5 @@
 """Datasets in torchvision's real formats and npz, standardisation, batching, on-device augmentation."""
 
-import gzip
 import pickle
 import struct
 
@@ -8,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ijr_cli.data import BatchSampler, chunks, load_dataset, random_crop_flip, stream_seed
 from ijr_cli.core.errors import UserError
+from ijr_cli.data import BatchSampler, chunks, load_dataset, random_crop_flip, stream_seed
 
 
 def test_digits_split_and_first_n():
@@ -30,8 +29,9 @@ def test_standardize_feature_uses_training_statistics():
     z = d.x_train.double().reshape(500, -1) / 2.0
     varying = x.std(0) > 0
     assert torch.allclose(z.mean(0), torch.zeros(64, dtype=torch.float64), atol=1e-5)
-    assert torch.allclose(z.std(0, unbiased=False)[varying], torch.ones(int(varying.sum()), dtype=torch.float64),
-                          atol=1e-4)
+    assert torch.allclose(
+        z.std(0, unbiased=False)[varying], torch.ones(int(varying.sum()), dtype=torch.float64), atol=1e-4
+    )
 
 
 def test_standardize_channel_on_vectors_is_a_user_error():
@@ -43,8 +43,9 @@ def test_synthetic_is_deterministic_and_shaped():
     a = load_dataset("synthetic", input_shape=[3, 8, 8], num_classes=3, num_train_examples=50, num_test_examples=20)
     b = load_dataset("synthetic", input_shape=[3, 8, 8], num_classes=3, num_train_examples=50, num_test_examples=20)
     assert a.input_shape == (3, 8, 8) and torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
-    c = load_dataset("synthetic", input_shape=[3, 8, 8], num_classes=3, num_train_examples=50,
-                     num_test_examples=20, generator_seed=1)
+    c = load_dataset(
+        "synthetic", input_shape=[3, 8, 8], num_classes=3, num_train_examples=50, num_test_examples=20, generator_seed=1
+    )
     assert not torch.equal(a.x_train, c.x_train)
 
 
@@ -84,7 +85,6 @@ def test_mnist_idx_format_through_torchvision(tmp_path, name, folder):
 def test_cifar10_pickle_format_through_torchvision(tmp_path, monkeypatch):
     """CIFAR-10's python pickles (torchvision checks md5 sums of the real files: skipped for these tiny ones)."""
     import torchvision.datasets as tvd
-
     import torchvision.datasets.cifar as tv_cifar
 
     monkeypatch.setattr(tvd.CIFAR10, "_check_integrity", lambda self: True)
@@ -169,7 +169,7 @@ def test_random_crop_flip_matches_per_example_reference():
     flip = torch.rand(5, generator=g) < 0.5
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(5):
-        crop = padded[i, :, dy[i]:dy[i] + 6, dx[i]:dx[i] + 7]
+        crop = padded[i, :, dy[i] : dy[i] + 6, dx[i] : dx[i] + 7]
         if flip[i]:
             crop = crop.flip(-1)
         assert torch.equal(out[i], crop)

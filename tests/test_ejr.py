@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.func import functional_call, grad
 
-from ijr_cli.train import ejr
 from ijr_cli.data import BatchSampler, Dataset
 from ijr_cli.objectives import Objective
 from ijr_cli.optim import build_sgd, sam_perturbation
-from ijr_cli.train.step import StepSpec, perturbed_gradient, accumulate_gradients, step_passes, train_step
+from ijr_cli.train import ejr
+from ijr_cli.train.step import StepSpec, accumulate_gradients, perturbed_gradient, step_passes, train_step
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -21,8 +21,11 @@ C = 4
 
 def _model(batch_norm=False, seed=0):
     torch.manual_seed(seed)
-    layers = [torch.nn.Linear(3, 5)] + ([torch.nn.BatchNorm1d(5)] if batch_norm else []) + [
-        torch.nn.Tanh(), torch.nn.Linear(5, C)]
+    layers = (
+        [torch.nn.Linear(3, 5)]
+        + ([torch.nn.BatchNorm1d(5)] if batch_norm else [])
+        + [torch.nn.Tanh(), torch.nn.Linear(5, C)]
+    )
     return torch.nn.Sequential(*layers)
 
 
@@ -59,7 +62,7 @@ class Reference:
         return grad(lambda q: self.logits(q).mean(0) @ u)(p)
 
     def penalised(self, p, u, lam):
-        return self.loss(p) + lam * sum((v ** 2).sum() for v in self.g(p, u).values())
+        return self.loss(p) + lam * sum((v**2).sum() for v in self.g(p, u).values())
 
     def shift(self, p, e, scale=1.0):
         return {k: p[k] + scale * e[k] for k in p}
@@ -67,8 +70,15 @@ class Reference:
 
 def _step(model, variant=None, lr=0.1, momentum=0.0, wd=0.0, chunk=None, sam_rho=None, **reg):
     data = _data()
-    spec = StepSpec(Objective("ce", C), BatchSampler(data.n_train, None, 0, "cpu"), seed=0, ejr=variant,
-                    grad_chunk=chunk, sam_rho=sam_rho, **reg)
+    spec = StepSpec(
+        Objective("ce", C),
+        BatchSampler(data.n_train, None, 0, "cpu"),
+        seed=0,
+        ejr=variant,
+        grad_chunk=chunk,
+        sam_rho=sam_rho,
+        **reg,
+    )
     loss = train_step(model, build_sgd(model.parameters(), lr, momentum=momentum, weight_decay=wd), data, 0, spec)
     return loss
 
@@ -88,12 +98,20 @@ def test_ejr_step_is_autograd_of_the_penalised_loss(batch_norm, chunk):
     p = ref.params
     G = grad(lambda q: ref.penalised(q, _u(), lam))(p) if chunk is None else None
     if chunk is not None:  # with chunks, BatchNorm normalises per chunk ("ghost BN"): the reference does too
+
         def penalised_in_chunks(q):
             xs = ref.x
-            z = torch.cat([functional_call(ref.model, q, (xs[s:s + chunk],)) for s in range(0, len(xs), chunk)])
-            gq = grad(lambda r: torch.cat([functional_call(ref.model, r, (xs[s:s + chunk],))
-                                           for s in range(0, len(xs), chunk)]).mean(0) @ _u())(q)
-            return ref.objective.mean(z, ref.y) + lam * sum((v ** 2).sum() for v in gq.values())
+            z = torch.cat([functional_call(ref.model, q, (xs[s : s + chunk],)) for s in range(0, len(xs), chunk)])
+            gq = grad(
+                lambda r: (
+                    torch.cat(
+                        [functional_call(ref.model, r, (xs[s : s + chunk],)) for s in range(0, len(xs), chunk)]
+                    ).mean(0)
+                    @ _u()
+                )
+            )(q)
+            return ref.objective.mean(z, ref.y) + lam * sum((v**2).sum() for v in gq.values())
+
         G = grad(penalised_in_chunks)(p)
     loss = _step(model, "ejr", lr=lr, wd=wd, chunk=chunk, lambda_reg=lam)
     _close(model, {k: p[k] - lr * (G[k] + wd * p[k]) for k in p})
@@ -135,7 +153,7 @@ def test_penalty_is_an_unbiased_estimate_of_the_frobenius_norm():
     for step in range(n):
         u = ejr.logit_direction(C, 0, step, gen, torch.float64)
         g, _ = ejr.logit_direction_gradient(model, ref.objective, data.x_train, data.y_train, None, u)
-        samples.append(float(sum((t ** 2).sum() for t in g)))
+        samples.append(float(sum((t**2).sum() for t in g)))
     samples = torch.tensor(samples)
     var = 2.0 / (C + 2) * (float(torch.trace(A @ A)) / C - (fro_sq / C) ** 2)
     assert float(samples.var()) == pytest.approx(var, rel=0.15)  # the sampler is uniform on the sphere
@@ -152,7 +170,7 @@ def test_ejr_sam_steps_with_the_gradient_at_theta_plus_rho_normalised_Ju(batch_n
     rho, lr, mom, wd = 0.5, 0.1, 0.9, 5e-4
     p, u = ref.params, _u()
     g = ref.g(p, u)
-    norm = math.sqrt(sum(float((v ** 2).sum()) for v in g.values()))
+    norm = math.sqrt(sum(float((v**2).sum()) for v in g.values()))
     G = grad(ref.loss)(ref.shift(p, g, rho / norm))
     loss = _step(model, "ejr_sam", lr=lr, momentum=mom, wd=wd, rho_reg=rho)
     _close(model, {k: p[k] - lr * (G[k] + wd * p[k]) for k in p})
@@ -168,7 +186,7 @@ def test_ejr_sam_perturbation_is_rho_times_the_normalised_Ju():
     g, _ = ejr.logit_direction_gradient(model, ref.objective, data.x_train, data.y_train, None, _u())
     params = list(model.parameters())
     e = sam_perturbation(params, g, 1.7)
-    norm = math.sqrt(sum(float((v ** 2).sum()) for v in g_ref.values()))
+    norm = math.sqrt(sum(float((v**2).sum()) for v in g_ref.values()))
     for (k, _), ek in zip(model.named_parameters(), e):
         assert torch.allclose(ek, 1.7 * g_ref[k] / norm, rtol=1e-12, atol=1e-15)
     assert float(torch.linalg.vector_norm(torch.cat([t.flatten() for t in e]))) == pytest.approx(1.7, rel=1e-12)
@@ -217,7 +235,7 @@ def test_ejr_v2_gradient_adds_mu_Ju_at_the_perturbed_point():
     rho, mu, lr = 0.5, 0.3, 0.1
     p, u = ref.params, _u()
     g = ref.g(p, u)
-    norm = math.sqrt(sum(float((v ** 2).sum()) for v in g.values()))
+    norm = math.sqrt(sum(float((v**2).sum()) for v in g.values()))
     tilde = ref.shift(p, g, rho / norm)
     G = grad(lambda q: ref.loss(q) + mu * (ref.logits(q).mean(0) @ u))(tilde)
     _step(model, "ejr_v2", lr=lr, rho_reg=rho, mu_reg=mu)
@@ -244,8 +262,12 @@ def test_ejr_v2_first_order_expansion_of_app_n():
         l_tilde = float(loss) + mu * float(model(x).mean(0) @ u)
 
     def residual(rho):
-        value = perturbed_gradient(model, params, sam_perturbation(params, g, rho),
-                                   lambda: accumulate_gradients(model, obj, x, y, None, None, mu * u))
+        value = perturbed_gradient(
+            model,
+            params,
+            sam_perturbation(params, g, rho),
+            lambda: accumulate_gradients(model, obj, x, y, None, None, mu * u),
+        )
         return float(value) - (l_tilde + rho * slope + mu * rho * gnorm)
 
     r = [residual(rho) for rho in (0.02, 0.01, 0.005)]
@@ -253,9 +275,18 @@ def test_ejr_v2_first_order_expansion_of_app_n():
     assert r[0] / r[1] == pytest.approx(4.0, rel=0.1) and r[1] / r[2] == pytest.approx(4.0, rel=0.1)  # O(rho^2)
 
 
-@pytest.mark.parametrize("variant,chunk,sam", [(None, None, False), ("ejr", None, False), ("ejr", 5, False),
-                                               ("ejr_sam", None, False), ("ejr_v2", 5, False),
-                                               (None, None, True), ("ejr", None, True)])
+@pytest.mark.parametrize(
+    "variant,chunk,sam",
+    [
+        (None, None, False),
+        ("ejr", None, False),
+        ("ejr", 5, False),
+        ("ejr_sam", None, False),
+        ("ejr_v2", 5, False),
+        (None, None, True),
+        ("ejr", None, True),
+    ],
+)
 def test_recorded_passes_are_the_passes_made(variant, chunk, sam, monkeypatch):
     """status.json's `step_passes` against what one training step actually runs: forward calls of the model
     and autograd calls (backward + double backward), per chunk; create_graph calls = double backwards."""
@@ -277,8 +308,15 @@ def test_recorded_passes_are_the_passes_made(variant, chunk, sam, monkeypatch):
     monkeypatch.setattr(torch.autograd, "grad", counting_grad)
     monkeypatch.setattr(torch.autograd, "backward", counting_backward)
     reg = {"ejr": {"lambda_reg": 0.1}, "ejr_sam": {"rho_reg": 1.0}, "ejr_v2": {"rho_reg": 1.0, "mu_reg": 0.1}}
-    spec = StepSpec(Objective("ce", C), BatchSampler(data.n_train, None, 0, "cpu"), seed=0, ejr=variant,
-                    grad_chunk=chunk, sam_rho=0.1 if sam else None, **reg.get(variant, {}))
+    spec = StepSpec(
+        Objective("ce", C),
+        BatchSampler(data.n_train, None, 0, "cpu"),
+        seed=0,
+        ejr=variant,
+        grad_chunk=chunk,
+        sam_rho=0.1 if sam else None,
+        **reg.get(variant, {}),
+    )
     train_step(model, build_sgd(model.parameters(), 0.1), data, 0, spec)
     passes = step_passes(spec)
     n_chunks = passes.get("chunks", 1)

@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
+from conftest import TINY
 from omegaconf import OmegaConf
 
-from conftest import TINY
 from ijr_cli.run import experiment
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -15,14 +15,21 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def _summary(compose, tmp, device, extra):
     over = TINY + ["trainer.dtype=float64", f"trainer.device={device}", *extra]
     cfg = compose(over)
-    experiment.run(OmegaConf.to_object(cfg), run_dir=tmp / device, config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-                   overrides=over)
+    experiment.run(
+        OmegaConf.to_object(cfg), run_dir=tmp / device, config_yaml=OmegaConf.to_yaml(cfg, resolve=True), overrides=over
+    )
     return json.loads((tmp / device / "summary.json").read_text())
 
 
 # Full batch: no random draws, so both devices follow the same trajectory up to float64 rounding.
-@pytest.mark.parametrize("extra", [("optimizer=gd",), ("optimizer=sam", "optimizer.momentum=0.9"),
-                                   ("optimizer=gd", "loss=mse", "regularizer=label_smoothing")])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("optimizer=gd",),
+        ("optimizer=sam", "optimizer.momentum=0.9"),
+        ("optimizer=gd", "loss=mse", "regularizer=label_smoothing"),
+    ],
+)
 def test_cuda_matches_cpu_full_batch_float64(compose, tmp_path, extra):
     extra = (*extra, "optimizer.batch_size=null")
     cpu, gpu = _summary(compose, tmp_path, "cpu", extra), _summary(compose, tmp_path, "cuda", extra)

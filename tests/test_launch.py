@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import IJR_TRAIN, ROOT, TINY, run_cli
 
 IJR_SWEEP = str(Path(sys.executable).with_name("ijr-sweep"))
@@ -21,14 +20,22 @@ IJR_STATUS = str(Path(sys.executable).with_name("ijr-status"))
 
 
 def _sweep(args, env=None, timeout=600):
-    return subprocess.run([IJR_SWEEP, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [IJR_SWEEP, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_two_multiruns_started_together_never_share_a_directory(tmp_path):
     args = [IJR_TRAIN, "-m", *TINY, "trainer.max_steps=2", "metrics=none", "seed=0,1"]
-    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     assert all(p.wait(120) == 0 for p in procs), [p.stderr.read() for p in procs]
     dirs = sorted((tmp_path / "outputs" / "multirun").iterdir())
     assert len(dirs) == 2  # one per launch, each with both of its jobs
@@ -39,11 +46,21 @@ def test_the_job_list_sweeper_runs_exactly_the_listed_jobs(tmp_path):
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text("- [seed=3, optimizer.lr=0.1]\n- [seed=4, optimizer.lr=0.02]\n")
     common = [o for o in TINY if not o.startswith("optimizer.lr=")]
-    r = run_cli(["-m", *common, "trainer.max_steps=2", "metrics=none", "hydra/sweeper=ijr_jobs",
-                 f"hydra.sweeper.jobs_file={jobs}", f"hydra.sweep.dir={tmp_path / 's'}",
-                 "hydra.sweep.subdir=${hydra.job.override_dirname}",
-                 "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(
-                     o.split("=")[0] for o in common + ["trainer.max_steps", "metrics"]) + "]"])
+    r = run_cli(
+        [
+            "-m",
+            *common,
+            "trainer.max_steps=2",
+            "metrics=none",
+            "hydra/sweeper=ijr_jobs",
+            f"hydra.sweeper.jobs_file={jobs}",
+            f"hydra.sweep.dir={tmp_path / 's'}",
+            "hydra.sweep.subdir=${hydra.job.override_dirname}",
+            "hydra.job.config.override_dirname.exclude_keys=["
+            + ",".join(o.split("=")[0] for o in common + ["trainer.max_steps", "metrics"])
+            + "]",
+        ]
+    )
     assert r.returncode == 0, r.stderr
     names = ["optimizer.lr=0.02,seed=4", "optimizer.lr=0.1,seed=3"]
     assert sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir()) == names
@@ -51,16 +68,24 @@ def test_the_job_list_sweeper_runs_exactly_the_listed_jobs(tmp_path):
         assert f"lr: {lr}" in (tmp_path / "s" / name / "config.yaml").read_text()
 
 
-@pytest.mark.parametrize("extra,message", [
-    ([], "needs hydra.sweeper.jobs_file"),
-    (["hydra.sweeper.jobs_file=JOBS", "seed=0,1"], "may not sweep too (seed=0,1)"),
-    (["hydra.sweeper.jobs_file=NOFILE"], "cannot read hydra.sweeper.jobs_file"),
-    (["hydra.sweeper.jobs_file=BAD"], "must be a non-empty YAML list of lists")])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ([], "needs hydra.sweeper.jobs_file"),
+        (["hydra.sweeper.jobs_file=JOBS", "seed=0,1"], "may not sweep too (seed=0,1)"),
+        (["hydra.sweeper.jobs_file=NOFILE"], "cannot read hydra.sweeper.jobs_file"),
+        (["hydra.sweeper.jobs_file=BAD"], "must be a non-empty YAML list of lists"),
+    ],
+)
 def test_the_job_list_sweeper_refuses_bad_input_in_one_line(tmp_path, extra, message):
     (tmp_path / "jobs.yaml").write_text("- [seed=0]\n")
     (tmp_path / "bad.yaml").write_text("seed: 0\n")
-    extra = [e.replace("JOBS", str(tmp_path / "jobs.yaml")).replace("NOFILE", str(tmp_path / "no.yaml"))
-             .replace("BAD", str(tmp_path / "bad.yaml")) for e in extra]
+    extra = [
+        e.replace("JOBS", str(tmp_path / "jobs.yaml"))
+        .replace("NOFILE", str(tmp_path / "no.yaml"))
+        .replace("BAD", str(tmp_path / "bad.yaml"))
+        for e in extra
+    ]
     r = run_cli(["-m", *TINY, "hydra/sweeper=ijr_jobs", f"hydra.sweep.dir={tmp_path / 's'}", *extra])
     err = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(err) == 1 and message in err[0], r.stderr
@@ -68,8 +93,18 @@ def test_the_job_list_sweeper_refuses_bad_input_in_one_line(tmp_path, extra, mes
 
 def test_local_parallel_runs_a_tiny_sweep_two_at_a_time(tmp_path):
     sweep_dir = tmp_path / "eos"
-    r = _sweep(["eos_lr", "--tiny", "--sweep-dir", sweep_dir, "launcher=local_parallel", "trainer.num_threads=1",
-                "hydra.launcher.max_parallel=2", "hydra.launcher.gpus=[]"])
+    r = _sweep(
+        [
+            "eos_lr",
+            "--tiny",
+            "--sweep-dir",
+            sweep_dir,
+            "launcher=local_parallel",
+            "trainer.num_threads=1",
+            "hydra.launcher.max_parallel=2",
+            "hydra.launcher.gpus=[]",
+        ]
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "launcher local_parallel: 2 job(s) at a time" in r.stdout
     assert "COMPLETED 4  RUNNING 0  FAILED 0  DIVERGED 0  MISSING 0" in r.stdout
@@ -87,8 +122,12 @@ def test_a_launch_refuses_a_run_directory_that_holds_another_config(tmp_path):
     assert r.returncode == 0, r.stderr
     r = _sweep(["eos_lr", "--tiny", "--sweep-dir", sweep_dir, "seed=0", "optimizer.lr=0.1", "trainer.max_steps=31"])
     err = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(err) == 1 and "holds a run with a different config (differs in " \
-        "trainer.max_steps)" in err[0] and "--sweep-dir" in err[0], r.stderr
+    assert (
+        r.returncode == 2
+        and len(err) == 1
+        and "holds a run with a different config (differs in trainer.max_steps)" in err[0]
+        and "--sweep-dir" in err[0]
+    ), r.stderr
 
 
 def test_slurm_dry_run_shows_each_jobs_resources_from_env_site_file_and_command_line(tmp_path):
@@ -97,28 +136,51 @@ def test_slurm_dry_run_shows_each_jobs_resources_from_env_site_file_and_command_
         pytest.skip(f"{site} exists (a real site configuration); not overwriting it")
     site.write_text("# @package _global_\nhydra:\n  launcher:\n    account: lab-from-file\n    qos: q-file\n")
     try:
-        r = _sweep(["eos_lr", "--tiny", "--dry-run", "--sweep-dir", tmp_path / "s", "launcher=slurm",
-                    "hydra.launcher.qos=q-cli"], env={"IJR_SLURM_PARTITION": "gpu-env", "IJR_SLURM_CPUS_PER_TASK": "3",
-                                                      "IJR_SLURM_ACCOUNT": "lab-env"})
+        r = _sweep(
+            [
+                "eos_lr",
+                "--tiny",
+                "--dry-run",
+                "--sweep-dir",
+                tmp_path / "s",
+                "launcher=slurm",
+                "hydra.launcher.qos=q-cli",
+            ],
+            env={"IJR_SLURM_PARTITION": "gpu-env", "IJR_SLURM_CPUS_PER_TASK": "3", "IJR_SLURM_ACCOUNT": "lab-env"},
+        )
     finally:
         site.unlink()
     assert r.returncode == 0, r.stderr
     line = next(ln for ln in r.stdout.splitlines() if "launcher slurm" in ln)
-    for shown in ("partition=gpu-env", "account=lab-from-file", "qos=q-cli", "cpus_per_task=3", "gpus_per_node=1",
-                  "signal_delay_s=120", "max_num_timeout=10"):
+    for shown in (
+        "partition=gpu-env",
+        "account=lab-from-file",
+        "qos=q-cli",
+        "cpus_per_task=3",
+        "gpus_per_node=1",
+        "signal_delay_s=120",
+        "max_num_timeout=10",
+    ):
         assert shown in line, line
     plain = _sweep(["eos_lr", "--tiny", "--dry-run", "--sweep-dir", tmp_path / "s"])
     listed = [ln.split()[-1] for ln in r.stdout.splitlines() if ln.strip().startswith("run ")]
-    assert len(listed) == 4 and listed == [ln.split()[-1] for ln in plain.stdout.splitlines()
-                                           if ln.strip().startswith("run ")]  # the launcher is not identity
+    assert len(listed) == 4 and listed == [
+        ln.split()[-1] for ln in plain.stdout.splitlines() if ln.strip().startswith("run ")
+    ]  # the launcher is not identity
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize("launch,message", [
-    (["launcher=nosuch"], "Could not find 'launcher/nosuch': Available options in 'launcher': local, "
-                          "local_parallel, slurm"),
-    (["hydra.launcher.partition=gpu"], "hydra.launcher.partition is not a setting of launcher=local"),
-    (["launcher=slurm", "hydra.launcher.cpus_per_task=abc"], "hydra.launcher.cpus_per_task=abc")])
+@pytest.mark.parametrize(
+    "launch,message",
+    [
+        (
+            ["launcher=nosuch"],
+            "Could not find 'launcher/nosuch': Available options in 'launcher': local, local_parallel, slurm",
+        ),
+        (["hydra.launcher.partition=gpu"], "hydra.launcher.partition is not a setting of launcher=local"),
+        (["launcher=slurm", "hydra.launcher.cpus_per_task=abc"], "hydra.launcher.cpus_per_task=abc"),
+    ],
+)
 def test_a_bad_launcher_choice_or_setting_is_one_line_and_exit_2(tmp_path, launch, message):
     r = _sweep(["eos_lr", "--tiny", "--dry-run", "--sweep-dir", tmp_path / "s", *launch])
     err = r.stderr.strip().splitlines()
@@ -165,8 +227,13 @@ train()
 def test_sigusr2_stops_at_a_step_with_its_checkpoint_then_hands_over_to_the_previous_handler(tmp_path):
     args = [*TINY, "trainer.max_steps=3000", "trainer.eval_every=50", "trainer.checkpoint_every=100"]
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", HANDOVER, str(run_dir), *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HANDOVER, str(run_dir), *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.005)

@@ -6,21 +6,27 @@ import pkgutil
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
+from conftest import ROOT
 
 import ijr_cli
-from conftest import ROOT
 
 LINT_IMPORTS = str(Path(sys.executable).with_name("lint-imports"))
 CONTRACTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
 
 
 def _lint(root: Path, env=None):
-    return subprocess.run([LINT_IMPORTS, "--no-cache"], cwd=root, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [LINT_IMPORTS, "--no-cache"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_the_contracts_hold():
@@ -36,13 +42,16 @@ def test_every_part_of_the_package_is_in_a_layer():
     assert parts == named, "add new modules and subpackages to the layers contract (and README's code map)"
 
 
-@pytest.mark.parametrize("module,line,broken", [
-    ("report/tables.py", "import torch", "no torch"),
-    ("report/tables.py", "from ijr_cli.measure import evaluate", "no torch"),  # torch, indirectly
-    ("sweep/state.py", "from ijr_cli.run import build", "layers"),
-    ("data.py", "from ijr_cli.measure import schedule", "layers"),
-    ("core/records.py", "from ijr_cli.curvature import lanczos", "layers"),
-])
+@pytest.mark.parametrize(
+    "module,line,broken",
+    [
+        ("report/tables.py", "import torch", "no torch"),
+        ("report/tables.py", "from ijr_cli.measure import evaluate", "no torch"),  # torch, indirectly
+        ("sweep/state.py", "from ijr_cli.run import build", "layers"),
+        ("data.py", "from ijr_cli.measure import schedule", "layers"),
+        ("core/records.py", "from ijr_cli.curvature import lanczos", "layers"),
+    ],
+)
 def test_a_forbidden_import_breaks_its_contract(tmp_path, module, line, broken):
     for package in ("ijr_cli", "hydra_plugins"):
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))

@@ -4,16 +4,16 @@ import json
 
 import pytest
 import torch
+from conftest import TINY
 from omegaconf import OmegaConf
 from torch.func import functional_call, hessian, jacrev
 
-from conftest import TINY
-from ijr_cli.run import experiment
-from ijr_cli.curvature.params import ParameterVector
 from ijr_cli.core.errors import UserError
 from ijr_cli.curvature.impurity import top_impurity_eigvalsh
+from ijr_cli.curvature.params import ParameterVector
 from ijr_cli.measure.schedule import Schedule
 from ijr_cli.objectives import Objective
+from ijr_cli.run import experiment
 
 
 def test_schedule_cadences_ends_and_early_steps():
@@ -22,15 +22,28 @@ def test_schedule_cadences_ends_and_early_steps():
     assert s.due(23) == ["eval", "sharpness"] and s.due(7) == []
     # 10 ** (i/3) for i = 0, 1, 2, rounded: 1, 2, 5
     assert sorted(p for p in range(1, 10) if "eval" in s.due(p)) == [1, 2, 5]
-    for sched in (s, Schedule({"eval": 6, "sharpness": 4, "grad": 9}, total_steps=100, early_steps=4),
-                  Schedule({}, total_steps=7)):
+    for sched in (
+        s,
+        Schedule({"eval": 6, "sharpness": 4, "grad": 9}, total_steps=100, early_steps=4),
+        Schedule({}, total_steps=7),
+    ):
         assert all(sched.any_due(t) == bool(sched.due(t)) for t in range(0, 120))  # the fast path agrees
 
 
 def test_a_runs_metrics_match_exact_computations(compose, tmp_path):
-    over = TINY + ["trainer.dtype=float64", "model.widths=[5]", "loss=ce", "regularizer=label_smoothing",
-                   "metrics=full", "metrics.lanczos_tol=1e-10", "metrics.sharpness_k=2", "probe.n=100",
-                   "probe.chunk=30", "metrics.n_input_jac=7", "optimizer.momentum=0.5"]
+    over = TINY + [
+        "trainer.dtype=float64",
+        "model.widths=[5]",
+        "loss=ce",
+        "regularizer=label_smoothing",
+        "metrics=full",
+        "metrics.lanczos_tol=1e-10",
+        "metrics.sharpness_k=2",
+        "probe.n=100",
+        "probe.chunk=30",
+        "metrics.n_input_jac=7",
+        "optimizer.momentum=0.5",
+    ]
     cfg = compose(over)
     typed = OmegaConf.to_object(cfg)
     experiment.run(typed, run_dir=tmp_path / "r", config_yaml=OmegaConf.to_yaml(cfg, resolve=True), overrides=over)
@@ -57,7 +70,7 @@ def test_a_runs_metrics_match_exact_computations(compose, tmp_path):
     assert summary["gn_sharpness"] == pytest.approx(float(torch.linalg.eigvalsh(g)[-1]), rel=1e-6)
     jm = j.mean(0).T
     assert summary["jac_op_norm"] == pytest.approx(float(torch.linalg.matrix_norm(jm, ord=2)), rel=1e-8)
-    assert summary["jac_fro_sq"] == pytest.approx(float((jm ** 2).sum()), rel=1e-8)
+    assert summary["jac_fro_sq"] == pytest.approx(float((jm**2).sum()), rel=1e-8)
     u_norm = float((jm @ torch.ones(4, dtype=jm.dtype) / 2).square().sum())
     assert summary["jac_u_norm_sq"] == pytest.approx(u_norm, rel=1e-8)
     lam = top_impurity_eigvalsh(p)
@@ -75,8 +88,9 @@ def test_a_runs_metrics_match_exact_computations(compose, tmp_path):
     assert summary["grad_norm"] == pytest.approx(float(gflat.norm()), rel=1e-9)
     top = torch.linalg.eigh(h).eigenvectors[:, -1]
     assert abs(summary["cos_grad_top_eig"]) == pytest.approx(abs(float(gflat @ top / gflat.norm())), rel=1e-5)
-    norms = torch.stack([torch.linalg.matrix_norm(jacrev(lambda xi: torch.softmax(model(xi[None])[0], 0))(xi), ord=2)
-                         for xi in x[:7]]).detach()
+    norms = torch.stack(
+        [torch.linalg.matrix_norm(jacrev(lambda xi: torch.softmax(model(xi[None])[0], 0))(xi), ord=2) for xi in x[:7]]
+    ).detach()
     assert summary["input_jac_max"] == pytest.approx(float(norms.max()), rel=1e-9)
     assert summary["input_jac_mean"] == pytest.approx(float(norms.mean()), rel=1e-9)
     theta0 = experiment.build(typed).measurer.init_params
@@ -87,8 +101,12 @@ def test_a_runs_metrics_match_exact_computations(compose, tmp_path):
 def test_eos_rows_carry_costs_and_cadence(compose, tmp_path):
     over = TINY + ["metrics=eos", "+metrics.every.sharpness=20", "trainer.eval_every=10"]
     cfg = compose(over)
-    experiment.run(OmegaConf.to_object(cfg), run_dir=tmp_path / "r", config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-                   overrides=over)
+    experiment.run(
+        OmegaConf.to_object(cfg),
+        run_dir=tmp_path / "r",
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        overrides=over,
+    )
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     with_sharpness = [r["step"] for r in rows if "sharpness" in r]
     assert with_sharpness == [0, 20, 40]

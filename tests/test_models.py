@@ -6,8 +6,15 @@ import torch
 from ijr_cli.core.errors import UserError
 from ijr_cli.models import MODELS, build_model, count_parameters
 
-CIFAR10_COUNTS = {"fcn3": 656_810, "cnn6": 511_926, "simplecnn": 361_706, "vgg11": 9_750_922,
-                  "resnet20": 268_346, "wrn": 36_479_194, "resnet18": 11_173_962}
+CIFAR10_COUNTS = {
+    "fcn3": 656_810,
+    "cnn6": 511_926,
+    "simplecnn": 361_706,
+    "vgg11": 9_750_922,
+    "resnet20": 268_346,
+    "wrn": 36_479_194,
+    "resnet18": 11_173_962,
+}
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -7,12 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from ijr_cli.data import BatchSampler, Dataset
+from ijr_cli.models import frozen_batchnorm_statistics
 from ijr_cli.objectives import Objective, mixup
 from ijr_cli.optim import build_sgd, lr_factor, sam_perturbation, stability_threshold
-from ijr_cli.models import frozen_batchnorm_statistics
 from ijr_cli.train.step import StepSpec, train_step
-
-
 
 pytestmark = pytest.mark.usefixtures("float64")  # conftest.py: exact comparisons in float64
 
@@ -83,8 +81,11 @@ def test_heavy_ball_threshold_is_the_divergence_edge_on_a_quadratic():
 
 def _tiny(batch_norm=False):
     torch.manual_seed(0)
-    layers = [torch.nn.Linear(3, 4)] + ([torch.nn.BatchNorm1d(4)] if batch_norm else []) + [torch.nn.Tanh(),
-                                                                                             torch.nn.Linear(4, 2)]
+    layers = (
+        [torch.nn.Linear(3, 4)]
+        + ([torch.nn.BatchNorm1d(4)] if batch_norm else [])
+        + [torch.nn.Tanh(), torch.nn.Linear(4, 2)]
+    )
     return torch.nn.Sequential(*layers)
 
 
@@ -101,10 +102,15 @@ def test_sam_step_is_gradient_at_the_perturbed_point():
     params = list(ref.parameters())
     loss = obj.sum(ref(data.x_train), data.y_train) / 8
     g = torch.autograd.grad(loss, params)
-    norm = torch.sqrt(sum((gi ** 2).sum() for gi in g))
+    norm = torch.sqrt(sum((gi**2).sum() for gi in g))
     shifted = [p + 0.3 * gi / norm for p, gi in zip(params, g)]
-    loss2 = obj.sum(torch.func.functional_call(ref, dict(zip([n for n, _ in ref.named_parameters()], shifted)),
-                                               data.x_train), data.y_train) / 8
+    loss2 = (
+        obj.sum(
+            torch.func.functional_call(ref, dict(zip([n for n, _ in ref.named_parameters()], shifted)), data.x_train),
+            data.y_train,
+        )
+        / 8
+    )
     g2 = torch.autograd.grad(loss2, params)
     expect = [p.detach() - 0.1 * gi for p, gi in zip(params, g2)]
     opt = build_sgd(model.parameters(), lr=0.1)

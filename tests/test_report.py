@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import ROOT, TINY, run_cli
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -28,11 +27,22 @@ def report(*args, timeout=300):
 
 
 def ejr_run(root: Path, name: str, lr: float, jacobian: str, seed: int, acc: float, **extra):
-    over = {"optimizer.lr": lr, "regularizer": jacobian, "regularizer.jacobian": jacobian, "seed": seed,
-            "regularizer.lambda_reg": 0.01 if jacobian == "ejr" else 0.0, **extra}
+    over = {
+        "optimizer.lr": lr,
+        "regularizer": jacobian,
+        "regularizer.jacobian": jacobian,
+        "seed": seed,
+        "regularizer.lambda_reg": 0.01 if jacobian == "ejr" else 0.0,
+        **extra,
+    }
     steps = [0, 10]
-    write_run(root / name, over, steps, metrics=("train_acc", "test_acc"),
-              values={"train_acc": [0.1, 1.0], "test_acc": [0.1, acc]})
+    write_run(
+        root / name,
+        over,
+        steps,
+        metrics=("train_acc", "test_acc"),
+        values={"train_acc": [0.1, 1.0], "test_acc": [0.1, acc]},
+    )
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -90,8 +100,15 @@ def test_correlations_against_scipy_and_by_family(tmp_path):
     for fam in ("mixup", "sam"):
         for i in range(6):
             gap = rng.uniform(0.1, 1)
-            rows.append({"family": fam, "gen_gap_loss": -gap if i == 0 else gap, "gen_gap_acc": gap / 2,
-                         "sharpness": rng.uniform(1, 10), "input_jac_max": 3 * gap + (1 if fam == "sam" else 0)})
+            rows.append(
+                {
+                    "family": fam,
+                    "gen_gap_loss": -gap if i == 0 else gap,
+                    "gen_gap_acc": gap / 2,
+                    "sharpness": rng.uniform(1, 10),
+                    "input_jac_max": 3 * gap + (1 if fam == "sam" else 0),
+                }
+            )
     runs = pd.DataFrame(rows)
     corr = tables.correlations(runs)
     pooled = corr[(corr.family == "all") & (corr.measure == "sharpness")].iloc[0]
@@ -108,8 +125,14 @@ def test_correlations_against_scipy_and_by_family(tmp_path):
 
 
 def test_family_names_the_regularisers_in_force():
-    base = {"optimizer.name": "sgd", "optimizer.weight_decay": 5e-4, "regularizer.label_smoothing": 0.0,
-            "regularizer.mixup_alpha": 0.0, "regularizer.augment": False, "regularizer.jacobian": "none"}
+    base = {
+        "optimizer.name": "sgd",
+        "optimizer.weight_decay": 5e-4,
+        "regularizer.label_smoothing": 0.0,
+        "regularizer.mixup_alpha": 0.0,
+        "regularizer.augment": False,
+        "regularizer.jacobian": "none",
+    }
     assert collect.family(base) == "weight_decay"
     assert collect.family({**base, "optimizer.weight_decay": 0.0}) == "none"
     assert collect.family({**base, "regularizer.mixup_alpha": 0.4}) == "mixup"
@@ -121,9 +144,13 @@ def test_final_values_best_accuracy_and_eos_onset(tmp_path):
     """EoS onset = first logged step with sharpness ≥ 0.9 × threshold, the threshold carried forward (a schedule
     changes it only at evaluation rows here)."""
     steps = [0, 10, 20, 30, 40]
-    values = {"sharpness": [1.0, 5.0, 17.0, 19.0, None], "threshold": [20.0, None, 20.0, None, 20.0],
-              "test_acc": [0.1, 0.7, 0.6, 0.65, 0.62], "train_acc": [0.1, 0.8, 0.9, 0.95, 0.97],
-              "jac_op_norm": [1.0, None, 2.0, None, None]}
+    values = {
+        "sharpness": [1.0, 5.0, 17.0, 19.0, None],
+        "threshold": [20.0, None, 20.0, None, 20.0],
+        "test_acc": [0.1, 0.7, 0.6, 0.65, 0.62],
+        "train_acc": [0.1, 0.8, 0.9, 0.95, 0.97],
+        "jac_op_norm": [1.0, None, 2.0, None, None],
+    }
     write_run(tmp_path / "s" / "r", {"seed": 0}, steps, metrics=tuple(values), values=values, status="RUNNING")
     data = collect.collect([tmp_path / "s"], query_slurm=False)
     run = data.runs.iloc[0]
@@ -138,10 +165,20 @@ def test_eos_onset_carries_the_threshold_within_a_run_only(tmp_path):
     """Two runs: the second logs no threshold before step 20, so the first run's threshold (2) must not reach it
     (its sharpness 5 at step 10 would then count); with its own threshold 100 it never reaches 90."""
     steps = [0, 10, 20]
-    write_run(tmp_path / "s" / "a", {"seed": 0}, steps, metrics=("sharpness", "threshold"),
-              values={"sharpness": [1.0, 1.9, 2.0], "threshold": [2.0, 2.0, 2.0]})
-    write_run(tmp_path / "s" / "b", {"seed": 1}, steps, metrics=("sharpness", "threshold"),
-              values={"sharpness": [1.0, 5.0, 50.0], "threshold": [None, None, 100.0]})
+    write_run(
+        tmp_path / "s" / "a",
+        {"seed": 0},
+        steps,
+        metrics=("sharpness", "threshold"),
+        values={"sharpness": [1.0, 1.9, 2.0], "threshold": [2.0, 2.0, 2.0]},
+    )
+    write_run(
+        tmp_path / "s" / "b",
+        {"seed": 1},
+        steps,
+        metrics=("sharpness", "threshold"),
+        values={"sharpness": [1.0, 5.0, 50.0], "threshold": [None, None, 100.0]},
+    )
     runs = collect.collect([tmp_path / "s"], query_slurm=False).runs.set_index("run")
     assert runs.loc["a", "eos_onset_step"] == 10  # 1.9 >= 0.9 * 2
     assert math.isnan(runs.loc["b", "eos_onset_step"])
@@ -150,10 +187,12 @@ def test_eos_onset_carries_the_threshold_within_a_run_only(tmp_path):
 def test_reader_equals_json_loads_including_rare_keys_and_nulls(tmp_path):
     """A key that appears only in middle rows, a null, an integer, a list and a string: the fast path's
     completeness check sends the file to full inference, and every value equals json.loads'."""
-    rows = [{"step": 0, "a": 1.5, "s": "x", "k": [1.0, 2.0]},
-            {"step": 1, "a": 2, "rare": 7.25},
-            {"step": 2, "a": None, "b": 3.0},
-            {"step": 3, "a": 4.0, "b": 1.0}]
+    rows = [
+        {"step": 0, "a": 1.5, "s": "x", "k": [1.0, 2.0]},
+        {"step": 1, "a": 2, "rare": 7.25},
+        {"step": 2, "a": None, "b": 3.0},
+        {"step": 3, "a": 4.0, "b": 1.0},
+    ]
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     frame, warning = collect.read_metrics(path)
@@ -179,11 +218,17 @@ CHUNK_FILES = {  # name -> rows, each a case of read_chunk's checks
     "text_a": [{"step": 0, "a": "x"}, {"step": 1, "a": "y"}],
     "nostep": [{"a": 1.0}],
     # a rare key beside nulls: the nulls must not cover for the lost value
-    "rare_nulls": [{"step": 0, "a": None, "b": 1.0}, {"step": 1, "a": 2.0, "y": 5.0, "b": None},
-                   {"step": 2, "a": None, "b": 3.0}],
+    "rare_nulls": [
+        {"step": 0, "a": None, "b": 1.0},
+        {"step": 1, "a": 2.0, "y": 5.0, "b": None},
+        {"step": 2, "a": None, "b": 3.0},
+    ],
     # ':' and `": null` inside strings (only the slow path may read these), a list value
-    "colon_text": [{"step": 0, "a": 1.0, "sharpness_path": 'cuda:0 ": null'}, {"step": 1, "a": 2.0, "k": [1.0]},
-                   {"step": 2, "a": 3.0, "sharpness_path": "x"}],
+    "colon_text": [
+        {"step": 0, "a": 1.0, "sharpness_path": 'cuda:0 ": null'},
+        {"step": 1, "a": 2.0, "k": [1.0]},
+        {"step": 2, "a": 3.0, "sharpness_path": "x"},
+    ],
 }
 
 
@@ -262,10 +307,16 @@ def test_trajectory_stats_mean_sd_per_value_and_sparse_metrics_keep_their_points
     """Lines are the mean over the runs sharing a value, bands their sd (ddof 1), per step; a metric logged every
     10th row (as sharpness is) keeps its points however the dense rows are thinned."""
     rows = []
-    for run, (lr, scale) in enumerate([("0.1", 1.0), ("0.1", 3.0), ("0.2", 10.0)]):
+    for run, (_lr, scale) in enumerate([("0.1", 1.0), ("0.1", 3.0), ("0.2", 10.0)]):
         for step in range(0, 100):
-            rows.append({"run": run, "step": step, "train_ce": scale * step,
-                         "sharpness": scale * step if step % 10 == 5 else np.nan})
+            rows.append(
+                {
+                    "run": run,
+                    "step": step,
+                    "train_ce": scale * step,
+                    "sharpness": scale * step if step % 10 == 5 else np.nan,
+                }
+            )
     history = pd.DataFrame(rows)
     values = pd.Series(["0.1", "0.1", "0.2"], index=[0, 1, 2])
     stats = figures.trajectory_stats(history, values, ["train_ce", "sharpness"], max_points=7)
@@ -274,8 +325,9 @@ def test_trajectory_stats_mean_sd_per_value_and_sparse_metrics_keep_their_points
     kept = sorted(sparse.xs("0.2", level=0).index)  # thinned among its own 10 rows, not the dense ones
     assert 6 <= len(kept) <= 8 and kept[0] == 5 and kept[-1] == 95 and all(k % 10 == 5 for k in kept)
     for step, row in sparse.xs("0.1", level=0).iterrows():
-        assert row["mean"] == pytest.approx(2.0 * step) and row["std"] == pytest.approx(np.std([step, 3.0 * step],
-                                                                                                ddof=1))
+        assert row["mean"] == pytest.approx(2.0 * step) and row["std"] == pytest.approx(
+            np.std([step, 3.0 * step], ddof=1)
+        )
     assert sparse.xs("0.2", level=0)["std"].isna().all()  # one run: no band
 
 
@@ -309,8 +361,13 @@ def test_report_on_a_partial_sweep_with_bad_files(tmp_path):
     runs = sorted(p for p in sweep.iterdir() if p.is_dir())
     torn = runs[0] / "metrics.jsonl"
     torn.write_text(torn.read_text()[:-40])
-    write_run(sweep / "optimizer.batch_size=32,optimizer.lr=0.3,seed=0", {"optimizer.lr": 0.3, "seed": 0},
-              list(range(0, 12, 3)), metrics=("test_acc", "train_acc"), status="RUNNING")
+    write_run(
+        sweep / "optimizer.batch_size=32,optimizer.lr=0.3,seed=0",
+        {"optimizer.lr": 0.3, "seed": 0},
+        list(range(0, 12, 3)),
+        metrics=("test_acc", "train_acc"),
+        status="RUNNING",
+    )
     foreign = sweep / "tensorboard_run"
     foreign.mkdir()
     (foreign / "metrics.jsonl").write_text('{"loss": 1}\n')
@@ -341,7 +398,8 @@ def test_empty_input_is_one_line_and_nothing_is_written(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"ijr-report: error: no ijr run directories under {empty}; a run directory holds status.json or "
-        "metrics.jsonl (ijr-train writes them)"]
+        "metrics.jsonl (ijr-train writes them)"
+    ]
     assert list(empty.iterdir()) == []
     proc = report(tmp_path / "nope")
     assert proc.returncode == 2 and "does not exist" in proc.stderr and len(proc.stderr.splitlines()) == 1
@@ -350,10 +408,12 @@ def test_empty_input_is_one_line_and_nothing_is_written(tmp_path):
     sweep = tmp_path / "s"
     make_sweep(sweep, [0.1], [32], [0], steps=5)
     (tmp_path / "afile").write_text("")
-    for args, says in ((["--jobs", "-1"], "--jobs -1: give a number of threads"),
-                       (["--metrics", "nope"], "--metrics nope: not logged by any run"),
-                       (["--family-by", "nope"], "--family-by nope: no such column"),
-                       (["--out", tmp_path / "afile"], "is a file; give a directory")):
+    for args, says in (
+        (["--jobs", "-1"], "--jobs -1: give a number of threads"),
+        (["--metrics", "nope"], "--metrics nope: not logged by any run"),
+        (["--family-by", "nope"], "--family-by nope: no such column"),
+        (["--out", tmp_path / "afile"], "is a file; give a directory"),
+    ):
         proc = report(sweep, "--no-figures", *args)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("ijr-report: error: "), lines
@@ -379,9 +439,22 @@ def test_report_on_runs_written_by_ijr_train(tmp_path):
     import pyarrow.parquet as pq
 
     sweep = tmp_path / "multirun"
-    proc = run_cli(["-m", *TINY, "trainer.max_steps=12", "trainer.eval_every=6", "metrics.names=[sharpness,threshold]",
-                    "metrics.default_every=6", "metrics.lanczos_max_iters=10", "probe.n=64",
-                    "optimizer.lr=0.05,0.1", "seed=0,1", f"hydra.sweep.dir={sweep}"], timeout=600)
+    proc = run_cli(
+        [
+            "-m",
+            *TINY,
+            "trainer.max_steps=12",
+            "trainer.eval_every=6",
+            "metrics.names=[sharpness,threshold]",
+            "metrics.default_every=6",
+            "metrics.lanczos_max_iters=10",
+            "probe.n=64",
+            "optimizer.lr=0.05,0.1",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = report(sweep, "--out", tmp_path / "rep")
     assert proc.returncode == 0, proc.stderr

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -70,8 +69,15 @@ def test_index_html_renders_in_chromium_and_every_image_loads(tmp_path, chromium
     assert n_images >= 8
     checked = tmp_path / "checked.html"  # the page plus a script that records what the browser saw
     checked.write_text(page.replace("</body>", CHECK + "</body>"))
-    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--virtual-time-budget=20000", "--window-size=1280,1600"]
+    browser = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--virtual-time-budget=20000",
+        "--window-size=1280,1600",
+    ]
     dom = subprocess.run([*browser, "--dump-dom", checked.as_uri()], capture_output=True, text=True, timeout=180)
     found = re.search(r'<pre id="ijr-check">(.*?)</pre>', dom.stdout, re.S)
     assert found, f"the page did not load in chromium: {dom.stderr[-1500:]}"
@@ -80,8 +86,12 @@ def test_index_html_renders_in_chromium_and_every_image_loads(tmp_path, chromium
     assert all(i["ok"] and i["width"] > 100 for i in seen["images"]), [i for i in seen["images"] if not i["ok"]]
     assert seen["tables"] >= 3 and seen["h1"].startswith("ijr report") and seen["height"] > 2000
     shot = tmp_path / "shot.png"
-    subprocess.run([*browser, f"--screenshot={shot}", (sweep / "report" / "index.html").as_uri()],
-                   capture_output=True, text=True, timeout=180)
+    subprocess.run(
+        [*browser, f"--screenshot={shot}", (sweep / "report" / "index.html").as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     import matplotlib.image as mpimg
 
     pixels = mpimg.imread(shot)

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import IJR_TRAIN, ROOT
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
@@ -25,11 +24,23 @@ pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
 IJR_SWEEP = str(Path(sys.executable).with_name("ijr-sweep"))
 IJR_STATUS = str(Path(sys.executable).with_name("ijr-status"))
 # the site settings of this test cluster, given the way a user gives them (environment variables)
-SITE = {"IJR_SLURM_PARTITION": "debug", "IJR_SLURM_GPUS_PER_NODE": "null", "IJR_SLURM_CPUS_PER_TASK": "1",
-        "IJR_SLURM_MEM_GB": "null", "IJR_SLURM_TIMEOUT_MIN": "10"}
+SITE = {
+    "IJR_SLURM_PARTITION": "debug",
+    "IJR_SLURM_GPUS_PER_NODE": "null",
+    "IJR_SLURM_CPUS_PER_TASK": "1",
+    "IJR_SLURM_MEM_GB": "null",
+    "IJR_SLURM_TIMEOUT_MIN": "10",
+}
 # ~10 ms per full-batch GD step of fc-tanh on digits with one thread: LONG takes ~20 s of training
-LONG = ["metrics=none", "trainer.eval_every=100", "trainer.checkpoint_every=100", "trainer.num_threads=1",
-        "trainer.progress=false", "optimizer.lr=0.1", "seed=0"]
+LONG = [
+    "metrics=none",
+    "trainer.eval_every=100",
+    "trainer.checkpoint_every=100",
+    "trainer.num_threads=1",
+    "trainer.progress=false",
+    "optimizer.lr=0.1",
+    "seed=0",
+]
 
 
 def _env(cluster):
@@ -43,15 +54,22 @@ def _study(tmp_path, name, fixed, grids):
 
 
 def _sweep(cluster, *args, timeout=120):
-    r = subprocess.run([IJR_SWEEP, *map(str, args), "launcher=slurm"], cwd=ROOT, env=_env(cluster),
-                       capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        [IJR_SWEEP, *map(str, args), "launcher=slurm"],
+        cwd=ROOT,
+        env=_env(cluster),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return r
 
 
 def _status(cluster, sweep_dir):
-    r = subprocess.run([IJR_STATUS, str(sweep_dir), "--json"], env=_env(cluster), capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        [IJR_STATUS, str(sweep_dir), "--json"], env=_env(cluster), capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -75,22 +93,33 @@ def _run_status(run_dir):
 
 
 def _rows(path):
-    return [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")}
-            for line in Path(path).read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if not k.endswith("_s")}
+        for line in Path(path).read_text().splitlines()
+    ]
 
 
 def test_make_sweep_on_slurm_returns_when_queued_completes_and_a_rerun_submits_nothing(slurm_cluster, tmp_path):
     sweep_dir = tmp_path / "eos"
-    make = ["make", "--no-print-directory", "sweep", f"VENV={sys.prefix}", "SWEEP=eos_lr", "TINY=1",
-            "LAUNCHER=slurm", f"ARGS=--sweep-dir {sweep_dir} trainer.num_threads=1"]
+    make = [
+        "make",
+        "--no-print-directory",
+        "sweep",
+        f"VENV={sys.prefix}",
+        "SWEEP=eos_lr",
+        "TINY=1",
+        "LAUNCHER=slurm",
+        f"ARGS=--sweep-dir {sweep_dir} trainer.num_threads=1",
+    ]
     r = subprocess.run(make, cwd=ROOT, env=_env(slurm_cluster), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "4 job(s) queued on SLURM" in r.stdout and f"ijr-status {sweep_dir}" in r.stdout
     first = _status(slurm_cluster, sweep_dir)
     assert first["counts"]["COMPLETED"] < 4  # make returned before the jobs finished: it did not wait
     assert first["counts"]["RUNNING"] + first["counts"]["COMPLETED"] == 4
-    done = _wait("4 COMPLETED jobs", lambda: (s := _status(slurm_cluster, sweep_dir))["counts"]["COMPLETED"] == 4
-                 and s, 300)
+    done = _wait(
+        "4 COMPLETED jobs", lambda: (s := _status(slurm_cluster, sweep_dir))["counts"]["COMPLETED"] == 4 and s, 300
+    )
     assert {j["name"] for j in done["jobs"]} == {f"optimizer.lr={lr},seed=0" for lr in ("0.05", "0.1", "0.2", "0.4")}
     for job in done["jobs"]:
         attempts = _run_status(sweep_dir / job["name"])["attempts"]
@@ -99,40 +128,62 @@ def test_make_sweep_on_slurm_returns_when_queued_completes_and_a_rerun_submits_n
     ledger = (sweep_dir / "submissions.jsonl").read_text()
     r = subprocess.run(make, cwd=ROOT, env=_env(slurm_cluster), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "nothing to launch" in r.stdout and "skipped: 4 COMPLETED" in r.stdout
-    assert sorted(slurm_cluster.job_ids()) == sorted(jobs_before) and (sweep_dir / "submissions.jsonl").read_text() == ledger
+    assert (
+        sorted(slurm_cluster.job_ids()) == sorted(jobs_before)
+        and (sweep_dir / "submissions.jsonl").read_text() == ledger
+    )
 
 
 def test_a_failing_job_is_reported_with_its_overrides_and_the_others_finish(slurm_cluster, tmp_path):
-    study = _study(tmp_path, "failing", ["optimizer=sgd", "metrics=none", "trainer.max_steps=5",
-                                         "trainer.num_threads=1", "trainer.progress=false"],
-                   [{"optimizer.batch_size": 64, "optimizer.lr": [0.05, 0.1, 0.2]},
-                    {"optimizer.batch_size": 5000, "optimizer.lr": 0.1}])  # larger than digits' 1,437 images
+    study = _study(
+        tmp_path,
+        "failing",
+        ["optimizer=sgd", "metrics=none", "trainer.max_steps=5", "trainer.num_threads=1", "trainer.progress=false"],
+        [
+            {"optimizer.batch_size": 64, "optimizer.lr": [0.05, 0.1, 0.2]},
+            {"optimizer.batch_size": 5000, "optimizer.lr": 0.1},
+        ],
+    )  # larger than digits' 1,437 images
     sweep_dir = tmp_path / "failing"
     _sweep(slurm_cluster, study, "--sweep-dir", sweep_dir)
-    final = _wait("every job finished", lambda: (s := _status(slurm_cluster, sweep_dir))["counts"]["RUNNING"] == 0
-                  and s["counts"]["MISSING"] == 0 and s, 300)
+    final = _wait(
+        "every job finished",
+        lambda: (
+            (s := _status(slurm_cluster, sweep_dir))["counts"]["RUNNING"] == 0 and s["counts"]["MISSING"] == 0 and s
+        ),
+        300,
+    )
     assert final["counts"] == {"COMPLETED": 3, "RUNNING": 0, "FAILED": 1, "DIVERGED": 0, "MISSING": 0}
     (failed,) = [j for j in final["jobs"] if j["bucket"] == "FAILED"]
     assert "optimizer.batch_size=5000" in failed["overrides"] and "larger than" in failed["detail"]
-    text = subprocess.run([IJR_STATUS, str(sweep_dir)], env=_env(slurm_cluster), capture_output=True,
-                          text=True).stdout
+    text = subprocess.run([IJR_STATUS, str(sweep_dir)], env=_env(slurm_cluster), capture_output=True, text=True).stdout
     assert "FAILED 1" in text and "optimizer.batch_size=5000 optimizer.lr=0.1 seed=0" in text
 
 
 @pytest.mark.slow
-def test_a_requeued_running_job_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(slurm_cluster,
-                                                                                               tmp_path):
+def test_a_requeued_running_job_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(slurm_cluster, tmp_path):
     reference = tmp_path / "reference"  # the same run, uninterrupted, outside SLURM (in parallel)
-    local = subprocess.Popen([IJR_TRAIN, *LONG, "trainer.max_steps=2000", f"hydra.run.dir={reference}"], cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    local = subprocess.Popen(
+        [IJR_TRAIN, *LONG, "trainer.max_steps=2000", f"hydra.run.dir={reference}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     study = _study(tmp_path, "requeue", [*LONG[:5], "trainer.max_steps=2000"], [{"optimizer.lr": 0.1}])
     sweep_dir = tmp_path / "requeue"
     _sweep(slurm_cluster, study, "--sweep-dir", sweep_dir)
     run_dir = sweep_dir / "optimizer.lr=0.1,seed=0"
     (job_id,) = [json.loads(line)["job_id"] for line in (sweep_dir / "submissions.jsonl").read_text().splitlines()]
-    _wait("a checkpoint past step 200", lambda: (run_dir / "checkpoint.pt").exists() and
-          (_run_status(run_dir) or {}).get("status") == "RUNNING" and
-          len((run_dir / "metrics.jsonl").read_text().splitlines()) > 3, 120)
+    _wait(
+        "a checkpoint past step 200",
+        lambda: (
+            (run_dir / "checkpoint.pt").exists()
+            and (_run_status(run_dir) or {}).get("status") == "RUNNING"
+            and len((run_dir / "metrics.jsonl").read_text().splitlines()) > 3
+        ),
+        120,
+    )
     slurm_cluster.run("scontrol", "requeue", job_id)
     stopped = _wait("the run to stop", lambda: (s := _run_status(run_dir))["status"] != "RUNNING" and s, 60)
     assert stopped["status"] == "STOPPED" and "SIGTERM" in stopped["error"], stopped.get("error")
@@ -154,8 +205,15 @@ def test_a_job_at_its_time_limit_is_signalled_checkpoints_is_requeued_and_resume
     # a 1-minute limit with SIGUSR2 45 s before it; the run needs ~40 s of training, so it is signalled
     study = _study(tmp_path, "timelimit", [*LONG[:5], "trainer.max_steps=4000"], [{"optimizer.lr": 0.1}])
     sweep_dir = tmp_path / "timelimit"
-    _sweep(slurm_cluster, study, "--sweep-dir", sweep_dir, "hydra.launcher.timeout_min=1",
-           "hydra.launcher.signal_delay_s=45", "hydra.launcher.max_num_timeout=2")
+    _sweep(
+        slurm_cluster,
+        study,
+        "--sweep-dir",
+        sweep_dir,
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=45",
+        "hydra.launcher.max_num_timeout=2",
+    )
     run_dir = sweep_dir / "optimizer.lr=0.1,seed=0"
     (job_id,) = [json.loads(line)["job_id"] for line in (sweep_dir / "submissions.jsonl").read_text().splitlines()]
     assert slurm_cluster.field(job_id, "TimeLimit") == "00:01:00"
@@ -166,8 +224,9 @@ def test_a_job_at_its_time_limit_is_signalled_checkpoints_is_requeued_and_resume
 
     # the clock for the signal starts when the job runs (on a loaded machine it may wait in the queue first)
     _wait("the job to run", lambda: slurm_cluster.job_state(job_id) != "PENDING", 180, explain)
-    stopped = _wait("SIGUSR2 to stop the run", lambda: (s := _run_status(run_dir)) and s["status"] != "RUNNING"
-                    and s, 120, explain)
+    stopped = _wait(
+        "SIGUSR2 to stop the run", lambda: (s := _run_status(run_dir)) and s["status"] != "RUNNING" and s, 120, explain
+    )
     assert stopped["status"] == "STOPPED" and "SIGUSR2" in stopped["error"], stopped.get("error")
     at = stopped["attempts"][0]["stopped_at_step"]
     assert 0 < at < 4000

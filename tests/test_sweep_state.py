@@ -25,33 +25,58 @@ def _run(tmp_path, name, status=None, rows=(), attempts=None, raw=None):
     if raw is not None:
         (d / "status.json").write_text(raw)
     elif status is not None:
-        records.write_json_atomic(d / "status.json", {"status": status, "attempts": attempts or [],
-                                                      "total_steps": 100, "error": "boom\nValueError: bad lr",
-                                                      "stop_reason": "max_steps"})
+        records.write_json_atomic(
+            d / "status.json",
+            {
+                "status": status,
+                "attempts": attempts or [],
+                "total_steps": 100,
+                "error": "boom\nValueError: bad lr",
+                "stop_reason": "max_steps",
+            },
+        )
     if rows:
         (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 9')  # torn tail
     return d
 
 
-SLURM_ATTEMPT = {"host": "node7", "pid": 1, "slurm": {"SLURM_JOB_ID": "44", "SLURM_ARRAY_JOB_ID": "40",
-                                                       "SLURM_ARRAY_TASK_ID": "4"}}
+SLURM_ATTEMPT = {
+    "host": "node7",
+    "pid": 1,
+    "slurm": {"SLURM_JOB_ID": "44", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "4"},
+}
 
 
-@pytest.mark.parametrize("case", [
-    # (status, attempts, submission job id, queue, expected bucket, text in detail)
-    ("COMPLETED", [], None, None, "COMPLETED", "max_steps"),
-    ("DIVERGED", [], None, None, "DIVERGED", ""),
-    ("FAILED", [], None, None, "FAILED", "ValueError: bad lr"),
-    ("FAILED", [SLURM_ATTEMPT], "40_4", {"40_4": "PENDING"}, "RUNNING", "SLURM job 40_4 PENDING"),  # resubmitted
-    ("STOPPED", [SLURM_ATTEMPT], None, {"40_4": "PENDING", "44": "PENDING"}, "RUNNING", "PENDING (run stopped"),
-    ("STOPPED", [SLURM_ATTEMPT], None, {}, "FAILED", "not requeued"),
-    ("RUNNING", [SLURM_ATTEMPT], None, {"40_4": "RUNNING"}, "RUNNING", "SLURM job 40_4 RUNNING"),
-    ("RUNNING", [SLURM_ATTEMPT], None, {"40_4": "TIMEOUT"}, "FAILED", "ended TIMEOUT"),
-    ("RUNNING", [SLURM_ATTEMPT], None, None, "RUNNING", "on node7"),  # no SLURM to ask: trust the file
-    ("RUNNING", [{"host": socket.gethostname(), "pid": 2 ** 22 + 12345}], None, None, "FAILED", "is gone"),
-    ("RUNNING", [{"host": socket.gethostname(), "pid": os.getpid(),
-                  "pid_start_ticks": records.process_start_ticks(os.getpid())}], None, None, "RUNNING", ""),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        # (status, attempts, submission job id, queue, expected bucket, text in detail)
+        ("COMPLETED", [], None, None, "COMPLETED", "max_steps"),
+        ("DIVERGED", [], None, None, "DIVERGED", ""),
+        ("FAILED", [], None, None, "FAILED", "ValueError: bad lr"),
+        ("FAILED", [SLURM_ATTEMPT], "40_4", {"40_4": "PENDING"}, "RUNNING", "SLURM job 40_4 PENDING"),  # resubmitted
+        ("STOPPED", [SLURM_ATTEMPT], None, {"40_4": "PENDING", "44": "PENDING"}, "RUNNING", "PENDING (run stopped"),
+        ("STOPPED", [SLURM_ATTEMPT], None, {}, "FAILED", "not requeued"),
+        ("RUNNING", [SLURM_ATTEMPT], None, {"40_4": "RUNNING"}, "RUNNING", "SLURM job 40_4 RUNNING"),
+        ("RUNNING", [SLURM_ATTEMPT], None, {"40_4": "TIMEOUT"}, "FAILED", "ended TIMEOUT"),
+        ("RUNNING", [SLURM_ATTEMPT], None, None, "RUNNING", "on node7"),  # no SLURM to ask: trust the file
+        ("RUNNING", [{"host": socket.gethostname(), "pid": 2**22 + 12345}], None, None, "FAILED", "is gone"),
+        (
+            "RUNNING",
+            [
+                {
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "pid_start_ticks": records.process_start_ticks(os.getpid()),
+                }
+            ],
+            None,
+            None,
+            "RUNNING",
+            "",
+        ),
+    ],
+)
 def test_each_run_state_falls_in_its_bucket(tmp_path, case):
     status, attempts, job_id, queue, bucket, detail = case
     d = _run(tmp_path, "a=1", status, rows=[{"step": 0}, {"step": 50}], attempts=attempts)
@@ -72,39 +97,69 @@ def test_jobs_without_a_run_directory_are_running_while_queued_else_missing(tmp_
 
 
 def test_expected_jobs_come_from_the_plan_the_ledger_and_the_run_directories(tmp_path):
-    sweep_state.write_plan(tmp_path, {"study": "s", "jobs": [{"name": "a=1", "overrides": ["a=1"]},
-                                                             {"name": "a=2", "overrides": ["a=2"]}]})
+    sweep_state.write_plan(
+        tmp_path, {"study": "s", "jobs": [{"name": "a=1", "overrides": ["a=1"]}, {"name": "a=2", "overrides": ["a=2"]}]}
+    )
     sweep_state.record_submissions(tmp_path, [{"job_id": "9", "run_dir": "a=3", "overrides": ["a=3"]}])
     _run(tmp_path, "a=1", "COMPLETED")
     d = _run(tmp_path, "b=1", "FAILED")
     (d / "overrides.yaml").write_text("- b=1\n")
     states = {s.name: s for s in sweep_state.sweep_states(tmp_path, query_slurm=False)}
-    assert {n: s.bucket for n, s in states.items()} == {"a=1": "COMPLETED", "a=2": "MISSING", "a=3": "MISSING",
-                                                       "b=1": "FAILED"}
+    assert {n: s.bucket for n, s in states.items()} == {
+        "a=1": "COMPLETED",
+        "a=2": "MISSING",
+        "a=3": "MISSING",
+        "b=1": "FAILED",
+    }
     assert states["b=1"].overrides == ["b=1"] and states["a=3"].job_id == "9"
-    assert sweep_state.counts(list(states.values())) == {"COMPLETED": 1, "RUNNING": 0, "FAILED": 1, "DIVERGED": 0,
-                                                         "MISSING": 2}
+    assert sweep_state.counts(list(states.values())) == {
+        "COMPLETED": 1,
+        "RUNNING": 0,
+        "FAILED": 1,
+        "DIVERGED": 0,
+        "MISSING": 2,
+    }
 
 
 def test_ijr_status_prints_counts_and_failures_with_their_overrides(tmp_path):
-    sweep_state.write_plan(tmp_path, {"study": "s", "launcher": "local", "launched": "now",
-                                      "jobs": [{"name": "lr=1,seed=0", "overrides": ["lr=1", "seed=0"]},
-                                               {"name": "lr=2,seed=0", "overrides": ["lr=2", "seed=0"]}]})
+    sweep_state.write_plan(
+        tmp_path,
+        {
+            "study": "s",
+            "launcher": "local",
+            "launched": "now",
+            "jobs": [
+                {"name": "lr=1,seed=0", "overrides": ["lr=1", "seed=0"]},
+                {"name": "lr=2,seed=0", "overrides": ["lr=2", "seed=0"]},
+            ],
+        },
+    )
     _run(tmp_path, "lr=1,seed=0", "COMPLETED")
     _run(tmp_path, "lr=2,seed=0", "FAILED")
     r = subprocess.run([IJR_STATUS, str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert "of sweep s" in lines[0] and lines[1].split() == ["COMPLETED", "1", "RUNNING", "0", "FAILED", "1",
-                                                            "DIVERGED", "0", "MISSING", "0"]
+    assert "of sweep s" in lines[0] and lines[1].split() == [
+        "COMPLETED",
+        "1",
+        "RUNNING",
+        "0",
+        "FAILED",
+        "1",
+        "DIVERGED",
+        "0",
+        "MISSING",
+        "0",
+    ]
     assert any(ln.split()[:3] == ["FAILED", "lr=2", "seed=0"] and "ValueError: bad lr" in ln for ln in lines)
     assert not any(ln.strip().startswith("COMPLETED lr=1") for ln in lines)  # listed only with --all
     r = subprocess.run([IJR_STATUS, str(tmp_path), "--json"], capture_output=True, text=True)
     assert json.loads(r.stdout)["counts"]["FAILED"] == 1
 
 
-@pytest.mark.parametrize("make,message", [(lambda p: p / "nothere", "is not a directory"),
-                                          (lambda p: p, "holds no runs and no sweep plan")])
+@pytest.mark.parametrize(
+    "make,message", [(lambda p: p / "nothere", "is not a directory"), (lambda p: p, "holds no runs and no sweep plan")]
+)
 def test_ijr_status_bad_input_is_one_line_and_exit_2(tmp_path, make, message):
     r = subprocess.run([IJR_STATUS, str(make(tmp_path))], capture_output=True, text=True)
     err = r.stderr.strip().splitlines()

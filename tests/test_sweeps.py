@@ -6,12 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from omegaconf import OmegaConf
 
-from conftest import ROOT
-from ijr_cli.sweep import study as sweeps
 from ijr_cli.cli.sweep import preflight
 from ijr_cli.core.errors import UserError
+from ijr_cli.sweep import study as sweeps
 
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 IJR_SWEEP = str(Path(sys.executable).with_name("ijr-sweep"))
@@ -22,9 +22,18 @@ def _sweep_cli(args, timeout=600):
 
 
 def test_there_are_named_sweeps():
-    assert {p.stem for p in SWEEP_FILES} >= {"table1_simplecnn", "table1_simplecnn_fullbatch", "table1_wrn_cifar10",
-                                             "table1_wrn_cifar100", "lr_bs", "weight_decay", "label_smoothing",
-                                             "mixup", "regularizers", "eos_lr"}
+    assert {p.stem for p in SWEEP_FILES} >= {
+        "table1_simplecnn",
+        "table1_simplecnn_fullbatch",
+        "table1_wrn_cifar10",
+        "table1_wrn_cifar100",
+        "lr_bs",
+        "weight_decay",
+        "label_smoothing",
+        "mixup",
+        "regularizers",
+        "eos_lr",
+    }
 
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
@@ -46,8 +55,9 @@ def _configs(compose, name, tiny=False):
 
 def test_table1_simplecnn_is_the_papers_grid(compose):
     cfgs = _configs(compose, "table1_simplecnn")
-    assert {(c.dataset.name, c.model.name, c.optimizer.name.value, c.optimizer.batch_size) for c in cfgs} == \
-        {("cifar10", "simplecnn", "sgd", 128)}
+    assert {(c.dataset.name, c.model.name, c.optimizer.name.value, c.optimizer.batch_size) for c in cfgs} == {
+        ("cifar10", "simplecnn", "sgd", 128)
+    }
     cells = {(c.optimizer.lr, c.regularizer.jacobian.value, c.regularizer.lambda_reg) for c in cfgs}
     lrs = [0.003, 0.01, 0.03, 0.1, 0.3]
     assert cells == {(lr, "none", 0.0) for lr in lrs} | {(lr, "ejr", 0.01) for lr in lrs}
@@ -65,30 +75,54 @@ def test_paper_002_and_eos_studies_hold_the_values_the_papers_give(compose):
     smoothing swept; Fig. 2 ResNet-18, CE, 90 epochs, weight decay swept at two lrs; Figs. 3-4 ResNet-18, SGD,
     constant lr, wd 1e-4, five trials; Fig. 5 ResNet-18 with BN, wd 5e-4 in every run, five trials, two lrs."""
     cfgs, study = _seed0_configs(compose, "label_smoothing")
-    assert {(c.model.name, c.optimizer.name.value, c.optimizer.lr, c.loss.name.value) for c in cfgs} == \
-        {("vgg11", "gd", 0.08, "ce")}
+    assert {(c.model.name, c.optimizer.name.value, c.optimizer.lr, c.loss.name.value) for c in cfgs} == {
+        ("vgg11", "gd", 0.08, "ce")
+    }
     assert {c.regularizer.label_smoothing for c in cfgs} >= {0.0, 0.1, 0.2}
     cfgs, study = _seed0_configs(compose, "weight_decay")
     assert {(c.model.name, c.loss.name.value, c.trainer.epochs) for c in cfgs} == {("resnet18", "ce", 90)}
     assert 0.0 in {c.optimizer.weight_decay for c in cfgs} and len({c.optimizer.lr for c in cfgs}) == 2
     cfgs, study = _seed0_configs(compose, "lr_bs")
-    assert {(c.model.name, c.optimizer.name.value, c.optimizer.weight_decay, c.schedule.name.value)
-            for c in cfgs} == {("resnet18", "sgd", 0.0001, "constant")} and len(study.seeds) == 5
-    assert {(lr, 128) for lr in (0.01, 0.02, 0.03)} | {(0.01, b) for b in (32, 64, 128)} <= \
-        {(c.optimizer.lr, c.optimizer.batch_size) for c in cfgs}  # paper 000 Fig. 6's cells are in the grid
+    assert {(c.model.name, c.optimizer.name.value, c.optimizer.weight_decay, c.schedule.name.value) for c in cfgs} == {
+        ("resnet18", "sgd", 0.0001, "constant")
+    } and len(study.seeds) == 5
+    assert {(lr, 128) for lr in (0.01, 0.02, 0.03)} | {(0.01, b) for b in (32, 64, 128)} <= {
+        (c.optimizer.lr, c.optimizer.batch_size) for c in cfgs
+    }  # paper 000 Fig. 6's cells are in the grid
     for name in ("regularizers", "mixup"):
         cfgs, study = _seed0_configs(compose, name)
         assert {c.model.name for c in cfgs} == {"resnet18"} and len(study.seeds) == 5
         assert min(c.optimizer.weight_decay for c in cfgs) == 0.0005 and {c.optimizer.lr for c in cfgs} == {0.01, 0.1}
-    families = {(c.optimizer.name.value, c.regularizer.label_smoothing > 0, c.regularizer.mixup_alpha is not None
-                 and c.regularizer.mixup_alpha > 0, c.regularizer.augment, c.optimizer.weight_decay > 0.0005)
-                for c in _seed0_configs(compose, "regularizers")[0]}
-    assert families == {("sgd", False, False, False, False), ("sgd", True, False, False, False),
-                        ("sgd", False, True, False, False), ("sgd", False, False, True, False),
-                        ("sam", False, False, False, False), ("sgd", False, False, False, True)}
+    families = {
+        (
+            c.optimizer.name.value,
+            c.regularizer.label_smoothing > 0,
+            c.regularizer.mixup_alpha is not None and c.regularizer.mixup_alpha > 0,
+            c.regularizer.augment,
+            c.optimizer.weight_decay > 0.0005,
+        )
+        for c in _seed0_configs(compose, "regularizers")[0]
+    }
+    assert families == {
+        ("sgd", False, False, False, False),
+        ("sgd", True, False, False, False),
+        ("sgd", False, True, False, False),
+        ("sgd", False, False, True, False),
+        ("sam", False, False, False, False),
+        ("sgd", False, False, False, True),
+    }
     cfgs, study = _seed0_configs(compose, "eos_lr")
-    assert {(c.model.name, c.model.activation.value, c.loss.name.value, c.optimizer.name.value, c.dataset.name,
-             c.dataset.n_train) for c in cfgs} == {("fcn3", "tanh", "mse", "gd", "cifar10", 5000)}
+    assert {
+        (
+            c.model.name,
+            c.model.activation.value,
+            c.loss.name.value,
+            c.optimizer.name.value,
+            c.dataset.name,
+            c.dataset.n_train,
+        )
+        for c in cfgs
+    } == {("fcn3", "tanh", "mse", "gd", "cifar10", 5000)}
     assert 0.01 in {c.optimizer.lr for c in cfgs}  # Cohen et al.'s fc-tanh setting
 
 
@@ -100,8 +134,10 @@ def test_table1_simplecnn_fullbatch_uses_gd_and_lambda_0_001(compose):
     assert cells == {(lr, "none", 0.0) for lr in lrs} | {(lr, "ejr", 0.001) for lr in lrs}
 
 
-@pytest.mark.parametrize("name,dataset,sam_rhos", [("table1_wrn_cifar10", "cifar10", {0.5, 1, 2, 3}),
-                                                    ("table1_wrn_cifar100", "cifar100", {1, 2, 3, 4, 5, 6, 7, 8})])
+@pytest.mark.parametrize(
+    "name,dataset,sam_rhos",
+    [("table1_wrn_cifar10", "cifar10", {0.5, 1, 2, 3}), ("table1_wrn_cifar100", "cifar100", {1, 2, 3, 4, 5, 6, 7, 8})],
+)
 def test_table1_wrn_recipe_and_coefficients(compose, name, dataset, sam_rhos):
     cfgs = _configs(compose, name)
     for c in cfgs:
@@ -124,15 +160,21 @@ def _study_file(tmp_path, text):
     return path
 
 
-@pytest.mark.parametrize("text,message", [
-    ("grids: [{optimizer.lr: [0.1]}]\nseeds: [0]\nbogus: 1\n", "unknown key(s) bogus"),
-    ("grids: []\nseeds: [0]\n", "'grids' must be a non-empty list"),
-    ("grids: [{optimizer.lr: []}]\nseeds: [0]\n", "optimizer.lr has an empty list of values"),
-    ("grids: [{optimizer.lr: [0.1]}]\nseeds: []\n", "'seeds' must be a non-empty list of integers"),
-    ("fixed: [optimizer.lr=0.1]\ngrids: [{optimizer.lr: [0.2]}]\nseeds: [0]\n", "optimizer.lr is both fixed and swept"),
-    ("fixed: [lr]\ngrids: [{optimizer.lr: [0.2]}]\nseeds: [0]\n", "'fixed' must be a list of key=value"),
-    ("grids: [{optimizer.lr: [0.1]\n", "is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("grids: [{optimizer.lr: [0.1]}]\nseeds: [0]\nbogus: 1\n", "unknown key(s) bogus"),
+        ("grids: []\nseeds: [0]\n", "'grids' must be a non-empty list"),
+        ("grids: [{optimizer.lr: []}]\nseeds: [0]\n", "optimizer.lr has an empty list of values"),
+        ("grids: [{optimizer.lr: [0.1]}]\nseeds: []\n", "'seeds' must be a non-empty list of integers"),
+        (
+            "fixed: [optimizer.lr=0.1]\ngrids: [{optimizer.lr: [0.2]}]\nseeds: [0]\n",
+            "optimizer.lr is both fixed and swept",
+        ),
+        ("fixed: [lr]\ngrids: [{optimizer.lr: [0.2]}]\nseeds: [0]\n", "'fixed' must be a list of key=value"),
+        ("grids: [{optimizer.lr: [0.1]\n", "is not valid YAML"),
+    ],
+)
 def test_bad_study_files_are_named_with_the_problem(tmp_path, text, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         sweeps.load_study(_study_file(tmp_path, text))
@@ -144,36 +186,60 @@ def test_a_study_without_tiny_section_says_so(tmp_path):
 
 
 def test_values_are_written_as_hydra_override_text():
-    assert [sweeps.format_value(v) for v in (None, True, False, 0.001, 5, "ejr", ["augment", "ejr"])] == \
-        ["null", "true", "false", "0.001", "5", "ejr", "[augment,ejr]"]
+    assert [sweeps.format_value(v) for v in (None, True, False, 0.001, 5, "ejr", ["augment", "ejr"])] == [
+        "null",
+        "true",
+        "false",
+        "0.001",
+        "5",
+        "ejr",
+        "[augment,ejr]",
+    ]
 
 
 def test_expansion_is_the_union_of_grids_times_seeds(tmp_path):
-    study = sweeps.load_study(_study_file(tmp_path, (
-        "fixed: [loss=ce]\n"
-        "grids:\n  - {optimizer.lr: [0.1, 0.2], regularizer: none}\n"
-        "  - {regularizer: '[augment,ejr]', regularizer.lambda_reg: [0.01, 0.1]}\n"
-        "seeds: [0, 1]\n")))
+    study = sweeps.load_study(
+        _study_file(
+            tmp_path,
+            (
+                "fixed: [loss=ce]\n"
+                "grids:\n  - {optimizer.lr: [0.1, 0.2], regularizer: none}\n"
+                "  - {regularizer: '[augment,ejr]', regularizer.lambda_reg: [0.01, 0.1]}\n"
+                "seeds: [0, 1]\n"
+            ),
+        )
+    )
     jobs = study.jobs()
     assert len(jobs) == 2 * 2 + 2 * 2
     assert ["optimizer.lr=0.2", "regularizer=none", "seed=1"] in jobs
     assert ["regularizer=[augment,ejr]", "regularizer.lambda_reg=0.1", "seed=0"] in jobs
     args = sweeps.hydra_sweep_args(study.with_overrides(["trainer.max_steps=5"]), Path("out/s"))
-    assert args == ["hydra.sweep.dir=out/s", "hydra.sweep.subdir=${hydra.job.override_dirname}",
-                    "hydra.job.config.override_dirname.exclude_keys=[launcher,loss,trainer.max_steps]"]
+    assert args == [
+        "hydra.sweep.dir=out/s",
+        "hydra.sweep.subdir=${hydra.job.override_dirname}",
+        "hydra.job.config.override_dirname.exclude_keys=[launcher,loss,trainer.max_steps]",
+    ]
 
 
 def test_extra_overrides_replace_a_swept_dimension_or_a_fixed_value(tmp_path):
-    study = sweeps.load_study(_study_file(tmp_path, (
-        "fixed: [loss=ce, trainer.max_steps=9]\n"
-        "grids:\n  - {optimizer.lr: [0.1, 0.2], regularizer: none}\n  - {optimizer.lr: 0.5, regularizer: ejr}\n"
-        "seeds: [0, 1, 2]\n")))
+    study = sweeps.load_study(
+        _study_file(
+            tmp_path,
+            (
+                "fixed: [loss=ce, trainer.max_steps=9]\n"
+                "grids:\n  - {optimizer.lr: [0.1, 0.2], regularizer: none}\n  - {optimizer.lr: 0.5, regularizer: ejr}\n"
+                "seeds: [0, 1, 2]\n"
+            ),
+        )
+    )
     narrowed = study.with_overrides(["optimizer.lr=0.05,0.07", "seed=4", "trainer.max_steps=3", "model=fcn3"])
     assert narrowed.fixed == ["loss=ce", "trainer.max_steps=3", "model=fcn3"]
-    assert narrowed.jobs() == [["optimizer.lr=0.05", "regularizer=none", "seed=4"],
-                               ["optimizer.lr=0.07", "regularizer=none", "seed=4"],
-                               ["optimizer.lr=0.05", "regularizer=ejr", "seed=4"],
-                               ["optimizer.lr=0.07", "regularizer=ejr", "seed=4"]]
+    assert narrowed.jobs() == [
+        ["optimizer.lr=0.05", "regularizer=none", "seed=4"],
+        ["optimizer.lr=0.07", "regularizer=none", "seed=4"],
+        ["optimizer.lr=0.05", "regularizer=ejr", "seed=4"],
+        ["optimizer.lr=0.07", "regularizer=ejr", "seed=4"],
+    ]
     with pytest.raises(UserError, match="seed must be integers"):
         study.with_overrides(["seed=a"])
 
@@ -188,9 +254,15 @@ def test_preflight_names_the_bad_job(tmp_path):
 
 
 def test_preflight_checks_that_an_npz_file_exists(tmp_path):
-    study = sweeps.load_study(_study_file(tmp_path, (
-        f"fixed: [dataset=npz, dataset.path={tmp_path / 'nothere.npz'}]\ngrids: [{{optimizer.lr: [0.1]}}]\n"
-        "seeds: [0]\n")))
+    study = sweeps.load_study(
+        _study_file(
+            tmp_path,
+            (
+                f"fixed: [dataset=npz, dataset.path={tmp_path / 'nothere.npz'}]\ngrids: [{{optimizer.lr: [0.1]}}]\n"
+                "seeds: [0]\n"
+            ),
+        )
+    )
     with pytest.raises(UserError, match=r"job optimizer.lr=0.1 seed=0: dataset.path=.*nothere.npz: no such file"):
         preflight(study.jobs(), study.fixed)
     (tmp_path / "nothere.npz").write_bytes(b"")
@@ -205,10 +277,14 @@ def test_cli_dry_run_lists_jobs_and_writes_nothing(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize("args,message", [(["nosuch"], "no sweep named 'nosuch'"),
-                                          (["table1_simplecnn", "optimizer.lr"], "overrides must be key=value"),
-                                          (["table1_simplecnn", "--dry-run", "optimizer.lr=-3"],
-                                           "optimizer.lr must be a positive number")])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["nosuch"], "no sweep named 'nosuch'"),
+        (["table1_simplecnn", "optimizer.lr"], "overrides must be key=value"),
+        (["table1_simplecnn", "--dry-run", "optimizer.lr=-3"], "optimizer.lr must be a positive number"),
+    ],
+)
 def test_cli_bad_input_is_one_line_and_exit_2(args, message):
     r = _sweep_cli(args)
     assert r.returncode == 2
@@ -224,7 +300,10 @@ def test_tiny_simplecnn_sweep_runs_on_the_cifar10_subset_and_reruns_nothing(cifa
     assert r.returncode == 0, r.stderr[-2000:]
     study = sweeps.load_study(ROOT / "sweeps" / "table1_simplecnn.yaml", tiny=True)
     expected = {sweeps.job_directory_name(j) for j in study.jobs()}
-    assert len(expected) == 8 and {p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")} == expected
+    assert (
+        len(expected) == 8
+        and {p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")} == expected
+    )
     for name in expected:
         status = json.loads((sweep_dir / name / "status.json").read_text())
         assert status["status"] == "COMPLETED"

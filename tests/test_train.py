@@ -4,19 +4,24 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, TINY
 from omegaconf import OmegaConf
 
-from conftest import ROOT, TINY
 from ijr_cli.core import records
-from ijr_cli.run import experiment
 from ijr_cli.core.config import validate
 from ijr_cli.core.errors import UserError
 from ijr_cli.core.metric_names import EVAL_METRICS
+from ijr_cli.run import experiment
+
 
 def _run(compose, tmp: Path, overrides, name="run"):
     cfg = compose(overrides)
-    code = experiment.run(OmegaConf.to_object(cfg), run_dir=tmp / name,
-                          config_yaml=OmegaConf.to_yaml(cfg, resolve=True), overrides=list(overrides))
+    code = experiment.run(
+        OmegaConf.to_object(cfg),
+        run_dir=tmp / name,
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        overrides=list(overrides),
+    )
     return code, tmp / name
 
 
@@ -36,12 +41,25 @@ def test_run_writes_a_self_describing_directory(compose, tmp_path):
     assert status["status"] == "COMPLETED" and status["stop_reason"] == "max_steps"
     assert {"host", "device", "git", "versions", "attempts", "num_params"} <= set(status)
     assert status["versions"]["torch"] and status["attempts"][0]["resumed_from_step"] is None
-    assert status["step_passes"] == {"forward": 1, "backward": 1, "double_backward": 0,
-                                     "extra_vs_plain": {"forward": 0, "backward": 0, "double_backward": 0}}
+    assert status["step_passes"] == {
+        "forward": 1,
+        "backward": 1,
+        "double_backward": 0,
+        "extra_vs_plain": {"forward": 0, "backward": 0, "double_backward": 0},
+    }
     rows = _rows(d)
     assert [r["step"] for r in rows] == [0, 10, 20, 30, 40]
-    assert {"train_loss", "train_acc", "train_ce", "test_loss", "test_acc", "test_ce", "gen_gap_loss",
-            "gen_gap_acc", "lr"} <= set(rows[-1])
+    assert {
+        "train_loss",
+        "train_acc",
+        "train_ce",
+        "test_loss",
+        "test_acc",
+        "test_ce",
+        "gen_gap_loss",
+        "gen_gap_acc",
+        "lr",
+    } <= set(rows[-1])
     summary = json.loads((d / "summary.json").read_text())
     assert summary["steps"] == 40 and summary["test_acc"] == rows[-1]["test_acc"]
     assert summary["gen_gap_acc"] == pytest.approx(summary["train_acc"] - summary["test_acc"])
@@ -67,12 +85,20 @@ def test_measuring_does_not_change_training(compose, tmp_path):
     assert [{k: v for k, v in r.items() if k in keep} for r in measured] == _rows(tmp_path / "plain")
 
 
-EJR_COMPOSED = ["regularizer=[label_smoothing,mixup,augment,ejr_v2]", "dataset.input_shape=[1,4,4]",
-                "optimizer.weight_decay=5e-4", "schedule=step", "regularizer.rho_reg=0.5"]
+EJR_COMPOSED = [
+    "regularizer=[label_smoothing,mixup,augment,ejr_v2]",
+    "dataset.input_shape=[1,4,4]",
+    "optimizer.weight_decay=5e-4",
+    "schedule=step",
+    "regularizer.rho_reg=0.5",
+]
 
 
-@pytest.mark.parametrize("extra", [[], EJR_COMPOSED, ["regularizer=ejr", "trainer.grad_chunk=12"]],
-                         ids=["plain", "ejr_v2-composed", "ejr-chunked"])
+@pytest.mark.parametrize(
+    "extra",
+    [[], EJR_COMPOSED, ["regularizer=ejr", "trainer.grad_chunk=12"]],
+    ids=["plain", "ejr_v2-composed", "ejr-chunked"],
+)
 def test_interrupted_run_resumes_to_identical_metrics(compose, tmp_path, monkeypatch, extra):
     over = TINY + ["optimizer.momentum=0.9", "regularizer=label_smoothing", "trainer.checkpoint_every=15"] + extra
     _run(compose, tmp_path, over, "whole")
@@ -132,9 +158,14 @@ def test_epochs_set_the_length(compose, tmp_path):
 
 
 def test_full_batch_gd_and_sam_and_schedules_run(compose, tmp_path):
-    for i, extra in enumerate((["optimizer=gd", "optimizer.batch_size=null", "optimizer.lr=0.5"], ["optimizer=sam", "optimizer.adaptive=true"],
-                               ["schedule=step", "optimizer.nesterov=true", "optimizer.momentum=0.5"],
-                               ["schedule=cosine", "schedule.warmup_steps=5", "trainer.grad_chunk=7"])):
+    for i, extra in enumerate(
+        (
+            ["optimizer=gd", "optimizer.batch_size=null", "optimizer.lr=0.5"],
+            ["optimizer=sam", "optimizer.adaptive=true"],
+            ["schedule=step", "optimizer.nesterov=true", "optimizer.momentum=0.5"],
+            ["schedule=cosine", "schedule.warmup_steps=5", "trainer.grad_chunk=7"],
+        )
+    ):
         code, d = _run(compose, tmp_path, TINY + extra, f"r{i}")
         assert code == 0 and json.loads((d / "summary.json").read_text())["status"] == "COMPLETED"
 
@@ -143,8 +174,9 @@ def _options(group):
     return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group", ["dataset", "model", "loss", "optimizer", "regularizer", "schedule", "trainer",
-                                   "metrics", "launcher"])
+@pytest.mark.parametrize(
+    "group", ["dataset", "model", "loss", "optimizer", "regularizer", "schedule", "trainer", "metrics", "launcher"]
+)
 def test_every_option_composes_and_validates(compose, group):
     for option in _options(group):
         typed = OmegaConf.to_object(compose([f"{group}={option}"]))
@@ -158,10 +190,21 @@ def test_regularizers_merge(compose):
 
 @pytest.mark.parametrize("model", _options("model"))
 def test_every_model_option_trains_a_step(compose, tmp_path, model):
-    over = ["dataset=synthetic", "dataset.input_shape=[3,32,32]", "dataset.num_train_examples=4",
-            "dataset.num_test_examples=2", f"model={model}", "model.depth=10", "model.width_factor=1",
-            "loss=ce", "optimizer=sgd", "optimizer.batch_size=2", "trainer.max_steps=1", "trainer.progress=false",
-            "metrics=none"]  # the step, not the (tested elsewhere) measurements: seconds instead of a minute
+    over = [
+        "dataset=synthetic",
+        "dataset.input_shape=[3,32,32]",
+        "dataset.num_train_examples=4",
+        "dataset.num_test_examples=2",
+        f"model={model}",
+        "model.depth=10",
+        "model.width_factor=1",
+        "loss=ce",
+        "optimizer=sgd",
+        "optimizer.batch_size=2",
+        "trainer.max_steps=1",
+        "trainer.progress=false",
+        "metrics=none",
+    ]  # the step, not the (tested elsewhere) measurements: seconds instead of a minute
     code, d = _run(compose, tmp_path, over)
     assert code == 0 and json.loads((d / "summary.json").read_text())["steps"] == 1
 
@@ -195,17 +238,29 @@ def test_ejr_variants_change_training_and_record_their_cost(compose, tmp_path, v
     assert code == 0 and _rows(d) != _rows(tmp_path / "base")
     passes = json.loads((d / "status.json").read_text())["step_passes"]
     extra = {"ejr": {"forward": 0, "backward": 0, "double_backward": 1}}.get(
-        variant, {"forward": 1, "backward": 1, "double_backward": 0})
+        variant, {"forward": 1, "backward": 1, "double_backward": 0}
+    )
     assert passes["extra_vs_plain"] == extra
     config = OmegaConf.load(d / "config.yaml").regularizer
     assert config.jacobian == variant
 
 
 def test_ejr_composes_with_sam_and_batchnorm_models(compose, tmp_path):
-    over = ["dataset=synthetic", "dataset.input_shape=[3,8,8]", "dataset.num_train_examples=8",
-            "dataset.num_test_examples=4", "model=wrn", "model.depth=10", "model.width_factor=1", "loss=ce",
-            "optimizer=sam", "optimizer.batch_size=4",
-            "regularizer=ejr", "trainer.max_steps=2", "trainer.progress=false"]
+    over = [
+        "dataset=synthetic",
+        "dataset.input_shape=[3,8,8]",
+        "dataset.num_train_examples=8",
+        "dataset.num_test_examples=4",
+        "model=wrn",
+        "model.depth=10",
+        "model.width_factor=1",
+        "loss=ce",
+        "optimizer=sam",
+        "optimizer.batch_size=4",
+        "regularizer=ejr",
+        "trainer.max_steps=2",
+        "trainer.progress=false",
+    ]
     code, d = _run(compose, tmp_path, over)
     assert code == 0 and json.loads((d / "summary.json").read_text())["status"] == "COMPLETED"
     assert json.loads((d / "status.json").read_text())["step_passes"]["double_backward"] == 2

@@ -1,6 +1,6 @@
 """Turn a run directory's metrics.jsonl into the small CSV kept next to the science-check account.
 
-    python docs/science/extract.py RUN_DIR OUT.csv [COLUMN,COLUMN,...]
+python docs/science/extract.py RUN_DIR OUT.csv [COLUMN,COLUMN,...]
 """
 
 import csv
@@ -8,8 +8,18 @@ import json
 import sys
 from pathlib import Path
 
-COLUMNS = ["step", "sharpness", "threshold", "sharpness_matvecs", "impurity_mean", "impurity_q25", "impurity_q75",
-           "train_loss", "train_acc", "test_acc"]
+COLUMNS = [
+    "step",
+    "sharpness",
+    "threshold",
+    "sharpness_matvecs",
+    "impurity_mean",
+    "impurity_q25",
+    "impurity_q75",
+    "train_loss",
+    "train_acc",
+    "test_acc",
+]
 
 
 def main(run_dir: str, out: str, columns: str = "") -> None:

@@ -32,8 +32,11 @@ def _slurm_params(params: Dict[str, Any]) -> Dict[str, Any]:
     """hydra-submitit-launcher's mapping of its config to AutoExecutor's names (SLURM-only keys get the
     `slurm_` prefix), as in its `launch`."""
     base = set(OmegaConf.structured(BaseQueueConf).keys())
-    return {k if k in base else f"slurm_{k}": v for k, v in params.items()
-            if k not in ("submitit_folder", "max_num_timeout")}
+    return {
+        k if k in base else f"slurm_{k}": v
+        for k, v in params.items()
+        if k not in ("submitit_folder", "max_num_timeout")
+    }
 
 
 def _job_args(overrides: Sequence[str], idx: int) -> tuple:
@@ -50,8 +53,12 @@ def _run_dir_names(config, job_overrides: Sequence[Sequence[str]]) -> List[Optio
         return [None] * len(job_overrides)
     od = config.hydra.job.config.override_dirname
     parser = OverridesParser.create()
-    return [get_overrides_dirname(parser.parse_overrides(list(o)), exclude_keys=list(od.exclude_keys),
-                                  item_sep=od.item_sep, kv_sep=od.kv_sep) for o in job_overrides]
+    return [
+        get_overrides_dirname(
+            parser.parse_overrides(list(o)), exclude_keys=list(od.exclude_keys), item_sep=od.item_sep, kv_sep=od.kv_sep
+        )
+        for o in job_overrides
+    ]
 
 
 @dataclass
@@ -71,21 +78,28 @@ class NonBlockingSlurmLauncher(BaseSubmititLauncher):
         from ijr_cli.sweep import state as sweep_state
 
         assert self.config is not None and job_overrides
-        executor = submitit.AutoExecutor(folder=self.params["submitit_folder"], cluster="slurm",
-                                         slurm_max_num_timeout=self.params["max_num_timeout"])
+        executor = submitit.AutoExecutor(
+            folder=self.params["submitit_folder"], cluster="slurm", slurm_max_num_timeout=self.params["max_num_timeout"]
+        )
         executor.update_parameters(**_slurm_params(self.params))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         args = [_job_args(o, initial_job_idx + i) for i, o in enumerate(job_overrides)]
         jobs = executor.map_array(self, *zip(*args))
         names = _run_dir_names(self.config, job_overrides)
-        sweep_state.record_submissions(sweep_dir, [
-            {"job_id": job.job_id, "run_dir": name, "overrides": list(filter_overrides(o))}
-            for job, name, o in zip(jobs, names, job_overrides)])
+        sweep_state.record_submissions(
+            sweep_dir,
+            [
+                {"job_id": job.job_id, "run_dir": name, "overrides": list(filter_overrides(o))}
+                for job, name, o in zip(jobs, names, job_overrides)
+            ],
+        )
         first = jobs[0].job_id.split("_")[0]
         log.info(f"submitted {len(jobs)} job(s) to SLURM as array {first}; follow with: ijr-status {sweep_dir}")
-        return [JobReturn(overrides=list(o), status=JobStatus.COMPLETED, _return_value=job.job_id)
-                for o, job in zip(job_overrides, jobs)]
+        return [
+            JobReturn(overrides=list(o), status=JobStatus.COMPLETED, _return_value=job.job_id)
+            for o, job in zip(job_overrides, jobs)
+        ]
 
 
 @dataclass
@@ -126,8 +140,11 @@ class LocalParallelLauncher(BaseSubmititLauncher):
         if slots < 1:
             raise ValueError("hydra.launcher.max_parallel must be at least 1")
         # submitit's LocalExecutor takes the generic names and ignores what does not apply locally
-        params = {k: v for k, v in p.items()
-                  if k not in ("submitit_folder", "max_parallel", "gpus", "poll_s", "gpus_per_node")}
+        params = {
+            k: v
+            for k, v in p.items()
+            if k not in ("submitit_folder", "max_parallel", "gpus", "poll_s", "gpus_per_node")
+        }
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         todo = list(enumerate(job_overrides, start=initial_job_idx))
         running: Dict[int, tuple] = {}
@@ -155,8 +172,10 @@ class LocalParallelLauncher(BaseSubmititLauncher):
             return job.results()[0]
         except Exception as e:  # noqa: BLE001 - a job that died is reported, the others go on
             message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            print(f"ijr-train: job failed: {' '.join(filter_overrides(overrides))}: {message} "
-                  f"(log: {job.paths.stderr})", flush=True)
+            print(
+                f"ijr-train: job failed: {' '.join(filter_overrides(overrides))}: {message} (log: {job.paths.stderr})",
+                flush=True,
+            )
             return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=None)
 
 

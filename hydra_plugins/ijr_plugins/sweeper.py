@@ -12,6 +12,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
+
 @dataclass
 class JobListSweeperConf:
     _target_: str = "hydra_plugins.ijr_plugins.sweeper.JobListSweeper"
@@ -34,27 +35,34 @@ class JobListSweeper(Sweeper):
         from hydra.core.plugins import Plugins
 
         self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def jobs(self, arguments: List[str]) -> List[List[str]]:
         import yaml
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         if not self.jobs_file:
-            raise ValueError("hydra/sweeper=ijr_jobs needs hydra.sweeper.jobs_file=FILE (a YAML list of override "
-                             "lists)")
+            raise ValueError(
+                "hydra/sweeper=ijr_jobs needs hydra.sweeper.jobs_file=FILE (a YAML list of override lists)"
+            )
         overrides = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(arguments)
         swept = [o.input_line for o in overrides if o.is_sweep_override()]
         if swept:
-            raise ValueError(f"hydra/sweeper=ijr_jobs takes its jobs from {self.jobs_file}; the command line "
-                             f"may not sweep too ({' '.join(swept)})")
+            raise ValueError(
+                f"hydra/sweeper=ijr_jobs takes its jobs from {self.jobs_file}; the command line "
+                f"may not sweep too ({' '.join(swept)})"
+            )
         try:
             jobs = yaml.safe_load(Path(self.jobs_file).read_text())
         except (OSError, yaml.YAMLError) as e:
             raise ValueError(f"cannot read hydra.sweeper.jobs_file={self.jobs_file} ({e})") from None
-        if not isinstance(jobs, list) or not jobs or not all(
-                isinstance(j, list) and all(isinstance(o, str) for o in j) for j in jobs):
+        if (
+            not isinstance(jobs, list)
+            or not jobs
+            or not all(isinstance(j, list) and all(isinstance(o, str) for o in j) for j in jobs)
+        ):
             raise ValueError(f"{self.jobs_file} must be a non-empty YAML list of lists of key=value overrides")
         return [list(arguments) + list(job) for job in jobs]
 
@@ -65,7 +73,7 @@ class JobListSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         size = self.max_batch_size or len(jobs)
         returns, first = [], 0
-        for batch in (jobs[i:i + size] for i in range(0, len(jobs), size)):
+        for batch in (jobs[i : i + size] for i in range(0, len(jobs), size)):
             if self.validate:
                 self.validate_batch_is_legal(batch)
             returns.append(self.launcher.launch(batch, initial_job_idx=first))

@@ -26,17 +26,32 @@ PROG = "ijr-report"
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog=PROG, description="Tables, figures and a report page from ijr run directories "
-                                 "(a sweep directory, several, or all of outputs/).")
+    ap = argparse.ArgumentParser(
+        prog=PROG,
+        description="Tables, figures and a report page from ijr run directories "
+        "(a sweep directory, several, or all of outputs/).",
+    )
     ap.add_argument("paths", nargs="+", type=Path, help="sweep directories, run directories, or folders holding them")
     ap.add_argument("--out", type=Path, help="output directory (default: PATH/report for a single PATH)")
-    ap.add_argument("--group-by", nargs="+", metavar="KEY",
-                    help="columns to aggregate over (default: each sweep's swept hyperparameters but the seed), "
-                         "e.g. optimizer.lr regularizer")
-    ap.add_argument("--metrics", nargs="+", metavar="NAME", help=f"final metrics in the aggregate tables "
-                    f"(default: those logged among {', '.join(tables.KEY_METRICS)})")
-    ap.add_argument("--family-by", default="family", metavar="COLUMN",
-                    help="the column that names a run's regulariser family in the correlation table (default: family)")
+    ap.add_argument(
+        "--group-by",
+        nargs="+",
+        metavar="KEY",
+        help="columns to aggregate over (default: each sweep's swept hyperparameters but the seed), "
+        "e.g. optimizer.lr regularizer",
+    )
+    ap.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="NAME",
+        help=f"final metrics in the aggregate tables (default: those logged among {', '.join(tables.KEY_METRICS)})",
+    )
+    ap.add_argument(
+        "--family-by",
+        default="family",
+        metavar="COLUMN",
+        help="the column that names a run's regulariser family in the correlation table (default: family)",
+    )
     ap.add_argument("--no-figures", action="store_true", help="tables and page only (fast)")
     ap.add_argument("--jobs", type=int, default=0, help="threads reading metrics files (default: one per CPU)")
     ap.add_argument("--no-slurm", action="store_true", help="do not ask squeue for the state of SLURM jobs")
@@ -51,14 +66,27 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:
-        result = build(ReportOptions(paths=args.paths, out=args.out, group_by=args.group_by, metrics=args.metrics,
-                                     family_by=args.family_by, figures=not args.no_figures, jobs=args.jobs,
-                                     query_slurm=not args.no_slurm, command=" ".join([PROG, *argv])), log)
+        result = build(
+            ReportOptions(
+                paths=args.paths,
+                out=args.out,
+                group_by=args.group_by,
+                metrics=args.metrics,
+                family_by=args.family_by,
+                figures=not args.no_figures,
+                jobs=args.jobs,
+                query_slurm=not args.no_slurm,
+                command=" ".join([PROG, *argv]),
+            ),
+            log,
+        )
     except UserError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; nothing was replaced", file=sys.stderr)
         raise SystemExit(130) from None
-    print(f"{PROG}: {result['runs']} run(s) -> {result['out'] / 'index.html'}"
-          + (f" ({result['warnings']} warning(s))" if result["warnings"] else ""))
+    print(
+        f"{PROG}: {result['runs']} run(s) -> {result['out'] / 'index.html'}"
+        + (f" ({result['warnings']} warning(s))" if result["warnings"] else "")
+    )

@@ -58,8 +58,7 @@ def preflight(jobs: List[List[str]], fixed: List[str], check_files: bool = True)
                 validate(typed)
                 path = typed.dataset.path
                 if check_files and typed.dataset.name == "npz" and path and not Path(path).is_file():
-                    raise UserError(f"dataset.path={path}: no such file; copy the .npz there or pass "
-                                    f"dataset.path=FILE")
+                    raise UserError(f"dataset.path={path}: no such file; copy the .npz there or pass dataset.path=FILE")
                 resolved.append(OmegaConf.to_yaml(cfg, resolve=True))
             except UserError as e:
                 raise UserError(f"job {' '.join(job)}: {e}") from None
@@ -80,12 +79,17 @@ def launcher_settings(fixed: List[str], launch: List[str]) -> Tuple[str, Dict[st
             settings = json.loads(json.dumps(OmegaConf.to_container(OmegaConf.create(settings), resolve=True)))
     except Exception as e:  # noqa: BLE001 - a bad launcher override or site file, in one line
         message = one_line(str(e))
-        unknown = [o.split("=", 1)[0] for o in launch if o.startswith("hydra.launcher.")
-                   and f"Could not override '{o.split('=', 1)[0]}'" in message]
+        unknown = [
+            o.split("=", 1)[0]
+            for o in launch
+            if o.startswith("hydra.launcher.") and f"Could not override '{o.split('=', 1)[0]}'" in message
+        ]
         if unknown:
             chosen = next((o.split("=", 1)[1] for o in launch if o.startswith("launcher=")), "local")
-            message = (f"{unknown[0]} is not a setting of launcher={chosen} (ijr-train launcher={chosen} --cfg hydra "
-                       f"lists them under hydra.launcher; SLURM settings need launcher=slurm)")
+            message = (
+                f"{unknown[0]} is not a setting of launcher={chosen} (ijr-train launcher={chosen} --cfg hydra "
+                f"lists them under hydra.launcher; SLURM settings need launcher=slurm)"
+            )
         raise UserError(f"launcher settings: {message}") from None
     return name, settings
 
@@ -94,10 +98,25 @@ def describe_launcher(name: str, settings: Dict[str, object]) -> str:
     if name == "local":
         return "launcher local: one job after another in this process"
     if name == "local_parallel":
-        return (f"launcher local_parallel: {settings.get('max_parallel')} job(s) at a time, GPUs "
-                f"{settings.get('gpus') if settings.get('gpus') is not None else 'auto (one job each)'}")
-    keys = ("partition", "account", "qos", "gres", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min",
-            "array_parallelism", "signal_delay_s", "max_num_timeout", "setup", "additional_parameters")
+        return (
+            f"launcher local_parallel: {settings.get('max_parallel')} job(s) at a time, GPUs "
+            f"{settings.get('gpus') if settings.get('gpus') is not None else 'auto (one job each)'}"
+        )
+    keys = (
+        "partition",
+        "account",
+        "qos",
+        "gres",
+        "gpus_per_node",
+        "cpus_per_task",
+        "mem_gb",
+        "timeout_min",
+        "array_parallelism",
+        "signal_delay_s",
+        "max_num_timeout",
+        "setup",
+        "additional_parameters",
+    )
     shown = ", ".join(f"{k}={settings.get(k)}" for k in keys if settings.get(k) not in (None, [], {}))
     return f"launcher {name}: each job asks for {shown}"
 
@@ -114,10 +133,12 @@ def _plan_line(states: Dict[str, sweep_state.JobState], names: List[str]) -> Tup
     actions = [_action(states.get(name)) for name in names]
     to_run = [name for name, a in zip(names, actions) if not a.startswith("skip")]
     resume = actions.count("resume")
-    skipped = [f"{actions.count(f'skip ({b})')} {b}" for b in ("COMPLETED", "DIVERGED", "RUNNING")
-               if f"skip ({b})" in actions]
-    line = (f"{len(names)} job(s): {len(to_run)} to run ({len(to_run) - resume} new, {resume} to resume)"
-            + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
+    skipped = [
+        f"{actions.count(f'skip ({b})')} {b}" for b in ("COMPLETED", "DIVERGED", "RUNNING") if f"skip ({b})" in actions
+    ]
+    line = f"{len(names)} job(s): {len(to_run)} to run ({len(to_run) - resume} new, {resume} to resume)" + (
+        f"; skipped: {', '.join(skipped)}" if skipped else ""
+    )
     return to_run, line
 
 
@@ -134,23 +155,34 @@ def _check_same_configs(sweep_dir: Path, names: List[str], resolved: List[str]) 
     for name, new in zip(names, resolved):
         conflict = records.config_conflict(sweep_dir / name / "config.yaml", new)
         if conflict:
-            raise UserError(f"{sweep_dir / name} holds a run with a different config ({conflict}); "
-                            f"choose another --sweep-dir to keep both, or move that directory away")
+            raise UserError(
+                f"{sweep_dir / name} holds a run with a different config ({conflict}); "
+                f"choose another --sweep-dir to keep both, or move that directory away"
+            )
 
 
 def sweep(argv: Optional[List[str]] = None) -> None:
     """Console script `ijr-sweep`."""
     parser = argparse.ArgumentParser(
-        prog="ijr-sweep", description="Launch a named sweep (sweeps/NAME.yaml): every job's config is checked "
+        prog="ijr-sweep",
+        description="Launch a named sweep (sweeps/NAME.yaml): every job's config is checked "
         "first, jobs already COMPLETED, DIVERGED or running are skipped, the others start or resume in "
-        "SWEEP_DIR/<their swept overrides>. launcher=local (default) | local_parallel | slurm.")
+        "SWEEP_DIR/<their swept overrides>. launcher=local (default) | local_parallel | slurm.",
+    )
     parser.add_argument("name", nargs="?", help="a sweep in sweeps/ (e.g. lr_bs) or a path to a .yaml")
-    parser.add_argument("overrides", nargs="*", help="extra overrides (key=value) for every job; one of a swept "
-                        "key replaces that dimension (optimizer.lr=0.01,0.1; seed=0); launcher=slurm and "
-                        "hydra.launcher.KEY=VALUE choose how the jobs run")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="extra overrides (key=value) for every job; one of a swept "
+        "key replaces that dimension (optimizer.lr=0.01,0.1; seed=0); launcher=slurm and "
+        "hydra.launcher.KEY=VALUE choose how the jobs run",
+    )
     parser.add_argument("--tiny", action="store_true", help="the sweep's CPU version (its 'tiny' section)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="check every job's config, print the jobs, their state and resources; launch nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every job's config, print the jobs, their state and resources; launch nothing",
+    )
     parser.add_argument("--sweep-dir", help="where the jobs' run directories go (default outputs/sweeps/NAME)")
     parser.add_argument("--list", action="store_true", help="list the named sweeps")
     args = parser.parse_intermixed_args(argv)
@@ -186,16 +218,27 @@ def sweep(argv: Optional[List[str]] = None) -> None:
             print(f"{prog}: dry run: {len(jobs)} job(s) composed and validated; nothing launched")
             return
         if launcher == "slurm" and not shutil.which("sbatch"):
-            raise UserError("launcher=slurm needs SLURM's sbatch on PATH (and SLURM_CONF if the cluster's config "
-                            "is not in the default place); run where jobs can be submitted, or use launcher=local")
+            raise UserError(
+                "launcher=slurm needs SLURM's sbatch on PATH (and SLURM_CONF if the cluster's config "
+                "is not in the default place); run where jobs can be submitted, or use launcher=local"
+            )
     except UserError as e:
         _error(prog, str(e))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y-%m-%dT%H-%M-%S-%f")
-    sweep_state.write_plan(sweep_dir, {
-        "study": study.name, "file": str(study.path), "tiny": study.tiny, "launched": records.now_iso(),
-        "command": ["ijr-sweep", *(argv if argv is not None else sys.argv[1:])], "launcher": launcher,
-        "fixed": study.fixed, "jobs": [{"name": n, "overrides": j} for n, j in zip(names, jobs)]})
+    sweep_state.write_plan(
+        sweep_dir,
+        {
+            "study": study.name,
+            "file": str(study.path),
+            "tiny": study.tiny,
+            "launched": records.now_iso(),
+            "command": ["ijr-sweep", *(argv if argv is not None else sys.argv[1:])],
+            "launcher": launcher,
+            "fixed": study.fixed,
+            "jobs": [{"name": n, "overrides": j} for n, j in zip(names, jobs)],
+        },
+    )
     if not to_run:
         print(f"{prog}: nothing to launch: every job is COMPLETED, DIVERGED or running (ijr-status {sweep_dir})")
         return
@@ -204,9 +247,16 @@ def sweep(argv: Optional[List[str]] = None) -> None:
     jobs_file = launch_dir / f"jobs-{stamp}.yaml"
     by_name = dict(zip(names, jobs))
     jobs_file.write_text(OmegaConf.to_yaml(OmegaConf.create([by_name[n] for n in to_run])))
-    cmd = [str(Path(sys.executable).with_name("ijr-train")), "-m", "hydra/sweeper=ijr_jobs",
-           f"hydra.sweeper.jobs_file={jobs_file}", "hydra.sweeper.validate=false", *study.fixed, *launch,
-           *sweeps.hydra_sweep_args(study, sweep_dir)]
+    cmd = [
+        str(Path(sys.executable).with_name("ijr-train")),
+        "-m",
+        "hydra/sweeper=ijr_jobs",
+        f"hydra.sweeper.jobs_file={jobs_file}",
+        "hydra.sweeper.validate=false",
+        *study.fixed,
+        *launch,
+        *sweeps.hydra_sweep_args(study, sweep_dir),
+    ]
     try:
         rc = subprocess.call(cmd)
     except KeyboardInterrupt:
@@ -244,9 +294,11 @@ def status_report(sweep_dir: Path, states: List[sweep_state.JobState], show_all:
 def status(argv: Optional[List[str]] = None) -> None:
     """Console script `ijr-status`."""
     parser = argparse.ArgumentParser(
-        prog="ijr-status", description="Count a sweep directory's jobs as COMPLETED / RUNNING (or queued) / "
+        prog="ijr-status",
+        description="Count a sweep directory's jobs as COMPLETED / RUNNING (or queued) / "
         "FAILED / DIVERGED / MISSING and list every job that is not COMPLETED, failures with their overrides. "
-        "Reads the run directories' status.json, the sweep's plan (sweep.yaml) and, for SLURM sweeps, squeue.")
+        "Reads the run directories' status.json, the sweep's plan (sweep.yaml) and, for SLURM sweeps, squeue.",
+    )
     parser.add_argument("sweep_dir", help="a sweep directory (outputs/sweeps/NAME or a multirun directory)")
     parser.add_argument("--all", action="store_true", help="list the COMPLETED jobs too")
     parser.add_argument("--json", action="store_true", help="print one JSON object (counts and jobs)")
@@ -257,10 +309,21 @@ def status(argv: Optional[List[str]] = None) -> None:
         _error("ijr-status", f"{sweep_dir} is not a directory; give a sweep directory such as outputs/sweeps/NAME")
     states = sweep_state.sweep_states(sweep_dir, query_slurm=not args.no_slurm)
     if not states:
-        _error("ijr-status", f"{sweep_dir} holds no runs and no sweep plan (sweep.yaml); give the directory that "
-                             f"ijr-sweep or ijr-train -m wrote (the parent of the run directories)")
+        _error(
+            "ijr-status",
+            f"{sweep_dir} holds no runs and no sweep plan (sweep.yaml); give the directory that "
+            f"ijr-sweep or ijr-train -m wrote (the parent of the run directories)",
+        )
     if args.json:
-        print(json.dumps({"sweep_dir": str(sweep_dir), "counts": sweep_state.counts(states),
-                          "jobs": [s.as_dict() for s in states]}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "sweep_dir": str(sweep_dir),
+                    "counts": sweep_state.counts(states),
+                    "jobs": [s.as_dict() for s in states],
+                },
+                indent=1,
+            )
+        )
     else:
         print(status_report(sweep_dir, states, show_all=args.all))

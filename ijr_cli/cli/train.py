@@ -47,7 +47,6 @@ def _train_task(cfg: DictConfig) -> None:
     if isinstance(sys.stderr, HeldStderr):
         sys.stderr.release()
     from hydra.core.hydra_config import HydraConfig
-
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
@@ -93,8 +92,9 @@ def _record_failed_job(run_dir: Path, overrides: List[str], message: str) -> Non
     if (run_dir / "status.json").exists():
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    records.RunDirectory(run_dir).write_status({"status": "FAILED", "error": message, "created": records.now_iso(),
-                                                "attempts": []})
+    records.RunDirectory(run_dir).write_status(
+        {"status": "FAILED", "error": message, "created": records.now_iso(), "attempts": []}
+    )
     (run_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
 
 
@@ -129,8 +129,11 @@ def train() -> None:
         held.release()
         sys.stderr = real
         what = str(e) if isinstance(e, Terminated) else "interrupted"
-        print(f"{PROG}: {what}; the same command (same hydra.run.dir) resumes it from its last checkpoint",
-              file=sys.stderr, flush=True)
+        print(
+            f"{PROG}: {what}; the same command (same hydra.run.dir) resumes it from its last checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(Terminated.exit_code if isinstance(e, Terminated) else 130) from None
     except SystemExit as e:
         if not held.released and e.code not in (0, None):

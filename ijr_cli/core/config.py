@@ -204,11 +204,14 @@ def validate(cfg: TrainConfig) -> None:
     """Checks on values alone (sizes that depend on the data are checked once it is loaded)."""
     o, t, r, s, d = cfg.optimizer, cfg.trainer, cfg.regularizer, cfg.schedule, cfg.dataset
     _require(math.isfinite(o.lr) and o.lr > 0, f"optimizer.lr must be a positive number, got {o.lr}")
-    _require(o.batch_size is None or o.batch_size > 0,
-             f"optimizer.batch_size must be positive or null (full batch), got {o.batch_size}")
-    _require(o.name != OptimizerName.gd or o.batch_size is None,
-             f"optimizer=gd is full batch but optimizer.batch_size={o.batch_size}; "
-             "drop the override or use optimizer=sgd")
+    _require(
+        o.batch_size is None or o.batch_size > 0,
+        f"optimizer.batch_size must be positive or null (full batch), got {o.batch_size}",
+    )
+    _require(
+        o.name != OptimizerName.gd or o.batch_size is None,
+        f"optimizer=gd is full batch but optimizer.batch_size={o.batch_size}; drop the override or use optimizer=sgd",
+    )
     _require(0 <= o.momentum < 1, f"optimizer.momentum must be in [0, 1), got {o.momentum}")
     _require(not o.nesterov or o.momentum > 0, "optimizer.nesterov=true needs optimizer.momentum > 0")
     _require(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
@@ -218,23 +221,28 @@ def validate(cfg: TrainConfig) -> None:
     _validate_jacobian_regularizer(cfg)
     _require(cfg.loss.target_scale > 0, f"loss.target_scale must be positive, got {cfg.loss.target_scale}")
     _require(s.gamma > 0, f"schedule.gamma must be positive, got {s.gamma}")
-    _require(all(0 < m < 1 for m in s.milestones) and list(s.milestones) == sorted(s.milestones),
-             f"schedule.milestones must be increasing fractions of training in (0, 1), got {list(s.milestones)}")
+    _require(
+        all(0 < m < 1 for m in s.milestones) and list(s.milestones) == sorted(s.milestones),
+        f"schedule.milestones must be increasing fractions of training in (0, 1), got {list(s.milestones)}",
+    )
     _require(s.warmup_steps >= 0, f"schedule.warmup_steps must be >= 0, got {s.warmup_steps}")
     _require(0 <= s.min_lr_factor <= 1, f"schedule.min_lr_factor must be in [0, 1], got {s.min_lr_factor}")
-    _require(t.epochs is not None or t.max_steps is not None,
-             "set trainer.max_steps or trainer.epochs (both are null)")
+    _require(t.epochs is not None or t.max_steps is not None, "set trainer.max_steps or trainer.epochs (both are null)")
     _require(t.max_steps is None or t.max_steps >= 0, f"trainer.max_steps must be >= 0, got {t.max_steps}")
     _require(t.epochs is None or t.epochs > 0, f"trainer.epochs must be positive, got {t.epochs}")
-    _require(t.train_acc_goal is None or 0 < t.train_acc_goal <= 1,
-             f"trainer.train_acc_goal must be in (0, 1], got {t.train_acc_goal}")
+    _require(
+        t.train_acc_goal is None or 0 < t.train_acc_goal <= 1,
+        f"trainer.train_acc_goal must be in (0, 1], got {t.train_acc_goal}",
+    )
     for key in ("eval_every", "checkpoint_every", "sync_every", "eval_batch_size"):
         _require(getattr(t, key) > 0, f"trainer.{key} must be positive, got {getattr(t, key)}")
     _require(t.grad_chunk is None or t.grad_chunk > 0, f"trainer.grad_chunk must be positive, got {t.grad_chunk}")
     _require(t.num_threads is None or t.num_threads > 0, f"trainer.num_threads must be positive, got {t.num_threads}")
     mc = cfg.metrics
-    _require(mc.default_every is None or mc.default_every > 0,
-             f"metrics.default_every must be positive, got {mc.default_every}")
+    _require(
+        mc.default_every is None or mc.default_every > 0,
+        f"metrics.default_every must be positive, got {mc.default_every}",
+    )
     bad = {k: v for k, v in mc.every.items() if v <= 0}
     _require(not bad, f"metrics.every values must be positive steps, got {bad}")
     _require(mc.early_steps >= 0, f"metrics.early_steps must be >= 0, got {mc.early_steps}")
@@ -243,28 +251,42 @@ def validate(cfg: TrainConfig) -> None:
     _require(mc.lanczos_max_iters >= 1, f"metrics.lanczos_max_iters must be >= 1, got {mc.lanczos_max_iters}")
     _require(mc.n_input_jac >= 1, f"metrics.n_input_jac must be >= 1, got {mc.n_input_jac}")
     _require(cfg.probe.n >= 1, f"probe.n must be >= 1, got {cfg.probe.n}")
-    _require(cfg.probe.chunk is None or cfg.probe.chunk >= 1, f"probe.chunk must be positive or null, got {cfg.probe.chunk}")
+    _require(
+        cfg.probe.chunk is None or cfg.probe.chunk >= 1, f"probe.chunk must be positive or null, got {cfg.probe.chunk}"
+    )
     _require(d.n_train is None or d.n_train > 0, f"dataset.n_train must be positive, got {d.n_train}")
     _require(d.n_test is None or d.n_test > 0, f"dataset.n_test must be positive, got {d.n_test}")
-    _require(math.isfinite(d.input_scale) and d.input_scale > 0,
-             f"dataset.input_scale must be positive, got {d.input_scale}")
-    _require(cfg.model.dropout >= 0 and cfg.model.dropout < 1, f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
+    _require(
+        math.isfinite(d.input_scale) and d.input_scale > 0, f"dataset.input_scale must be positive, got {d.input_scale}"
+    )
+    _require(
+        cfg.model.dropout >= 0 and cfg.model.dropout < 1, f"model.dropout must be in [0, 1), got {cfg.model.dropout}"
+    )
 
 
 def _validate_jacobian_regularizer(cfg: TrainConfig) -> None:
     r, jac = cfg.regularizer, cfg.regularizer.jacobian
-    for key, owners in (("lambda_reg", (JacobianReg.ejr,)), ("rho_reg", (JacobianReg.ejr_sam, JacobianReg.ejr_v2)),
-                        ("mu_reg", (JacobianReg.ejr_v2,))):
+    for key, owners in (
+        ("lambda_reg", (JacobianReg.ejr,)),
+        ("rho_reg", (JacobianReg.ejr_sam, JacobianReg.ejr_v2)),
+        ("mu_reg", (JacobianReg.ejr_v2,)),
+    ):
         value = getattr(r, key)
         _require(math.isfinite(value), f"regularizer.{key} must be a finite number, got {value}")
-        _require(value == 0 or jac in owners,
-                 f"regularizer.{key}={value} is used only by regularizer={'/'.join(o.value for o in owners)} but "
-                 f"regularizer.jacobian={jac.value}; select that option (or drop the override)")
+        _require(
+            value == 0 or jac in owners,
+            f"regularizer.{key}={value} is used only by regularizer={'/'.join(o.value for o in owners)} but "
+            f"regularizer.jacobian={jac.value}; select that option (or drop the override)",
+        )
     _require(r.lambda_reg >= 0, f"regularizer.lambda_reg must be >= 0, got {r.lambda_reg}")
     _require(r.rho_reg >= 0, f"regularizer.rho_reg must be >= 0, got {r.rho_reg}")
-    _require(not (jac in (JacobianReg.ejr_sam, JacobianReg.ejr_v2) and cfg.optimizer.name == OptimizerName.sam),
-             f"regularizer={jac.value} and optimizer=sam both perturb the weights before the gradient; use one "
-             f"(optimizer=sgd with regularizer={jac.value}, or regularizer=ejr with optimizer=sam)")
-    _require(not (jac == JacobianReg.ejr and cfg.trainer.grad_chunk is not None and cfg.model.dropout > 0),
-             "regularizer=ejr with trainer.grad_chunk needs the same dropout mask in its two passes: set "
-             "model.dropout=0 or trainer.grad_chunk=null")
+    _require(
+        not (jac in (JacobianReg.ejr_sam, JacobianReg.ejr_v2) and cfg.optimizer.name == OptimizerName.sam),
+        f"regularizer={jac.value} and optimizer=sam both perturb the weights before the gradient; use one "
+        f"(optimizer=sgd with regularizer={jac.value}, or regularizer=ejr with optimizer=sam)",
+    )
+    _require(
+        not (jac == JacobianReg.ejr and cfg.trainer.grad_chunk is not None and cfg.model.dropout > 0),
+        "regularizer=ejr with trainer.grad_chunk needs the same dropout mask in its two passes: set "
+        "model.dropout=0 or trainer.grad_chunk=null",
+    )

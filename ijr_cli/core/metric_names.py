@@ -10,11 +10,19 @@ from typing import Dict
 TRAIN_LOSS, TRAIN_ACC, TRAIN_CE = "train_loss", "train_acc", "train_ce"
 TEST_LOSS, TEST_ACC, TEST_CE = "test_loss", "test_acc", "test_ce"
 GEN_GAP_LOSS, GEN_GAP_ACC = "gen_gap_loss", "gen_gap_acc"
-SHARPNESS, SHARPNESS_K, SHARPNESS_RESID, SHARPNESS_MATVECS = "sharpness", "sharpness_k", "sharpness_resid", \
-    "sharpness_matvecs"
+SHARPNESS, SHARPNESS_K, SHARPNESS_RESID, SHARPNESS_MATVECS = (
+    "sharpness",
+    "sharpness_k",
+    "sharpness_resid",
+    "sharpness_matvecs",
+)
 GN_SHARPNESS, THRESHOLD, COS_GRAD_TOP_EIG = "gn_sharpness", "threshold", "cos_grad_top_eig"
-IMPURITY_MEAN, IMPURITY_Q25, IMPURITY_Q50, IMPURITY_Q75 = "impurity_mean", "impurity_q25", "impurity_q50", \
-    "impurity_q75"
+IMPURITY_MEAN, IMPURITY_Q25, IMPURITY_Q50, IMPURITY_Q75 = (
+    "impurity_mean",
+    "impurity_q25",
+    "impurity_q50",
+    "impurity_q75",
+)
 GINI_MEAN, P1_MEAN = "gini_mean", "p1_mean"
 JAC_OP_NORM, JAC_U_NORM_SQ, JAC_FRO_SQ, IJR_PROXY = "jac_op_norm", "jac_u_norm_sq", "jac_fro_sq", "ijr_proxy"
 INPUT_JAC_MAX, INPUT_JAC_MEAN = "input_jac_max", "input_jac_mean"
@@ -29,8 +37,16 @@ GROUPS: Dict[str, tuple] = {
     "eval": EVAL_METRICS,
     "weights": (WEIGHT_NORM, DIST_INIT),
     "threshold": (THRESHOLD,),
-    "probe_outputs": (IMPURITY_MEAN, IMPURITY_Q25, IMPURITY_Q50, IMPURITY_Q75, GINI_MEAN, P1_MEAN, LOGIT_NORM_MEAN,
-                      LOGIT_SUM_ABS_MEAN),
+    "probe_outputs": (
+        IMPURITY_MEAN,
+        IMPURITY_Q25,
+        IMPURITY_Q50,
+        IMPURITY_Q75,
+        GINI_MEAN,
+        P1_MEAN,
+        LOGIT_NORM_MEAN,
+        LOGIT_SUM_ABS_MEAN,
+    ),
     "grad": (GRAD_NORM,),
     "sharpness": (SHARPNESS, SHARPNESS_K, SHARPNESS_RESID, SHARPNESS_MATVECS, COS_GRAD_TOP_EIG),
     "gn_sharpness": (GN_SHARPNESS,),

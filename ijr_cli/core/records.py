@@ -2,9 +2,10 @@
 
 Layout (the directory is Hydra's output dir):
   config.yaml      the resolved config          overrides.yaml   the command-line overrides
-  status.json      RUNNING / COMPLETED / FAILED / DIVERGED / STOPPED, attempts, host, device, git, versions, SLURM ids, error
+  status.json      RUNNING / COMPLETED / FAILED / DIVERGED / STOPPED, attempts, host, device, git, versions,
+                   SLURM ids, error
   metrics.jsonl    one JSON object per logged step, flushed as written
-  summary.json     final metrics                checkpoint.pt    written by `train.save_checkpoint`
+  summary.json     final metrics                checkpoint.pt    written by `train.state.save_checkpoint`
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 STATUSES = ("RUNNING", "COMPLETED", "FAILED", "DIVERGED", "STOPPED")  # STOPPED: by a signal, checkpointed
 FINISHED = ("COMPLETED", "DIVERGED")
 PACKAGES = ("ijr", "torch", "torchvision", "numpy", "hydra-core", "omegaconf", "submitit", "scikit-learn", "mnist1d")
-SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT",
-              "SLURM_JOB_PARTITION", "SLURM_JOB_NODELIST")
+SLURM_VARS = (
+    "SLURM_JOB_ID",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_RESTART_COUNT",
+    "SLURM_JOB_PARTITION",
+    "SLURM_JOB_NODELIST",
+)
 
 
 # Keys that may differ between a run's stored config and a resuming command (they do not change results).
@@ -51,7 +58,7 @@ def config_differences(stored_yaml: str, new_yaml: str) -> List[str]:
 
 
 def config_conflict(config_path: Path, new_yaml: str, shown: int = 6) -> Optional[str]:
-    """"differs in a, b, ..." when the run in `config_path` has another config than `new_yaml`; else None."""
+    """ "differs in a, b, ..." when the run in `config_path` has another config than `new_yaml`; else None."""
     if not Path(config_path).exists():
         return None
     diff = config_differences(Path(config_path).read_text(), new_yaml)

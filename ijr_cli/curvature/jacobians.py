@@ -19,8 +19,13 @@ from ijr_cli.curvature.probe import functional_model, probe_mode
 from ijr_cli.data import chunks
 
 
-def weighted_mean_logit_gradients(model: nn.Module, x: torch.Tensor, weights: Callable[[int], torch.Tensor],
-                                  chunk: Optional[int] = None, bn_mode: str = "eval") -> Tuple[torch.Tensor, int]:
+def weighted_mean_logit_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    weights: Callable[[int], torch.Tensor],
+    chunk: Optional[int] = None,
+    bn_mode: str = "eval",
+) -> Tuple[torch.Tensor, int]:
     """Rows grad_theta (w_k^T <z>) for each row w_k of W = weights(C) (K x C), i.e. (<J> W^T)^T, in float64,
     and the backward passes used (K per chunk). W = I gives <J>^T; W = u^T gives (<J> u)^T."""
     pv = ParameterVector(model)
@@ -40,8 +45,9 @@ def weighted_mean_logit_gradients(model: nn.Module, x: torch.Tensor, weights: Ca
     return rows.double() / n, passes
 
 
-def mean_jacobian_gram(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None,
-                       bn_mode: str = "eval") -> Tuple[torch.Tensor, int]:
+def mean_jacobian_gram(
+    model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None, bn_mode: str = "eval"
+) -> Tuple[torch.Tensor, int]:
     """K = <J>^T <J> (C x C, float64) and the number of backward passes (C per chunk)."""
     rows, passes = weighted_mean_logit_gradients(model, x, torch.eye, chunk, bn_mode)
     return rows @ rows.T, passes
@@ -50,22 +56,31 @@ def mean_jacobian_gram(model: nn.Module, x: torch.Tensor, chunk: Optional[int] =
 def gram_summaries(k: torch.Tensor) -> dict:
     """jac_op_norm, jac_fro_sq, jac_u_norm_sq (u = 1/sqrt(C)) from the Gram matrix K."""
     c = k.shape[0]
-    return {"jac_op_norm": float(torch.linalg.eigvalsh(k)[-1].clamp_min(0).sqrt()),
-            "jac_fro_sq": float(torch.trace(k)),
-            "jac_u_norm_sq": float(k.sum() / c)}
+    return {
+        "jac_op_norm": float(torch.linalg.eigvalsh(k)[-1].clamp_min(0).sqrt()),
+        "jac_fro_sq": float(torch.trace(k)),
+        "jac_u_norm_sq": float(k.sum() / c),
+    }
 
 
-def mean_jacobian_u_norm_sq(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None,
-                            bn_mode: str = "eval") -> Tuple[float, int]:
+def mean_jacobian_u_norm_sq(
+    model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None, bn_mode: str = "eval"
+) -> Tuple[float, int]:
     """||<J> u||^2 with u = 1_C / sqrt(C) (paper 000 App. G) from ONE backward pass per chunk:
     <J> u = grad_theta (u^T <z>). For C > 100, where the Gram matrix is not formed."""
-    rows, passes = weighted_mean_logit_gradients(model, x, lambda c: torch.full((1, c), c ** -0.5), chunk, bn_mode)
+    rows, passes = weighted_mean_logit_gradients(model, x, lambda c: torch.full((1, c), c**-0.5), chunk, bn_mode)
     return float(rows[0].square().sum()), passes
 
 
-def mean_jacobian_top_singular(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None,
-                               bn_mode: str = "eval", max_iters: int = 100, tol: float = 1e-6,
-                               generator: Optional[torch.Generator] = None) -> Tuple[float, int]:
+def mean_jacobian_top_singular(
+    model: nn.Module,
+    x: torch.Tensor,
+    chunk: Optional[int] = None,
+    bn_mode: str = "eval",
+    max_iters: int = 100,
+    tol: float = 1e-6,
+    generator: Optional[torch.Generator] = None,
+) -> Tuple[float, int]:
     """||<J>||_2 by power iteration on <J>^T <J> in logit space (paper 000, Algorithm 2); returns (norm, passes).
 
     Each iteration: u -> <J>^T u (a vjp of the mean logits) -> <J> <J>^T u (a jvp); stops when the estimate
@@ -96,7 +111,7 @@ def mean_jacobian_top_singular(model: nn.Module, x: torch.Tensor, chunk: Optiona
                 est = new
                 break
             est = new
-    return est ** 0.5, passes
+    return est**0.5, passes
 
 
 @torch.no_grad()

@@ -24,9 +24,18 @@ class LanczosResult:
     converged: bool
 
 
-def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, *, k: int = 1, max_iters: int = 100,
-                tol: float = 1e-3, v0: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
-                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LanczosResult:
+def lanczos_top(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    dim: int,
+    *,
+    k: int = 1,
+    max_iters: int = 100,
+    tol: float = 1e-3,
+    v0: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> LanczosResult:
     """Top-k eigenpairs of the symmetric operator `matvec` on R^dim.
 
     Stops when every one of the k Ritz pairs has relative residual <= `tol`, when the Krylov space is exhausted
@@ -40,8 +49,11 @@ def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, *, k: 
     max_iters = min(max_iters, dim)
     device = torch.device(device)
     if v0 is None or float(torch.linalg.vector_norm(v0)) == 0.0:
-        q = torch.randn(dim, generator=generator, dtype=dtype, device=device) if generator is not None and \
-            generator.device == device else torch.randn(dim, generator=generator, dtype=dtype).to(device)
+        q = (
+            torch.randn(dim, generator=generator, dtype=dtype, device=device)
+            if generator is not None and generator.device == device
+            else torch.randn(dim, generator=generator, dtype=dtype).to(device)
+        )
     else:
         q = v0.detach().to(device=device, dtype=dtype).clone()
     q /= torch.linalg.vector_norm(q)
@@ -88,5 +100,6 @@ def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, *, k: 
     vecs = Q.T @ s[:, top].to(device=device, dtype=dtype)
     vecs = vecs / torch.linalg.vector_norm(vecs, dim=0, keepdim=True)
     resid = (beta * s[-1, top]).abs() / theta[top].abs().clamp_min(1e-30)
-    return LanczosResult(eigenvalues=theta[top], eigenvectors=vecs, residuals=resid, num_products=n_ritz,
-                         converged=converged)
+    return LanczosResult(
+        eigenvalues=theta[top], eigenvectors=vecs, residuals=resid, num_products=n_ritz, converged=converged
+    )

@@ -31,6 +31,7 @@ from ijr_cli.curvature.probe import functional_model, has_batchnorm, probe_mode
 from ijr_cli.data import chunks
 from ijr_cli.objectives import Objective
 
+
 @dataclass
 class ProbeOperator:
     """A curvature operator on R^m with its bookkeeping (products done, path taken)."""
@@ -49,8 +50,15 @@ def _buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
     return {n: b for n, b in model.named_buffers()}
 
 
-def _chunk_sum(model: nn.Module, bn_mode: str, pv: "ParameterVector", slices: List[slice], n: int,
-               v: torch.Tensor, product: Callable) -> torch.Tensor:
+def _chunk_sum(
+    model: nn.Module,
+    bn_mode: str,
+    pv: "ParameterVector",
+    slices: List[slice],
+    n: int,
+    v: torch.Tensor,
+    product: Callable,
+) -> torch.Tensor:
     """(1/n) sum over chunks of `product(slice, v as a dict of tensors)`, flattened: the one loop every
     uncached curvature product shares (sum over chunks, divide by the probe size once)."""
     vd = pv.unflatten(v)
@@ -61,8 +69,14 @@ def _chunk_sum(model: nn.Module, bn_mode: str, pv: "ParameterVector", slices: Li
     return out / n
 
 
-def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
-                  chunk: Optional[int], bn_mode: str = "eval") -> torch.Tensor:
+def loss_gradient(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    objective: Objective,
+    chunk: Optional[int],
+    bn_mode: str = "eval",
+) -> torch.Tensor:
     """Flat gradient of L_S (for `grad_norm`, `cos_grad_top_eig`): n summed chunks, one division."""
     pv = ParameterVector(model)
     n = x.shape[0]
@@ -83,9 +97,16 @@ def _operator_setup(model: nn.Module, x: torch.Tensor, chunk: Optional[int], bn_
     return pv, n, list(chunks(n, chunk)), pv.detached(), fmodel, _buffers(fmodel)
 
 
-def hessian_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
-                     chunk: Optional[int] = None, bn_mode: str = "eval", path: str = "auto",
-                     cache_graph: bool = True) -> ProbeOperator:
+def hessian_operator(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    objective: Objective,
+    chunk: Optional[int] = None,
+    bn_mode: str = "eval",
+    path: str = "auto",
+    cache_graph: bool = True,
+) -> ProbeOperator:
     """v -> H v for the Hessian of L_S. `path`: "auto" (cached double backward if `cache_graph`, else
     forward-over-reverse with a fallback to double backward), or one of the three paths by name."""
     pv, n, slices, params, fmodel, buffers = _operator_setup(model, x, chunk, bn_mode)
@@ -150,8 +171,14 @@ def logit_hessian_product(kind: str, logits: torch.Tensor, u: torch.Tensor) -> t
     return p * u - p * (p * u).sum(dim=1, keepdim=True)
 
 
-def gauss_newton_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
-                          chunk: Optional[int] = None, bn_mode: str = "eval") -> ProbeOperator:
+def gauss_newton_operator(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    objective: Objective,
+    chunk: Optional[int] = None,
+    bn_mode: str = "eval",
+) -> ProbeOperator:
     """v -> G v, G = (1/n) sum_x J(x)^T M(x) J(x), J = d logits / d theta (SCIENCE.md `gn_sharpness`)."""
     pv, n, slices, params, fmodel, buffers = _operator_setup(model, x, chunk, bn_mode)
 

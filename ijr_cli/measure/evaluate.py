@@ -9,10 +9,18 @@ from typing import Dict
 import torch
 from torch import nn
 
-from ijr_cli.core.metric_names import GEN_GAP_ACC, GEN_GAP_LOSS, TEST_ACC, TEST_CE, TEST_LOSS, TRAIN_ACC, TRAIN_CE, TRAIN_LOSS
+from ijr_cli.core.metric_names import (
+    GEN_GAP_ACC,
+    GEN_GAP_LOSS,
+    TEST_ACC,
+    TEST_CE,
+    TEST_LOSS,
+    TRAIN_ACC,
+    TRAIN_CE,
+    TRAIN_LOSS,
+)
 from ijr_cli.data import Dataset, chunks
 from ijr_cli.objectives import Objective, cross_entropy_sum
-
 
 # --- evaluation on the full train and test sets --------------------------------------------------------------
 
@@ -29,8 +37,9 @@ def eval_mode(model: nn.Module):
 
 
 @torch.no_grad()
-def evaluate_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
-                   batch_size: int) -> Dict[str, float]:
+def evaluate_split(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective, batch_size: int
+) -> Dict[str, float]:
     """Mean loss as trained, mean plain cross-entropy and accuracy over (x, y), in eval mode; one host sync."""
     n = x.shape[0]
     if n == 0:
@@ -51,6 +60,13 @@ def evaluate(model: nn.Module, data: Dataset, objective: Objective, batch_size: 
     gen_gap_loss = test_ce - train_ce, gen_gap_acc = train_acc - test_acc."""
     tr = evaluate_split(model, data.x_train, data.y_train, objective, batch_size)
     te = evaluate_split(model, data.x_test, data.y_test, objective, batch_size)
-    return {TRAIN_LOSS: tr["loss"], TRAIN_ACC: tr["acc"], TRAIN_CE: tr["ce"],
-            TEST_LOSS: te["loss"], TEST_ACC: te["acc"], TEST_CE: te["ce"],
-            GEN_GAP_LOSS: te["ce"] - tr["ce"], GEN_GAP_ACC: tr["acc"] - te["acc"]}
+    return {
+        TRAIN_LOSS: tr["loss"],
+        TRAIN_ACC: tr["acc"],
+        TRAIN_CE: tr["ce"],
+        TEST_LOSS: te["loss"],
+        TEST_ACC: te["acc"],
+        TEST_CE: te["ce"],
+        GEN_GAP_LOSS: te["ce"] - tr["ce"],
+        GEN_GAP_ACC: tr["acc"] - te["acc"],
+    }

@@ -21,13 +21,36 @@ import torch
 from torch import nn
 
 from ijr_cli.core.errors import UserError
-from ijr_cli.core.metric_names import (COMPANIONS, COS_GRAD_TOP_EIG, DIST_INIT, EVAL_METRICS, GN_SHARPNESS, GRAD_NORM,
-                                       GROUP_OF, GROUPS, IJR_PROXY, IMPURITY_MEAN, JAC_FRO_SQ, JAC_OP_NORM,
-                                       JAC_U_NORM_SQ, MEASURABLE, SHARPNESS, SHARPNESS_K, SHARPNESS_MATVECS,
-                                       SHARPNESS_RESID, THRESHOLD, WEIGHT_NORM)
+from ijr_cli.core.metric_names import (
+    COMPANIONS,
+    COS_GRAD_TOP_EIG,
+    DIST_INIT,
+    EVAL_METRICS,
+    GN_SHARPNESS,
+    GRAD_NORM,
+    GROUP_OF,
+    GROUPS,
+    IJR_PROXY,
+    IMPURITY_MEAN,
+    JAC_FRO_SQ,
+    JAC_OP_NORM,
+    JAC_U_NORM_SQ,
+    MEASURABLE,
+    SHARPNESS,
+    SHARPNESS_K,
+    SHARPNESS_MATVECS,
+    SHARPNESS_RESID,
+    THRESHOLD,
+    WEIGHT_NORM,
+)
 from ijr_cli.curvature.impurity import gini, top_impurity
-from ijr_cli.curvature.jacobians import (gram_summaries, input_jacobian_norms, mean_jacobian_gram,
-                                         mean_jacobian_top_singular, mean_jacobian_u_norm_sq)
+from ijr_cli.curvature.jacobians import (
+    gram_summaries,
+    input_jacobian_norms,
+    mean_jacobian_gram,
+    mean_jacobian_top_singular,
+    mean_jacobian_u_norm_sq,
+)
 from ijr_cli.curvature.lanczos import lanczos_top
 from ijr_cli.curvature.operators import gauss_newton_operator, hessian_operator, loss_gradient
 from ijr_cli.curvature.params import flat_parameters
@@ -37,13 +60,14 @@ from ijr_cli.objectives import Objective
 from ijr_cli.optim import stability_threshold
 
 
-
 def check_metric_names(names: Sequence[str]) -> List[str]:
     """The requested metrics, or a UserError naming the unknown ones and the known ones."""
     unknown = [n for n in names if n not in GROUP_OF]
     if unknown:
-        raise UserError(f"unknown metric name(s) in metrics.names: {', '.join(unknown)}; "
-                        f"known: {', '.join(MEASURABLE)} (and {', '.join(EVAL_METRICS)}, always evaluated)")
+        raise UserError(
+            f"unknown metric name(s) in metrics.names: {', '.join(unknown)}; "
+            f"known: {', '.join(MEASURABLE)} (and {', '.join(EVAL_METRICS)}, always evaluated)"
+        )
     return list(dict.fromkeys(names))
 
 
@@ -78,8 +102,10 @@ class Measurer:
     # each group: returns its metrics (only those requested are kept by `measure`)
     def _weights(self, lr):
         theta = flat_parameters(self.model)
-        return {WEIGHT_NORM: float(torch.linalg.vector_norm(theta)),
-                DIST_INIT: float(torch.linalg.vector_norm(theta - self.init_params))}
+        return {
+            WEIGHT_NORM: float(torch.linalg.vector_norm(theta)),
+            DIST_INIT: float(torch.linalg.vector_norm(theta - self.init_params)),
+        }
 
     def _threshold(self, lr):
         return {THRESHOLD: stability_threshold(lr, self.momentum, self.nesterov)}
@@ -99,15 +125,26 @@ class Measurer:
                 sums.append(z.sum(dim=1).abs())
         lam = torch.cat(lams)
         q = torch.quantile(lam, torch.tensor([0.25, 0.5, 0.75], dtype=lam.dtype, device=lam.device))
-        vals = torch.stack([lam.mean(), q[0], q[1], q[2], torch.cat(ginis).mean(), torch.cat(p1s).mean(),
-                            torch.cat(norms).mean(), torch.cat(sums).mean()]).tolist()
+        vals = torch.stack(
+            [
+                lam.mean(),
+                q[0],
+                q[1],
+                q[2],
+                torch.cat(ginis).mean(),
+                torch.cat(p1s).mean(),
+                torch.cat(norms).mean(),
+                torch.cat(sums).mean(),
+            ]
+        ).tolist()
         return dict(zip(GROUPS["probe_outputs"], vals))
 
     def _probe_gradient(self) -> torch.Tensor:
         """grad L_S, computed once per row (grad_norm and cos_grad_top_eig share it)."""
         if "gradient" not in self._row_cache:
-            self._row_cache["gradient"] = loss_gradient(self.model, self.x_probe, self.y_probe, self.objective,
-                                                        self.probe_chunk, self.probe_bn_mode)
+            self._row_cache["gradient"] = loss_gradient(
+                self.model, self.x_probe, self.y_probe, self.objective, self.probe_chunk, self.probe_bn_mode
+            )
         return self._row_cache["gradient"]
 
     def _grad(self, lr):
@@ -115,33 +152,57 @@ class Measurer:
 
     def _lanczos(self, op, key):
         gen = torch.Generator().manual_seed(self.seed)
-        r = lanczos_top(op, op.dim, k=self.sharpness_k, max_iters=self.lanczos_max_iters, tol=self.lanczos_tol,
-                        v0=self.warm.get(key), generator=gen, device=self.x_probe.device,
-                        dtype=self.x_probe.dtype)
+        r = lanczos_top(
+            op,
+            op.dim,
+            k=self.sharpness_k,
+            max_iters=self.lanczos_max_iters,
+            tol=self.lanczos_tol,
+            v0=self.warm.get(key),
+            generator=gen,
+            device=self.x_probe.device,
+            dtype=self.x_probe.dtype,
+        )
         self.warm[key] = r.eigenvectors[:, 0].detach().clone()
         return r
 
     def _sharpness(self, lr):
         """Largest ALGEBRAIC eigenvalue of H = grad^2 L_S by Lanczos on Hessian-vector products."""
-        op = hessian_operator(self.model, self.x_probe, self.y_probe, self.objective, self.probe_chunk,
-                              self.probe_bn_mode, cache_graph=self.probe_cache_graph)
+        op = hessian_operator(
+            self.model,
+            self.x_probe,
+            self.y_probe,
+            self.objective,
+            self.probe_chunk,
+            self.probe_bn_mode,
+            cache_graph=self.probe_cache_graph,
+        )
         r = self._lanczos(op, "sharpness")
-        out = {SHARPNESS: float(r.eigenvalues[0]), SHARPNESS_K: [float(v) for v in r.eigenvalues],
-               SHARPNESS_RESID: float(r.residuals[0]), SHARPNESS_MATVECS: op.num_products,
-               "sharpness_path": op.path}
+        out = {
+            SHARPNESS: float(r.eigenvalues[0]),
+            SHARPNESS_K: [float(v) for v in r.eigenvalues],
+            SHARPNESS_RESID: float(r.residuals[0]),
+            SHARPNESS_MATVECS: op.num_products,
+            "sharpness_path": op.path,
+        }
         if COS_GRAD_TOP_EIG in self.wanted:
             g = self._probe_gradient()
             v = r.eigenvectors[:, 0]
-            out[COS_GRAD_TOP_EIG] = float(torch.dot(g, v) / (torch.linalg.vector_norm(g) * torch.linalg.vector_norm(v)
-                                                              ).clamp_min(1e-30))
+            out[COS_GRAD_TOP_EIG] = float(
+                torch.dot(g, v) / (torch.linalg.vector_norm(g) * torch.linalg.vector_norm(v)).clamp_min(1e-30)
+            )
         return out
 
     def _gn_sharpness(self, lr):
-        op = gauss_newton_operator(self.model, self.x_probe, self.y_probe, self.objective, self.probe_chunk,
-                                   self.probe_bn_mode)
+        op = gauss_newton_operator(
+            self.model, self.x_probe, self.y_probe, self.objective, self.probe_chunk, self.probe_bn_mode
+        )
         r = self._lanczos(op, "gn_sharpness")
-        return {GN_SHARPNESS: float(r.eigenvalues[0]), "gn_sharpness_resid": float(r.residuals[0]),
-                "gn_sharpness_matvecs": op.num_products}
+        return {
+            GN_SHARPNESS: float(r.eigenvalues[0]),
+            "gn_sharpness_resid": float(r.residuals[0]),
+            "gn_sharpness_matvecs": op.num_products,
+        }
 
     def _jacobian(self, lr):
         """<J> through its C x C Gram matrix (C <= 100); for C > 100, paper 000's Algorithm 2 for ||<J>||_2 and
@@ -151,10 +212,16 @@ class Measurer:
             k, passes = mean_jacobian_gram(self.model, self.x_probe, self.probe_chunk, self.probe_bn_mode)
             out = gram_summaries(k)
         else:
-            norm, passes = mean_jacobian_top_singular(self.model, self.x_probe, self.probe_chunk, self.probe_bn_mode,
-                                                      generator=torch.Generator().manual_seed(self.seed))
-            u_norm_sq, u_passes = mean_jacobian_u_norm_sq(self.model, self.x_probe, self.probe_chunk,
-                                                          self.probe_bn_mode)
+            norm, passes = mean_jacobian_top_singular(
+                self.model,
+                self.x_probe,
+                self.probe_chunk,
+                self.probe_bn_mode,
+                generator=torch.Generator().manual_seed(self.seed),
+            )
+            u_norm_sq, u_passes = mean_jacobian_u_norm_sq(
+                self.model, self.x_probe, self.probe_chunk, self.probe_bn_mode
+            )
             out = {JAC_OP_NORM: norm, JAC_FRO_SQ: math.nan, JAC_U_NORM_SQ: u_norm_sq}
             passes += u_passes
         if IJR_PROXY in self.wanted:  # reuse this row's impurity when that group already ran
@@ -167,7 +234,7 @@ class Measurer:
         """Per-example spectral norms of d softmax / dx on the first n_input_jac of S and of the test set."""
         out = {}
         for prefix, x in (("", self.x_probe), ("test_", self.data.x_test)):
-            norms = input_jacobian_norms(self.model, x[:self.n_input_jac], self.probe_chunk)
+            norms = input_jacobian_norms(self.model, x[: self.n_input_jac], self.probe_chunk)
             out[f"{prefix}input_jac_max"] = float(norms.max()) if len(norms) else math.nan
             out[f"{prefix}input_jac_mean"] = float(norms.mean()) if len(norms) else math.nan
         return out

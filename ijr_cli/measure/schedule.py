@@ -36,5 +36,8 @@ class Schedule:
         return bool(self.due(step))
 
     def due(self, step: int) -> List[str]:
-        return [g for g, every in self.every.items()
-                if step % every == 0 or step == self.total_steps or step in self.early[g]]
+        return [
+            g
+            for g, every in self.every.items()
+            if step % every == 0 or step == self.total_steps or step in self.early[g]
+        ]

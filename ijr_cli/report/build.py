@@ -68,10 +68,15 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
     data = collect.collect(args.paths, jobs=args.jobs, query_slurm=args.query_slurm)
     runs = data.runs
     if runs.empty:
-        detail = f" ({len(data.warnings)} director{'y' if len(data.warnings) == 1 else 'ies'} skipped: " \
-                 f"{data.warnings[0]})" if data.warnings else ""
-        raise UserError(f"no ijr run directories under {', '.join(map(str, args.paths))}{detail}; a run directory "
-                        "holds status.json or metrics.jsonl (ijr-train writes them)")
+        detail = (
+            f" ({len(data.warnings)} director{'y' if len(data.warnings) == 1 else 'ies'} skipped: {data.warnings[0]})"
+            if data.warnings
+            else ""
+        )
+        raise UserError(
+            f"no ijr run directories under {', '.join(map(str, args.paths))}{detail}; a run directory "
+            "holds status.json or metrics.jsonl (ijr-train writes them)"
+        )
     check_columns(runs, data.swept, args)
     for w in data.warnings:
         log(f"warning: {w}")
@@ -82,8 +87,9 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
     try:
         t1 = time.perf_counter()
         with ThreadPoolExecutor(1) as pool:  # polars writes history.parquet without the GIL while pandas works
-            history = pool.submit(collect.write_history, data.wide, dict(zip(runs.index, runs["run_id"])),
-                                  tmp / "history.parquet")
+            history = pool.submit(
+                collect.write_history, data.wide, dict(zip(runs.index, runs["run_id"])), tmp / "history.parquet"
+            )
             (tmp / "tables").mkdir()
             runs_out = runs.copy()
             for c in runs_out.columns:  # mixed-type swept columns (numbers in one sweep, text in another) as text
@@ -102,16 +108,23 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
             timings["figures_s"] = time.perf_counter() - t2
             log(f"{sum(len(s.figures) for s in sections) + len(theory)} figures drawn ({timings['figures_s']:.1f} s)")
         generated = generation_facts(args.command, out, data, timings)
-        files = ["runs.parquet", "runs.csv", "history.parquet", "tables/", "report.json"] + \
-            (["figures/"] if args.figures else [])
+        files = ["runs.parquet", "runs.csv", "history.parquet", "tables/", "report.json"] + (
+            ["figures/"] if args.figures else []
+        )
         title = "ijr report: " + ", ".join(data.sweep_dirs)
-        (tmp / "index.html").write_text(page.page(title, sections, general, theory, data.warnings, generated,
-                                                         files))
-        summary = {"command": generated["command"], "generated": generated["generated"], "runs": len(runs),
-                   "history_values": n_history, "sweeps": {s.name: sweep_state.counts(s.states) for s in sections},
-                   "warnings": data.warnings, "timings_s": timings,
-                   "versions": records.package_versions(("ijr", "pandas", "polars", "pyarrow", "seaborn",
-                                                         "matplotlib", "scipy"))}
+        (tmp / "index.html").write_text(page.page(title, sections, general, theory, data.warnings, generated, files))
+        summary = {
+            "command": generated["command"],
+            "generated": generated["generated"],
+            "runs": len(runs),
+            "history_values": n_history,
+            "sweeps": {s.name: sweep_state.counts(s.states) for s in sections},
+            "warnings": data.warnings,
+            "timings_s": timings,
+            "versions": records.package_versions(
+                ("ijr", "pandas", "polars", "pyarrow", "seaborn", "matplotlib", "scipy")
+            ),
+        }
         (tmp / "report.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         _replace_dir(tmp, out)
     except BaseException:
@@ -150,8 +163,10 @@ def write_tables(data: collect.Collection, args, out: Path):
             csv_parts.append(agg.assign(sweep=sweep))
         t1 = tables.table1(sub, data.swept.get(sweep, []))
         if t1 is not None:
-            note = ("paper 000 Table 1 layout: final test accuracy, ΔAcc = acc_EJR − acc_base in points, "
-                    "ERR = (err_base − err_EJR)/err_base, from the means")
+            note = (
+                "paper 000 Table 1 layout: final test accuracy, ΔAcc = acc_EJR − acc_base in points, "
+                "ERR = (err_base − err_EJR)/err_base, from the means"
+            )
             section.tables.append(("Paper 000 Table 1: baseline vs EJR", note, t1))
             _write_all(out, f"table1_{_slug(sweep)}", t1, f"{sweep}: baseline vs EJR (paper 000 Table 1)")
     if csv_parts:
@@ -161,9 +176,11 @@ def write_tables(data: collect.Collection, args, out: Path):
     general = []
     corr = tables.correlations(runs, family_column=args.family_by)
     if corr is not None:
-        note = ("Kendall τ and Spearman ρ across runs between the generalisation gap and each measure's final value "
-                "(paper 002 §7), per regulariser family and pooled (all); loss gap = |test CE − train CE|, "
-                "acc gap = train acc − test acc; n runs; '–' below 3 runs or for a constant")
+        note = (
+            "Kendall τ and Spearman ρ across runs between the generalisation gap and each measure's final value "
+            "(paper 002 §7), per regulariser family and pooled (all); loss gap = |test CE − train CE|, "
+            "acc gap = train acc − test acc; n runs; '–' below 3 runs or for a constant"
+        )
         general.append(("Correlation with the generalisation gap (paper 002)", note, corr))
         _write_all(out, "correlations", corr, "Correlation with the generalisation gap")
     return sections, general
@@ -174,8 +191,10 @@ def check_columns(runs: pd.DataFrame, swept: dict, args) -> None:
     missing = [k for k in args.group_by or [] if k not in runs]
     if missing:
         keys = sorted({k for ks in swept.values() for k in ks})
-        raise UserError(f"--group-by {' '.join(missing)}: no such column; choose among the swept keys "
-                        f"({', '.join(keys) or 'none'}) or runs.csv's columns")
+        raise UserError(
+            f"--group-by {' '.join(missing)}: no such column; choose among the swept keys "
+            f"({', '.join(keys) or 'none'}) or runs.csv's columns"
+        )
     unknown = [m for m in args.metrics or [] if m not in runs]
     if unknown:
         raise UserError(f"--metrics {' '.join(unknown)}: not logged by any run; runs.csv lists the columns")
@@ -220,20 +239,43 @@ def write_figures(data: collect.Collection, sections, out: Path):
             section.figures += [fig] if fig else []
         if len(keys) == 2:
             for metric in ("test_acc", "gen_gap_loss", "sharpness"):
-                fig = figures.heatmap(sub, keys[0], keys[1], metric, out, f"{slug}_heatmap_{metric}",
-                                      f"{sweep}: {metric} over {keys[0]} × {keys[1]}")
+                fig = figures.heatmap(
+                    sub,
+                    keys[0],
+                    keys[1],
+                    metric,
+                    out,
+                    f"{slug}_heatmap_{metric}",
+                    f"{sweep}: {metric} over {keys[0]} × {keys[1]}",
+                )
                 section.figures += [fig] if fig else []
     return [figures.paper000_fig1(out), figures.paper000_fig2(out)]
 
 
-_TRAJECTORY_COLUMNS = ("sharpness", "threshold", "impurity_mean", "impurity_q25", "impurity_q75", "jac_op_norm",
-                       "ijr_proxy", "input_jac_max", "train_ce", "test_ce", "train_acc", "test_acc")
+_TRAJECTORY_COLUMNS = (
+    "sharpness",
+    "threshold",
+    "impurity_mean",
+    "impurity_q25",
+    "impurity_q75",
+    "jac_op_norm",
+    "ijr_proxy",
+    "input_jac_max",
+    "train_ce",
+    "test_ce",
+    "train_acc",
+    "test_acc",
+)
 
 
 def generation_facts(command: str, out: Path, data: collect.Collection, timings: dict) -> dict:
     git = records.git_info(Path(__file__).resolve().parent)
-    return {"command": command, "generated": records.now_iso(), "output": str(out.resolve()),
-            "inputs": ", ".join(str(p) for p in data.sweep_dirs.values()),
-            "ijr commit": f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}",
-            "timings": ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
-            "regenerate": command}
+    return {
+        "command": command,
+        "generated": records.now_iso(),
+        "output": str(out.resolve()),
+        "inputs": ", ".join(str(p) for p in data.sweep_dirs.values()),
+        "ijr commit": f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}",
+        "timings": ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
+        "regenerate": command,
+    }

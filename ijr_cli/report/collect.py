@@ -34,11 +34,29 @@ RUN_FILES = ("status.json", "metrics.jsonl")  # a directory holding either is ta
 SKIP_DIRS = {".hydra", ".launch", ".submitit", "report", "__pycache__", ".git"}
 EOS_FRACTION = 0.9  # edge-of-stability onset: sharpness first reaches this fraction of the threshold
 # config values every runs table carries (dotted keys of the resolved config)
-CONFIG_COLUMNS = ("dataset.name", "dataset.n_train", "model.name", "loss.name", "optimizer.name", "optimizer.lr",
-                  "optimizer.batch_size", "optimizer.momentum", "optimizer.weight_decay", "optimizer.rho",
-                  "regularizer.label_smoothing", "regularizer.mixup_alpha", "regularizer.augment",
-                  "regularizer.jacobian", "regularizer.lambda_reg", "regularizer.rho_reg", "regularizer.mu_reg",
-                  "schedule.name", "trainer.max_steps", "trainer.epochs", "seed")
+CONFIG_COLUMNS = (
+    "dataset.name",
+    "dataset.n_train",
+    "model.name",
+    "loss.name",
+    "optimizer.name",
+    "optimizer.lr",
+    "optimizer.batch_size",
+    "optimizer.momentum",
+    "optimizer.weight_decay",
+    "optimizer.rho",
+    "regularizer.label_smoothing",
+    "regularizer.mixup_alpha",
+    "regularizer.augment",
+    "regularizer.jacobian",
+    "regularizer.lambda_reg",
+    "regularizer.rho_reg",
+    "regularizer.mu_reg",
+    "schedule.name",
+    "trainer.max_steps",
+    "trainer.epochs",
+    "seed",
+)
 NOT_SWEPT = ("hydra", "launcher")  # override keys that never define a job (where and how it ran)
 
 
@@ -106,14 +124,14 @@ def _edge_schema(data: bytes) -> dict:
     import json
 
     first_end = data.find(b"\n")
-    candidates = [data[:first_end if first_end >= 0 else len(data)]]
+    candidates = [data[: first_end if first_end >= 0 else len(data)]]
     stop = len(data)
     while stop and data[stop - 1] in b"\r\n":  # (no rstrip: it would copy the whole file)
         stop -= 1
     start = data.rfind(b"\n", 0, stop) + 1
     candidates.append(data[start:stop])
     if not data.endswith(b"\n") and start:  # a torn last line: the one before it
-        candidates.append(data[data.rfind(b"\n", 0, start - 1) + 1:start - 1])
+        candidates.append(data[data.rfind(b"\n", 0, start - 1) + 1 : start - 1])
     schema: dict = {}
     for line in candidates:
         try:
@@ -126,7 +144,7 @@ def _edge_schema(data: bytes) -> dict:
 
 
 def _lines_and_colons(data: bytes) -> Tuple[int, int]:
-    """The '\\n' and ':' bytes of a JSON-lines text, in numpy: its comparisons release the GIL, so the reader
+    """The newline and ':' bytes of a JSON-lines text, in numpy: its comparisons release the GIL, so the reader
     threads count in parallel (bytes.count held it for 4 ms per 1.5 MB file, the largest serial part of a
     1,000-run report)."""
     a = np.frombuffer(data, np.uint8)
@@ -138,8 +156,15 @@ def _explicit_nulls(data: bytes) -> int:
     a = np.frombuffer(data, np.uint8)
     ell = a == ord("l")
     at = np.flatnonzero(ell[5:-1] & ell[6:]) + 5  # the first 'l' of each "ll"
-    return int(np.count_nonzero((a[at - 1] == ord("u")) & (a[at - 2] == ord("n")) & (a[at - 3] == ord(" "))
-                                & (a[at - 4] == ord(":")) & (a[at - 5] == ord('"'))))
+    return int(
+        np.count_nonzero(
+            (a[at - 1] == ord("u"))
+            & (a[at - 2] == ord("n"))
+            & (a[at - 3] == ord(" "))
+            & (a[at - 4] == ord(":"))
+            & (a[at - 5] == ord('"'))
+        )
+    )
 
 
 def _lost_nothing(data: bytes, colons: int, read: int, cells: int) -> bool:
@@ -189,8 +214,9 @@ def read_metrics(path: Path):
             rows, bad = records.read_rows_counted(path)
             if bad:
                 warning = f"{path}: {bad} unreadable line(s) skipped (truncated or corrupt)"
-            frame = pl.from_pandas(pd.DataFrame.from_records(rows).apply(pd.to_numeric, errors="coerce")) \
-                if rows else None
+            frame = (
+                pl.from_pandas(pd.DataFrame.from_records(rows).apply(pd.to_numeric, errors="coerce")) if rows else None
+            )
     if frame is None or frame.height == 0:
         return None, warning or f"{path}: no rows; skipped"
     if "step" not in frame.columns:
@@ -209,8 +235,9 @@ def _numeric(frame):
     import polars as pl
 
     numeric = [c for c, t in frame.schema.items() if t.is_numeric() or t == pl.Boolean]
-    return frame.select([pl.col(c).cast(pl.Int32 if c == "run" else pl.Int64 if c == "step" else pl.Float64)
-                         for c in numeric])
+    return frame.select(
+        [pl.col(c).cast(pl.Int32 if c == "run" else pl.Int64 if c == "step" else pl.Float64) for c in numeric]
+    )
 
 
 def read_chunk(items: List[Tuple[int, Path]]):
@@ -247,8 +274,9 @@ def read_chunk(items: List[Tuple[int, Path]]):
                 raise ValueError("a blank line")
             ends = np.cumsum(lines)
             read = np.add.reduceat(_values_read(frame, schema), ends - lines) if frame.height else np.zeros(0)
-            good = np.array([_lost_nothing(p[2], p[4], r, n * len(schema))
-                             for r, n, p in zip(read, lines, probes)], dtype=bool)
+            good = np.array(
+                [_lost_nothing(p[2], p[4], r, n * len(schema)) for r, n, p in zip(read, lines, probes)], dtype=bool
+            )
             slow += [(p[0], p[1]) for p, ok in zip(probes, good) if not ok]
             run = np.repeat(np.array([p[0] for p in probes], dtype=np.int32), lines)
             frame = frame.with_columns(pl.Series("run", run))
@@ -322,8 +350,14 @@ def write_history(wide, run_ids: Dict[int, str], path: Path) -> int:
     run = names.gather(pl.Series(lookup[wide["run"].to_numpy()]))
     metric_enum = pl.Enum(metrics)
     wide = wide.lazy().with_columns(run.alias("run"))
-    long = pl.concat([wide.select("run", "step", pl.lit(m, dtype=metric_enum).alias("metric"),
-                                  pl.col(m).alias("value")).drop_nulls("value") for m in metrics])
+    long = pl.concat(
+        [
+            wide.select(
+                "run", "step", pl.lit(m, dtype=metric_enum).alias("metric"), pl.col(m).alias("value")
+            ).drop_nulls("value")
+            for m in metrics
+        ]
+    )
     # streamed (never materialised: 3x faster than building the 46 M-row frame, then writing it); lz4: zstd is
     # 2x slower to write at 40 M rows and 15 % smaller
     long.sink_parquet(path, compression="lz4")
@@ -387,9 +421,10 @@ def collect(paths: Sequence[Path], jobs: int = 0, query_slurm: bool = True) -> C
     warnings: List[str] = []
     found = sorted(find_run_dirs(paths).items(), key=lambda kv: (kv[1][0], kv[0].name))
     jobs = jobs or os.cpu_count() or 1
-    items = [(i, run_dir / "metrics.jsonl") for i, (run_dir, _) in enumerate(found)
-             if (run_dir / "metrics.jsonl").is_file()]
-    chunks = [items[k:k + CHUNK_FILES] for k in range(0, len(items), CHUNK_FILES)]
+    items = [
+        (i, run_dir / "metrics.jsonl") for i, (run_dir, _) in enumerate(found) if (run_dir / "metrics.jsonl").is_file()
+    ]
+    chunks = [items[k : k + CHUNK_FILES] for k in range(0, len(items), CHUNK_FILES)]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         pending = pool.map(read_chunk, chunks)  # polars parses without the GIL, beside the YAML below
         metas: Dict[int, dict] = {}
@@ -426,20 +461,34 @@ def _read_run_meta(run_dir: Path, sweep: str, warnings: List[str]) -> Optional[d
     overrides = _read_yaml(run_dir / "overrides.yaml")
     overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
     summary = records.read_json(run_dir / "summary.json") or {}
-    return {"sweep": sweep, "run": run_dir.name, "path": str(run_dir), "config": records.flatten(config_raw or {}),
-            "pairs": _override_pairs(overrides), "overrides": overrides, "summary": summary,
-            "status": (status or {}).get("status")}
+    return {
+        "sweep": sweep,
+        "run": run_dir.name,
+        "path": str(run_dir),
+        "config": records.flatten(config_raw or {}),
+        "pairs": _override_pairs(overrides),
+        "overrides": overrides,
+        "summary": summary,
+        "status": (status or {}).get("status"),
+    }
 
 
-def _runs_table(metas: Dict[int, dict], states: Dict[str, List[sweep_state.JobState]],
-                swept: Dict[str, List[str]]) -> pd.DataFrame:
+def _runs_table(
+    metas: Dict[int, dict], states: Dict[str, List[sweep_state.JobState]], swept: Dict[str, List[str]]
+) -> pd.DataFrame:
     buckets = {(s, st.name): st for s, sts in states.items() for st in sts}
     rows = []
     for m in metas.values():
         st = buckets.get((m["sweep"], m["run"]))
-        row = {"sweep": m["sweep"], "run": m["run"], "run_id": f"{m['sweep']}/{m['run']}", "path": m["path"],
-               "status": st.bucket if st else (m["status"] or "FAILED"), "status_detail": st.detail if st else "",
-               "overrides": " ".join(m["overrides"])}
+        row = {
+            "sweep": m["sweep"],
+            "run": m["run"],
+            "run_id": f"{m['sweep']}/{m['run']}",
+            "path": m["path"],
+            "status": st.bucket if st else (m["status"] or "FAILED"),
+            "status_detail": st.detail if st else "",
+            "overrides": " ".join(m["overrides"]),
+        }
         row.update({k: swept_value(k, m["config"], m["pairs"]) for k in swept[m["sweep"]]})
         row.update({c: m["config"].get(c) for c in CONFIG_COLUMNS if c not in row})
         row["family"] = family(m["config"]) if m["config"] else None
@@ -466,7 +515,9 @@ def _finish(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return runs
     if "history_best_test_acc" in runs:
-        runs["best_test_acc"] = pd.to_numeric(runs["best_test_acc"], errors="coerce").fillna(runs["history_best_test_acc"])
+        runs["best_test_acc"] = pd.to_numeric(runs["best_test_acc"], errors="coerce").fillna(
+            runs["history_best_test_acc"]
+        )
         runs = runs.drop(columns=["history_best_test_acc"])
     if M.TRAIN_CE in runs and M.TEST_CE in runs:
         runs[M.GEN_GAP_LOSS] = runs[M.TEST_CE] - runs[M.TRAIN_CE]

@@ -79,12 +79,15 @@ def thin(history: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
 
 def trajectory_panels(columns: Sequence[str]) -> List[tuple]:
     """(title, main metric, extra) for the panels whose metric was logged."""
-    panels = [("sharpness vs 2/η-type threshold (dashed)", M.SHARPNESS, M.THRESHOLD),
-              ("mean impurity ⟨λ(1)⟩ (band: 25–75 %)", M.IMPURITY_MEAN, (M.IMPURITY_Q25, M.IMPURITY_Q75)),
-              ("‖⟨J⟩‖₂", M.JAC_OP_NORM, None), ("ijr_proxy = ⟨λ(1)⟩·‖⟨J⟩û‖²", M.IJR_PROXY, None),
-              ("input–output Jacobian (max)", M.INPUT_JAC_MAX, None),
-              ("loss (solid train, dashed test; plain CE)", M.TRAIN_CE, M.TEST_CE),
-              ("accuracy (solid train, dashed test)", M.TRAIN_ACC, M.TEST_ACC)]
+    panels = [
+        ("sharpness vs 2/η-type threshold (dashed)", M.SHARPNESS, M.THRESHOLD),
+        ("mean impurity ⟨λ(1)⟩ (band: 25–75 %)", M.IMPURITY_MEAN, (M.IMPURITY_Q25, M.IMPURITY_Q75)),
+        ("‖⟨J⟩‖₂", M.JAC_OP_NORM, None),
+        ("ijr_proxy = ⟨λ(1)⟩·‖⟨J⟩û‖²", M.IJR_PROXY, None),
+        ("input–output Jacobian (max)", M.INPUT_JAC_MAX, None),
+        ("loss (solid train, dashed test; plain CE)", M.TRAIN_CE, M.TEST_CE),
+        ("accuracy (solid train, dashed test)", M.TRAIN_ACC, M.TEST_ACC),
+    ]
     return [p for p in panels if p[1] in columns]
 
 
@@ -92,8 +95,9 @@ def _extras(extra) -> tuple:
     return (extra,) if isinstance(extra, str) else tuple(extra or ())
 
 
-def trajectory_stats(history: pd.DataFrame, values: pd.Series, columns: Sequence[str],
-                     max_points: int = MAX_POINTS) -> dict:
+def trajectory_stats(
+    history: pd.DataFrame, values: pd.Series, columns: Sequence[str], max_points: int = MAX_POINTS
+) -> dict:
     """Per column: the mean and sd (pandas', ddof 1) over the runs sharing a value, per (value, step), from that
     column's own logged rows thinned to `max_points` per run (a metric measured every k-th logged row keeps its
     points). `values`: run index -> the value's label. One vectorised groupby per column: seaborn's own
@@ -102,8 +106,11 @@ def trajectory_stats(history: pd.DataFrame, values: pd.Series, columns: Sequence
     out = {}
     for c in columns:
         column = history[c]
-        rows = history.loc[dense.index, ["run", "step", c]] if column.notna().all() else \
-            thin(history.loc[column.notna(), ["run", "step", c]], max_points)
+        rows = (
+            history.loc[dense.index, ["run", "step", c]]
+            if column.notna().all()
+            else thin(history.loc[column.notna(), ["run", "step", c]], max_points)
+        )
         if rows.empty:
             continue
         label = values.reindex(rows["run"]).to_numpy()
@@ -113,12 +120,14 @@ def trajectory_stats(history: pd.DataFrame, values: pd.Series, columns: Sequence
 
 def _of(stats: pd.DataFrame, value: str) -> pd.DataFrame:
     """The rows of one value (index: step); empty when none."""
-    return stats.xs(value, level=0) if value in stats.index.get_level_values(0) else \
-        pd.DataFrame({"mean": [], "std": []})
+    return (
+        stats.xs(value, level=0) if value in stats.index.get_level_values(0) else pd.DataFrame({"mean": [], "std": []})
+    )
 
 
-def trajectories(history: pd.DataFrame, runs: pd.DataFrame, hue: str, out_dir: Path, name: str,
-                 title: str) -> Optional[Figure]:
+def trajectories(
+    history: pd.DataFrame, runs: pd.DataFrame, hue: str, out_dir: Path, name: str, title: str
+) -> Optional[Figure]:
     """`history`: wide per-run rows (run index, step, metrics); `runs` indexed by run index with column `hue`."""
     plt, sns = _plt()
     values = runs[hue].map(str)
@@ -138,8 +147,9 @@ def trajectories(history: pd.DataFrame, runs: pd.DataFrame, hue: str, out_dir: P
             color = palette[value]
             line = _of(stats[metric], value)
             ax.plot(line.index, line["mean"], color=color, linewidth=1.2, label=value)
-            ax.fill_between(line.index, line["mean"] - line["std"], line["mean"] + line["std"], color=color,
-                            alpha=0.2, linewidth=0)
+            ax.fill_between(
+                line.index, line["mean"] - line["std"], line["mean"] + line["std"], color=color, alpha=0.2, linewidth=0
+            )
             if isinstance(extra, str) and extra in stats:
                 dashed = _of(stats[extra], value)
                 ax.plot(dashed.index, dashed["mean"], color=color, linestyle="--", linewidth=1.0)
@@ -154,17 +164,29 @@ def trajectories(history: pd.DataFrame, runs: pd.DataFrame, hue: str, out_dir: P
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(_plain_formatter())
             ax.yaxis.set_minor_formatter(_plain_formatter(minor=True))
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, title=hue, loc="upper center", ncols=min(8, len(order)), frameon=False,
-                   bbox_to_anchor=(0.5, 1.0))
+        fig.legend(
+            handles,
+            labels,
+            title=hue,
+            loc="upper center",
+            ncols=min(8, len(order)),
+            frameon=False,
+            bbox_to_anchor=(0.5, 1.0),
+        )
     fig.suptitle(title, y=1.0 + 0.12 / nrows, fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.16 / nrows))
-    return _save(fig, out_dir, name, title,
-                 f"Against the step, one colour per value of {hue} (mean over the runs sharing it, band ± 1 sd). "
-                 "Sharpness: the dashed line is the stability threshold of the run's learning rate.")
+    return _save(
+        fig,
+        out_dir,
+        name,
+        title,
+        f"Against the step, one colour per value of {hue} (mean over the runs sharing it, band ± 1 sd). "
+        "Sharpness: the dashed line is the stability threshold of the run's learning rate.",
+    )
 
 
 def _plain_formatter(minor: bool = False):
@@ -198,9 +220,20 @@ def finals(runs: pd.DataFrame, x: str, hue: Optional[str], out_dir: Path, name: 
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.0), squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
         data[metric] = pd.to_numeric(data[metric], errors="coerce")
-        sns.lineplot(data=data, x=x, y=metric, hue=hue, style=hue, markers=True, errorbar="sd", ax=ax,
-                     legend=ax is axes.flat[-1], palette="viridis" if hue else None, sort=numeric_x,
-                     color=None if hue else "C0")
+        sns.lineplot(
+            data=data,
+            x=x,
+            y=metric,
+            hue=hue,
+            style=hue,
+            markers=True,
+            errorbar="sd",
+            ax=ax,
+            legend=ax is axes.flat[-1],
+            palette="viridis" if hue else None,
+            sort=numeric_x,
+            color=None if hue else "C0",
+        )
         if numeric_x and _log_scale(data[x]):
             ax.set_xscale("log")
         ax.set_title(metric, fontsize=9)
@@ -208,12 +241,18 @@ def finals(runs: pd.DataFrame, x: str, hue: Optional[str], out_dir: Path, name: 
         sns.move_legend(axes.flat[-1], "upper left", bbox_to_anchor=(1.02, 1), title=hue, frameon=False)
     fig.suptitle(title, y=1.04, fontsize=11)
     fig.tight_layout()
-    return _save(fig, out_dir, name, title, f"Final values against {x}" + (f", line style by {hue}" if hue else "")
-                 + "; mean over seeds with ± 1 sd bars.")
+    return _save(
+        fig,
+        out_dir,
+        name,
+        title,
+        f"Final values against {x}" + (f", line style by {hue}" if hue else "") + "; mean over seeds with ± 1 sd bars.",
+    )
 
 
-def heatmap(runs: pd.DataFrame, rows: str, cols: str, metric: str, out_dir: Path, name: str,
-            title: str) -> Optional[Figure]:
+def heatmap(
+    runs: pd.DataFrame, rows: str, cols: str, metric: str, out_dir: Path, name: str, title: str
+) -> Optional[Figure]:
     """Mean final `metric` over the (rows × cols) grid, the number of runs per cell in brackets."""
     plt, sns = _plt()
     if metric not in runs:
@@ -226,14 +265,23 @@ def heatmap(runs: pd.DataFrame, rows: str, cols: str, metric: str, out_dir: Path
         return None
     scale = 100 if metric in (M.TEST_ACC, M.TRAIN_ACC, M.GEN_GAP_ACC, "best_test_acc") else 1
     labels = (mean * scale).map(lambda v: "–" if pd.isna(v) else f"{v:.3g}") + count.reindex_like(mean).map(
-        lambda n: f"\n({0 if pd.isna(n) else int(n)})")
+        lambda n: f"\n({0 if pd.isna(n) else int(n)})"
+    )
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * mean.shape[1], 0.8 + 0.6 * mean.shape[0]))
-    sns.heatmap(mean * scale, annot=labels, fmt="", cmap="viridis", ax=ax, annot_kws={"fontsize": 7},
-                cbar_kws={"label": metric + (" (%)" if scale == 100 else "")})
+    sns.heatmap(
+        mean * scale,
+        annot=labels,
+        fmt="",
+        cmap="viridis",
+        ax=ax,
+        annot_kws={"fontsize": 7},
+        cbar_kws={"label": metric + (" (%)" if scale == 100 else "")},
+    )
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, out_dir, name, title, f"Mean final {metric} per ({rows}, {cols}) cell; runs per cell in "
-                 "brackets.")
+    return _save(
+        fig, out_dir, name, title, f"Mean final {metric} per ({rows}, {cols}) cell; runs per cell in brackets."
+    )
 
 
 # ------------------------------------------------------------------------------------------ paper 000 Figs. 1–2
@@ -268,9 +316,14 @@ def paper000_fig1(out_dir: Path, p: Sequence[float] = (0.45, 0.3, 0.15, 0.07, 0.
     ax.set_title(f"Secular function for p = {tuple(round(float(x), 3) for x in p)}", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    return _save(fig, out_dir, "paper000_fig1_secular", "Paper 000 Fig. 1: the secular function",
-                 "The eigenvalues of M = diag(p) − ppᵀ interlace the sorted p_i (poles): one root in each interval "
-                 f"(p(i+1), p(i)) and λ(C) = 0. Here λ(1) = {roots[-1]:.4f} ∈ [p(2), p(1)] = [{p[1]}, {p[0]}].")
+    return _save(
+        fig,
+        out_dir,
+        "paper000_fig1_secular",
+        "Paper 000 Fig. 1: the secular function",
+        "The eigenvalues of M = diag(p) − ppᵀ interlace the sorted p_i (poles): one root in each interval "
+        f"(p(i+1), p(i)) and λ(C) = 0. Here λ(1) = {roots[-1]:.4f} ∈ [p(2), p(1)] = [{p[1]}, {p[0]}].",
+    )
 
 
 def paper000_fig2(out_dir: Path, num_classes: int = 10, n: int = 4000, seed: int = 0) -> Figure:
@@ -293,5 +346,10 @@ def paper000_fig2(out_dir: Path, num_classes: int = 10, n: int = 4000, seed: int
     ax.legend(fontsize=7)
     ax.set_title("Impurity against the top probability (Theorem 1 bounds)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out_dir, "paper000_fig2_impurity_bounds", "Paper 000 Fig. 2 (left): impurity and its bounds",
-                 "Every point lies between ½·Gini(p(1)) and min(Gini(p(1)), p(1)) (Theorem 1); λ(1) → 0 as p(1) → 1.")
+    return _save(
+        fig,
+        out_dir,
+        "paper000_fig2_impurity_bounds",
+        "Paper 000 Fig. 2 (left): impurity and its bounds",
+        "Every point lies between ½·Gini(p(1)) and min(Gini(p(1)), p(1)) (Theorem 1); λ(1) → 0 as p(1) → 1.",
+    )

@@ -58,51 +58,84 @@ def table_html(table: pd.DataFrame) -> str:
 
 def figure_html(fig: Figure) -> str:
     data = base64.b64encode(fig.png.read_bytes()).decode("ascii")
-    return (f"<figure><img alt='{html.escape(fig.title)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption><b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)} "
-            f"(<code>figures/{html.escape(fig.pdf.name)}</code>)</figcaption></figure>")
+    return (
+        f"<figure><img alt='{html.escape(fig.title)}' src='data:image/png;base64,{data}'>"
+        f"<figcaption><b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)} "
+        f"(<code>figures/{html.escape(fig.pdf.name)}</code>)</figcaption></figure>"
+    )
 
 
 def status_html(states: List[sweep_state.JobState]) -> str:
     counts = sweep_state.counts(states)
-    parts = ["<p class='counts'>" + "".join(f"<span class='{b}'>{b.lower()}: {n}</span>" for b, n in counts.items())
-             + "</p>"]
+    parts = [
+        "<p class='counts'>" + "".join(f"<span class='{b}'>{b.lower()}: {n}</span>" for b, n in counts.items()) + "</p>"
+    ]
     pending = [s for s in states if s.bucket != "COMPLETED"]
     if pending:
-        rows = pd.DataFrame([{"job": s.name, "state": s.bucket, "step": s.step if s.step is not None else "–",
-                              "detail": s.detail, "overrides": " ".join(s.overrides)} for s in pending])
+        rows = pd.DataFrame(
+            [
+                {
+                    "job": s.name,
+                    "state": s.bucket,
+                    "step": s.step if s.step is not None else "–",
+                    "detail": s.detail,
+                    "overrides": " ".join(s.overrides),
+                }
+                for s in pending
+            ]
+        )
         parts.append(table_html(rows.astype(str)))
     return "".join(parts)
 
 
-def page(title: str, sections: List[SweepSection], general: List[tuple], theory: List[Figure],
-         warnings: List[str], generated: Dict[str, str], files: List[str]) -> str:
+def page(
+    title: str,
+    sections: List[SweepSection],
+    general: List[tuple],
+    theory: List[Figure],
+    warnings: List[str],
+    generated: Dict[str, str],
+    files: List[str],
+) -> str:
     """The whole page. `general`: (title, note, DataFrame) tables across sweeps; `generated`: label -> text."""
-    out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    out = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+    ]
     total = sum(len(s.states) for s in sections)
-    out.append(f"<p>{len(sections)} sweep(s), {total} job(s). Tables are mean ± sample standard deviation over the "
-               "runs of a group, with the number of runs n; accuracies in %. Files beside this page: "
-               + ", ".join(f"<code>{html.escape(f)}</code>" for f in files) + ".</p>")
+    out.append(
+        f"<p>{len(sections)} sweep(s), {total} job(s). Tables are mean ± sample standard deviation over the "
+        "runs of a group, with the number of runs n; accuracies in %. Files beside this page: "
+        + ", ".join(f"<code>{html.escape(f)}</code>" for f in files)
+        + ".</p>"
+    )
     if warnings:
-        out.append("<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-                   + "</ul>")
+        out.append(
+            "<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>"
+        )
     for s in sections:
         out.append(f"<h2>Sweep <code>{html.escape(s.name)}</code></h2><p><code>{html.escape(s.path)}</code></p>")
         out.append("<h3>Status</h3>" + status_html(s.states))
         for t_title, note, table in s.tables:
-            out.append(f"<h3>{html.escape(t_title)}</h3>" + (f"<p>{html.escape(note)}</p>" if note else "")
-                       + table_html(table))
+            out.append(
+                f"<h3>{html.escape(t_title)}</h3>" + (f"<p>{html.escape(note)}</p>" if note else "") + table_html(table)
+            )
         if s.figures:
             out.append("<h3>Figures</h3>" + "".join(figure_html(f) for f in s.figures))
     for t_title, note, table in general:
-        out.append(f"<h2>{html.escape(t_title)}</h2>" + (f"<p>{html.escape(note)}</p>" if note else "")
-                   + table_html(table))
+        out.append(
+            f"<h2>{html.escape(t_title)}</h2>" + (f"<p>{html.escape(note)}</p>" if note else "") + table_html(table)
+        )
     if theory:
         out.append("<h2>Theory figures (paper 000)</h2>" + "".join(figure_html(f) for f in theory))
-    out.append("<h2>How this report was generated</h2><table>" + "".join(
-        f"<tr><th class='text'>{html.escape(k)}</th><td class='text'><code>{html.escape(v)}</code></td></tr>"
-        for k, v in generated.items()) + "</table>")
+    out.append(
+        "<h2>How this report was generated</h2><table>"
+        + "".join(
+            f"<tr><th class='text'>{html.escape(k)}</th><td class='text'><code>{html.escape(v)}</code></td></tr>"
+            for k, v in generated.items()
+        )
+        + "</table>"
+    )
     out.append("</body></html>")
     return "\n".join(out)
 

@@ -18,18 +18,49 @@ from ijr_cli.report.collect import present
 
 SEED = "seed"
 # final metrics shown in the aggregate tables, in this order, when the runs have them
-KEY_METRICS = (M.TEST_ACC, "best_test_acc", M.TRAIN_ACC, M.GEN_GAP_ACC, M.GEN_GAP_LOSS, M.SHARPNESS, M.THRESHOLD,
-               M.GN_SHARPNESS, M.JAC_OP_NORM, M.JAC_FRO_SQ, M.IJR_PROXY, M.IMPURITY_MEAN, M.INPUT_JAC_MAX,
-               "eos_onset_step", "wall_time_s")
+KEY_METRICS = (
+    M.TEST_ACC,
+    "best_test_acc",
+    M.TRAIN_ACC,
+    M.GEN_GAP_ACC,
+    M.GEN_GAP_LOSS,
+    M.SHARPNESS,
+    M.THRESHOLD,
+    M.GN_SHARPNESS,
+    M.JAC_OP_NORM,
+    M.JAC_FRO_SQ,
+    M.IJR_PROXY,
+    M.IMPURITY_MEAN,
+    M.INPUT_JAC_MAX,
+    "eos_onset_step",
+    "wall_time_s",
+)
 # the measures paper 002 correlates with the generalisation gap (final values)
-MEASURES = (M.SHARPNESS, M.GN_SHARPNESS, M.JAC_OP_NORM, M.JAC_FRO_SQ, M.JAC_U_NORM_SQ, M.IJR_PROXY, M.INPUT_JAC_MAX,
-            M.INPUT_JAC_MEAN, M.TEST_INPUT_JAC_MAX, M.TEST_INPUT_JAC_MEAN, M.IMPURITY_MEAN, M.WEIGHT_NORM,
-            M.GRAD_NORM)
+MEASURES = (
+    M.SHARPNESS,
+    M.GN_SHARPNESS,
+    M.JAC_OP_NORM,
+    M.JAC_FRO_SQ,
+    M.JAC_U_NORM_SQ,
+    M.IJR_PROXY,
+    M.INPUT_JAC_MAX,
+    M.INPUT_JAC_MEAN,
+    M.TEST_INPUT_JAC_MAX,
+    M.TEST_INPUT_JAC_MEAN,
+    M.IMPURITY_MEAN,
+    M.WEIGHT_NORM,
+    M.GRAD_NORM,
+)
 # the gaps correlated: paper 002 §7 uses |test loss − train loss| (plain cross-entropy here); also train − test acc
 GAPS = {"loss gap": M.GEN_GAP_LOSS, "acc gap": M.GEN_GAP_ACC}
 ABS_GAPS = ("loss gap",)
-EJR_KEYS = ("regularizer", "regularizer.jacobian", "regularizer.lambda_reg", "regularizer.rho_reg",
-            "regularizer.mu_reg")
+EJR_KEYS = (
+    "regularizer",
+    "regularizer.jacobian",
+    "regularizer.lambda_reg",
+    "regularizer.rho_reg",
+    "regularizer.mu_reg",
+)
 PERCENT = {M.TEST_ACC, M.TRAIN_ACC, "best_test_acc", M.GEN_GAP_ACC}  # fractions shown in %
 
 
@@ -87,8 +118,9 @@ def display_aggregate(agg: pd.DataFrame, keys: Sequence[str], metrics: Sequence[
     out = pd.DataFrame({k: agg[k].map(_fmt_key) for k in keys})
     for m in metrics:
         label = f"{m} (%)" if m in PERCENT else m
-        out[label] = [fmt_mean_std(a, b, c, m in PERCENT) for a, b, c in
-                      zip(agg[f"{m}_mean"], agg[f"{m}_std"], agg[f"{m}_n"])]
+        out[label] = [
+            fmt_mean_std(a, b, c, m in PERCENT) for a, b, c in zip(agg[f"{m}_mean"], agg[f"{m}_std"], agg[f"{m}_n"])
+        ]
     return out
 
 
@@ -125,8 +157,10 @@ def table1(runs: pd.DataFrame, swept: Sequence[str], metric: str = M.TEST_ACC) -
     setting = ["dataset.name", "model.name", "optimizer.batch_size", "optimizer.lr"]
     setting += [k for k in swept if k not in setting and k != SEED and k not in EJR_KEYS]
     setting = [k for k in setting if k in runs]
-    runs = runs.assign(_variant=[ejr_label(r) if e else "baseline" for (_, r), e in zip(runs.iterrows(), is_ejr(runs))],
-                       **{k: runs[k].map(_fmt_key) for k in setting})
+    runs = runs.assign(
+        _variant=[ejr_label(r) if e else "baseline" for (_, r), e in zip(runs.iterrows(), is_ejr(runs))],
+        **{k: runs[k].map(_fmt_key) for k in setting},
+    )
     rows = []
     for values, group in runs.groupby(setting, sort=False, dropna=False):
         base = pd.to_numeric(group.loc[group["_variant"] == "baseline", metric])
@@ -143,8 +177,14 @@ def table1(runs: pd.DataFrame, swept: Sequence[str], metric: str = M.TEST_ACC) -
                 row["ΔAcc (%p)"] = row["ERR (%)"] = "–"
             rows.append(row)
     table = pd.DataFrame(rows).sort_values(setting + ["regularisation"], key=_sort_key, kind="stable")
-    table = table.reset_index(drop=True).rename(columns={"dataset.name": "dataset", "model.name": "network",
-                                               "optimizer.batch_size": "batch size", "optimizer.lr": "lr"})
+    table = table.reset_index(drop=True).rename(
+        columns={
+            "dataset.name": "dataset",
+            "model.name": "network",
+            "optimizer.batch_size": "batch size",
+            "optimizer.lr": "lr",
+        }
+    )
     return table
 
 
@@ -203,5 +243,6 @@ def to_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
     """A booktabs tabular (pandas' Styler), text cells escaped."""
     styler = table.style.hide(axis="index").format(precision=3, na_rep="–", escape="latex")
     styler = styler.format_index(escape="latex", axis=1)
-    return styler.to_latex(hrules=True, caption=caption or None, label=label or None,
-                           position_float="centering" if caption else None)
+    return styler.to_latex(
+        hrules=True, caption=caption or None, label=label or None, position_float="centering" if caption else None
+    )

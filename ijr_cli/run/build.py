@@ -47,43 +47,96 @@ def build(cfg: TrainConfig) -> Built:
     names = check_metric_names(cfg.metrics.names)
     unknown_keys = [k for k in cfg.metrics.every if k not in GROUP_OF and k not in GROUPS]
     if unknown_keys:
-        raise UserError(f"metrics.every has unknown key(s) {', '.join(unknown_keys)}; use metric names from "
-                        f"metrics.names (or group names: {', '.join(GROUPS)})")
-    data = load_dataset(d.name, data_dir=d.data_dir, download=d.download, path=d.path, n_train=d.n_train,
-                        n_test=d.n_test, standardize=d.standardize.value, input_scale=d.input_scale,
-                        input_shape=list(d.input_shape), num_classes=d.num_classes,
-                        num_train_examples=d.num_train_examples, num_test_examples=d.num_test_examples,
-                        class_separation=d.class_separation, generator_seed=d.generator_seed,
-                        device=device, dtype=dtype)
+        raise UserError(
+            f"metrics.every has unknown key(s) {', '.join(unknown_keys)}; use metric names from "
+            f"metrics.names (or group names: {', '.join(GROUPS)})"
+        )
+    data = load_dataset(
+        d.name,
+        data_dir=d.data_dir,
+        download=d.download,
+        path=d.path,
+        n_train=d.n_train,
+        n_test=d.n_test,
+        standardize=d.standardize.value,
+        input_scale=d.input_scale,
+        input_shape=list(d.input_shape),
+        num_classes=d.num_classes,
+        num_train_examples=d.num_train_examples,
+        num_test_examples=d.num_test_examples,
+        class_separation=d.class_separation,
+        generator_seed=d.generator_seed,
+        device=device,
+        dtype=dtype,
+    )
     sampler = BatchSampler(data.n_train, o.batch_size, cfg.seed, device)
     if cfg.regularizer.augment and len(data.input_shape) != 3:
-        raise UserError(f"regularizer augment needs image inputs (C,H,W); dataset={d.name} gives shape "
-                        f"{data.input_shape}: drop augment")
+        raise UserError(
+            f"regularizer augment needs image inputs (C,H,W); dataset={d.name} gives shape "
+            f"{data.input_shape}: drop augment"
+        )
     torch.manual_seed(cfg.seed)  # the model's initialisation is a function of `seed` alone
-    model = build_model(m.name, data.input_shape, data.num_classes, activation=m.activation.value,
-                        widths=list(m.widths), batch_norm=m.batch_norm, dropout=m.dropout, depth=m.depth,
-                        width_factor=m.width_factor).to(device=device, dtype=dtype)
-    optimizer = build_sgd(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                          weight_decay=o.weight_decay)
-    objective = Objective(cfg.loss.name.value, data.num_classes, cfg.regularizer.label_smoothing,
-                          cfg.loss.target_scale)
-    spec = StepSpec(objective=objective, sampler=sampler, seed=cfg.seed, augment=cfg.regularizer.augment,
-                    mixup_alpha=cfg.regularizer.mixup_alpha, grad_chunk=t.grad_chunk,
-                    sam_rho=o.rho if o.name.value == "sam" else None, sam_adaptive=o.adaptive,
-                    ejr=None if r.jacobian.value == "none" else r.jacobian.value, lambda_reg=r.lambda_reg,
-                    rho_reg=r.rho_reg, mu_reg=r.mu_reg)
+    model = build_model(
+        m.name,
+        data.input_shape,
+        data.num_classes,
+        activation=m.activation.value,
+        widths=list(m.widths),
+        batch_norm=m.batch_norm,
+        dropout=m.dropout,
+        depth=m.depth,
+        width_factor=m.width_factor,
+    ).to(device=device, dtype=dtype)
+    optimizer = build_sgd(
+        model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+    )
+    objective = Objective(cfg.loss.name.value, data.num_classes, cfg.regularizer.label_smoothing, cfg.loss.target_scale)
+    spec = StepSpec(
+        objective=objective,
+        sampler=sampler,
+        seed=cfg.seed,
+        augment=cfg.regularizer.augment,
+        mixup_alpha=cfg.regularizer.mixup_alpha,
+        grad_chunk=t.grad_chunk,
+        sam_rho=o.rho if o.name.value == "sam" else None,
+        sam_adaptive=o.adaptive,
+        ejr=None if r.jacobian.value == "none" else r.jacobian.value,
+        lambda_reg=r.lambda_reg,
+        rho_reg=r.rho_reg,
+        mu_reg=r.mu_reg,
+    )
     total = math.ceil(t.epochs * sampler.steps_per_epoch) if t.epochs is not None else t.max_steps
     state = RunState(model=model, optimizer=optimizer)
     mc, pc = cfg.metrics, cfg.probe
-    measurer = Measurer(model=model, data=data, objective=objective, names=names,
-                        init_params=flat_parameters(model).clone(),
-                        probe_n=pc.n, probe_chunk=pc.chunk, probe_bn_mode=pc.bn_mode.value,
-                        probe_cache_graph=pc.cache_graph,
-                        sharpness_k=mc.sharpness_k, lanczos_tol=mc.lanczos_tol,
-                        lanczos_max_iters=mc.lanczos_max_iters, n_input_jac=mc.n_input_jac, momentum=o.momentum,
-                        nesterov=o.nesterov, seed=cfg.seed, warm=state.measure_state)
-    return Built(data=data, state=state, spec=spec, objective=objective, total_steps=total, device=device,
-                 measurer=measurer, schedule=metric_schedule(cfg, names, total))
+    measurer = Measurer(
+        model=model,
+        data=data,
+        objective=objective,
+        names=names,
+        init_params=flat_parameters(model).clone(),
+        probe_n=pc.n,
+        probe_chunk=pc.chunk,
+        probe_bn_mode=pc.bn_mode.value,
+        probe_cache_graph=pc.cache_graph,
+        sharpness_k=mc.sharpness_k,
+        lanczos_tol=mc.lanczos_tol,
+        lanczos_max_iters=mc.lanczos_max_iters,
+        n_input_jac=mc.n_input_jac,
+        momentum=o.momentum,
+        nesterov=o.nesterov,
+        seed=cfg.seed,
+        warm=state.measure_state,
+    )
+    return Built(
+        data=data,
+        state=state,
+        spec=spec,
+        objective=objective,
+        total_steps=total,
+        device=device,
+        measurer=measurer,
+        schedule=metric_schedule(cfg, names, total),
+    )
 
 
 def metric_schedule(cfg: TrainConfig, names: List[str], total_steps: int) -> Schedule:

@@ -38,8 +38,9 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
     stored = check_run_directory(rd, config_yaml)
     if stored and stored.get("status") in records.FINISHED:
         summary = rd.read_summary()
-        print(f"ijr-train: {rd.path} already {stored['status']}; not run again (use another hydra.run.dir "
-              f"to train anew)")
+        print(
+            f"ijr-train: {rd.path} already {stored['status']}; not run again (use another hydra.run.dir to train anew)"
+        )
         if summary:
             print(summary_table(summary, rd.path))
         return 0
@@ -50,8 +51,9 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
         try:
             resume_ckpt = load_checkpoint(rd.checkpoint_path, b.device)
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same user-facing problem
-            raise UserError(f"{rd.checkpoint_path} cannot be loaded ({type(e).__name__}); delete it to restart "
-                            f"the run from step 0") from None
+            raise UserError(
+                f"{rd.checkpoint_path} cannot be loaded ({type(e).__name__}); delete it to restart the run from step 0"
+            ) from None
 
     # ---- from here on, files are written
     rd.path.mkdir(parents=True, exist_ok=True)
@@ -59,14 +61,28 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
         rd.config_path.write_text(config_yaml)
         rd.overrides_path.write_text(yaml.safe_dump(list(overrides)))
     status = stored or {"status": "RUNNING", "created": records.now_iso(), "attempts": []}
-    status.update({"status": "RUNNING", "error": None, "host": socket.gethostname(), "command": sys.argv,
-                   "cwd": os.getcwd(),
-                   "num_params": count_parameters(state.model), "total_steps": b.total_steps,
-                   "steps_per_epoch": b.spec.sampler.steps_per_epoch, "step_passes": step_passes(b.spec),
-                   **environment(b.device, cfg.trainer.dtype.value)})
-    attempt = {"started": records.now_iso(), "host": socket.gethostname(), "pid": os.getpid(),
-               "pid_start_ticks": records.process_start_ticks(os.getpid()),
-               "slurm": records.slurm_ids(), "resumed_from_step": None}
+    status.update(
+        {
+            "status": "RUNNING",
+            "error": None,
+            "host": socket.gethostname(),
+            "command": sys.argv,
+            "cwd": os.getcwd(),
+            "num_params": count_parameters(state.model),
+            "total_steps": b.total_steps,
+            "steps_per_epoch": b.spec.sampler.steps_per_epoch,
+            "step_passes": step_passes(b.spec),
+            **environment(b.device, cfg.trainer.dtype.value),
+        }
+    )
+    attempt = {
+        "started": records.now_iso(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_start_ticks": records.process_start_ticks(os.getpid()),
+        "slurm": records.slurm_ids(),
+        "resumed_from_step": None,
+    }
     log = records.MetricsLog(rd.metrics_path)
     if resume_ckpt is not None:
         state.load_checkpoint_dict(resume_ckpt)
@@ -101,35 +117,59 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
     o, s = cfg.optimizer, cfg.schedule
 
     def lr_at(step: int) -> float:
-        return o.lr * lr_factor(step, b.total_steps, s.name.value, gamma=s.gamma, milestones=list(s.milestones),
-                                warmup_steps=s.warmup_steps, min_lr_factor=s.min_lr_factor)
+        return o.lr * lr_factor(
+            step,
+            b.total_steps,
+            s.name.value,
+            gamma=s.gamma,
+            milestones=list(s.milestones),
+            warmup_steps=s.warmup_steps,
+            min_lr_factor=s.min_lr_factor,
+        )
 
     stops = StopSignals()
     try:
         with stops:
-            result = fit(state, total_steps=b.total_steps,
-                         step_fn=lambda step: train_step(state.model, state.optimizer, b.data, step, b.spec),
-                         evaluate=evaluate_row, log=log_row, checkpoint=checkpoint, lr_at=lr_at,
-                         row_due=b.schedule.any_due,
-                         checkpoint_every=cfg.trainer.checkpoint_every,
-                         sync_every=cfg.trainer.sync_every, train_acc_goal=cfg.trainer.train_acc_goal,
-                         progress=cfg.trainer.progress, stop_requested=stops.requested)
+            result = fit(
+                state,
+                total_steps=b.total_steps,
+                step_fn=lambda step: train_step(state.model, state.optimizer, b.data, step, b.spec),
+                evaluate=evaluate_row,
+                log=log_row,
+                checkpoint=checkpoint,
+                lr_at=lr_at,
+                row_due=b.schedule.any_due,
+                checkpoint_every=cfg.trainer.checkpoint_every,
+                sync_every=cfg.trainer.sync_every,
+                train_acc_goal=cfg.trainer.train_acc_goal,
+                progress=cfg.trainer.progress,
+                stop_requested=stops.requested,
+            )
     except BaseException as e:
         log.close()
         attempt.update({"ended": records.now_iso(), "train_s": time.perf_counter() - t0})
         interrupted = isinstance(e, (KeyboardInterrupt, Terminated))
         reason = str(e) if isinstance(e, Terminated) else "interrupted (KeyboardInterrupt)"
-        status.update({"status": "FAILED",
-                       "error": reason if interrupted else "".join(traceback.format_exception_only(type(e), e)).strip(),
-                       "traceback": None if interrupted else traceback.format_exc()})
+        status.update(
+            {
+                "status": "FAILED",
+                "error": reason if interrupted else "".join(traceback.format_exception_only(type(e), e)).strip(),
+                "traceback": None if interrupted else traceback.format_exc(),
+            }
+        )
         rd.write_status(status)
         raise
     log.close()
     attempt.update({"ended": records.now_iso(), "train_s": time.perf_counter() - t0})
     if result.status == "STOPPED":
         attempt["stopped_at_step"] = state.step
-        status.update({"status": "STOPPED", "stop_reason": result.stop_reason,
-                       "error": f"stopped by {result.stop_reason} at step {state.step} (checkpoint saved)"})
+        status.update(
+            {
+                "status": "STOPPED",
+                "stop_reason": result.stop_reason,
+                "error": f"stopped by {result.stop_reason} at step {state.step} (checkpoint saved)",
+            }
+        )
         rd.write_status(status)
         stops.pass_on(f"stopped by {result.stop_reason} at step {state.step}; checkpoint saved")
     wall = earlier_s + attempt["train_s"]
@@ -137,10 +177,18 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
         rows = records.read_rows(rd.metrics_path)
         last_row.update(rows[-1] if rows else {})
     summary = {k: v for k, v in last_row.items() if k != "elapsed_s"}
-    summary.update({"status": result.status, "stop_reason": result.stop_reason, "steps": state.step,
-                    "epochs": state.step / b.spec.sampler.steps_per_epoch, "best_test_acc": state.best_test_acc,
-                    "diverged_at_step": result.diverged_at_step, "num_params": status["num_params"],
-                    "wall_time_s": wall})
+    summary.update(
+        {
+            "status": result.status,
+            "stop_reason": result.stop_reason,
+            "steps": state.step,
+            "epochs": state.step / b.spec.sampler.steps_per_epoch,
+            "best_test_acc": state.best_test_acc,
+            "diverged_at_step": result.diverged_at_step,
+            "num_params": status["num_params"],
+            "wall_time_s": wall,
+        }
+    )
     rd.write_summary(summary)
     status.update({"status": result.status, "finished": records.now_iso(), "stop_reason": result.stop_reason})
     rd.write_status(status)

@@ -29,8 +29,20 @@ BUCKETS = ("COMPLETED", "RUNNING", "FAILED", "DIVERGED", "MISSING")
 PLAN_FILE = "sweep.yaml"
 LEDGER_FILE = "submissions.jsonl"
 # SLURM states in which a job will still run (or runs): such a run is not submitted again
-SLURM_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-                "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED"}
+SLURM_ACTIVE = {
+    "PENDING",
+    "RUNNING",
+    "CONFIGURING",
+    "COMPLETING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "SUSPENDED",
+    "SIGNALING",
+    "STAGE_OUT",
+    "STOPPED",
+}
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -60,7 +72,9 @@ def write_plan(sweep_dir: Path, plan: dict) -> None:
 
 def read_plan(sweep_dir: Path) -> Optional[dict]:
     try:
-        plan = yaml.load((Path(sweep_dir) / PLAN_FILE).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        plan = yaml.load(
+            (Path(sweep_dir) / PLAN_FILE).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        )
     except (OSError, yaml.YAMLError):
         return None
     return plan if isinstance(plan, dict) else None
@@ -90,8 +104,12 @@ def slurm_queue() -> Optional[Dict[str, str]]:
     """State of this user's jobs that SLURM still knows, by array id (123_4) and by job id; None when
     there is no SLURM here (no squeue, or it fails)."""
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-u", getpass.getuser(), "-o", "%i|%A|%T"],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-t", "all", "-u", getpass.getuser(), "-o", "%i|%A|%T"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
@@ -123,8 +141,15 @@ class JobState:
     total_steps: Optional[int] = None
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "bucket": self.bucket, "detail": self.detail, "overrides": self.overrides,
-                "job_id": self.job_id, "step": self.step, "total_steps": self.total_steps}
+        return {
+            "name": self.name,
+            "bucket": self.bucket,
+            "detail": self.detail,
+            "overrides": self.overrides,
+            "job_id": self.job_id,
+            "step": self.step,
+            "total_steps": self.total_steps,
+        }
 
 
 def _local_process_gone(attempt: dict) -> bool:
@@ -133,8 +158,9 @@ def _local_process_gone(attempt: dict) -> bool:
     return not records.same_process_alive(int(attempt["pid"]), attempt.get("pid_start_ticks"))
 
 
-def classify(run_dir: Path, name: str, overrides: List[str], submission: Optional[dict],
-             queue: Optional[Dict[str, str]]) -> JobState:
+def classify(
+    run_dir: Path, name: str, overrides: List[str], submission: Optional[dict], queue: Optional[Dict[str, str]]
+) -> JobState:
     """One job's bucket from its run directory, its latest SLURM submission and the queue."""
     status = records.read_json(run_dir / "status.json")
     attempts = (status or {}).get("attempts") or []
@@ -160,8 +186,9 @@ def classify(run_dir: Path, name: str, overrides: List[str], submission: Optiona
         return state
     if active:
         state.bucket = "RUNNING"
-        state.detail = f"SLURM job {job_id} {slurm_state}" + (f" (run {s.lower()}: {status.get('error')})"
-                                                              if s in ("FAILED", "STOPPED") else "")
+        state.detail = f"SLURM job {job_id} {slurm_state}" + (
+            f" (run {s.lower()}: {status.get('error')})" if s in ("FAILED", "STOPPED") else ""
+        )
         return state
     if s == "RUNNING":
         last = attempts[-1] if attempts else {}
@@ -208,8 +235,10 @@ def sweep_states(sweep_dir: Path, query_slurm: bool = True) -> List[JobState]:
     sweep_dir = Path(sweep_dir)
     submissions = read_submissions(sweep_dir)
     queue = slurm_queue() if query_slurm and submissions_or_slurm_runs(sweep_dir, submissions) else None
-    return [classify(sweep_dir / name, name, over, submissions.get(name), queue)
-            for name, over in expected_jobs(sweep_dir).items()]
+    return [
+        classify(sweep_dir / name, name, over, submissions.get(name), queue)
+        for name, over in expected_jobs(sweep_dir).items()
+    ]
 
 
 def submissions_or_slurm_runs(sweep_dir: Path, submissions: Dict[str, dict]) -> bool:

@@ -21,7 +21,7 @@ a stable function of what varies, so running a sweep again skips COMPLETED runs 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -95,8 +95,17 @@ class Study:
                         g[key] = values
             else:
                 fixed = [o for o in fixed if _key(o) != key] + [override]
-        return Study(name=self.name, description=self.description, reference=self.reference, fixed=fixed,
-                     grids=grids, seeds=seeds, path=self.path, notes=self.notes, tiny=self.tiny)
+        return Study(
+            name=self.name,
+            description=self.description,
+            reference=self.reference,
+            fixed=fixed,
+            grids=grids,
+            seeds=seeds,
+            path=self.path,
+            notes=self.notes,
+            tiny=self.tiny,
+        )
 
     def jobs(self) -> List[List[str]]:
         """Every job's own overrides (the fixed ones excluded), grid by grid, in Hydra's launch order."""
@@ -152,8 +161,14 @@ def load_study(path: Path, tiny: bool = False) -> Study:
         raise UserError(f"{where}: a sweep file is a mapping with fixed / grids / seeds")
     unknown = set(raw) - STUDY_KEYS
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(STUDY_KEYS))}")
-    fixed, grids, seeds = _fixed(raw.get("fixed"), where), _grids(raw.get("grids"), where), _seeds(raw.get("seeds"), where)
+        raise UserError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(STUDY_KEYS))}"
+        )
+    fixed, grids, seeds = (
+        _fixed(raw.get("fixed"), where),
+        _grids(raw.get("grids"), where),
+        _seeds(raw.get("seeds"), where),
+    )
     if tiny:
         t = raw.get("tiny")
         if not isinstance(t, dict):
@@ -173,8 +188,17 @@ def load_study(path: Path, tiny: bool = False) -> Study:
     if clash:
         raise UserError(f"{where}: {', '.join(clash)} is both fixed and swept; keep it in one place")
     name = path.stem + ("-tiny" if tiny else "")
-    return Study(name=name, description=str(raw.get("description", "")), reference=str(raw.get("reference", "")),
-                 fixed=fixed, grids=grids, seeds=seeds, path=path, notes=str(raw.get("notes", "")), tiny=tiny)
+    return Study(
+        name=name,
+        description=str(raw.get("description", "")),
+        reference=str(raw.get("reference", "")),
+        fixed=fixed,
+        grids=grids,
+        seeds=seeds,
+        path=path,
+        notes=str(raw.get("notes", "")),
+        tiny=tiny,
+    )
 
 
 def find_study(name: str, sweeps_dir: Path) -> Path:
@@ -193,8 +217,11 @@ def hydra_sweep_args(study: Study, sweep_dir: Path) -> List[str]:
     """Hydra settings that put every job in `<sweep_dir>/<its swept overrides>`: the fixed keys (the same for
     every job) and `launcher` (how, not what) are left out of `override_dirname`."""
     excluded = sorted(({_key(o) for o in study.fixed} | {"launcher"}) - set(study.swept_keys()))
-    return [f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.override_dirname}",
-            f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]"]
+    return [
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweep.subdir=${hydra.job.override_dirname}",
+        f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]",
+    ]
 
 
 def job_directory_name(job: List[str]) -> str:

@@ -25,8 +25,9 @@ from ijr_cli.objectives import Objective
 VARIANTS = ("ejr", "ejr_sam", "ejr_v2")
 
 
-def logit_direction(num_classes: int, seed: int, step: int, generator: torch.Generator,
-                    dtype: torch.dtype) -> torch.Tensor:
+def logit_direction(
+    num_classes: int, seed: int, step: int, generator: torch.Generator, dtype: torch.dtype
+) -> torch.Tensor:
     """u ~ U(S^{C-1}) for 0-based `step`: a normalised standard normal vector (rotation invariant, hence uniform),
     drawn on the generator's device from the (seed, "ejr_u", step) stream, so a resumed run draws the same u."""
     generator.manual_seed(stream_seed(seed, "ejr_u", step))
@@ -42,9 +43,15 @@ def _grad(output: torch.Tensor, params: List[nn.Parameter], **kwargs) -> Tuple[t
     return torch.autograd.grad(output, params, materialize_grads=True, **kwargs)
 
 
-def logit_direction_gradient(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor,
-                             targets: Optional[torch.Tensor], u: torch.Tensor, chunk: Optional[int] = None
-                             ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+def logit_direction_gradient(
+    model: nn.Module,
+    objective: Objective,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    targets: Optional[torch.Tensor],
+    u: torch.Tensor,
+    chunk: Optional[int] = None,
+) -> Tuple[List[torch.Tensor], torch.Tensor]:
     """g = <J>_B u = grad_theta (u^T <z>_B) (one forward and one backward per chunk) and the batch loss L_B at
     the same forward (a value only, no gradient). BatchNorm in train mode updates its statistics here."""
     params = trainable_parameters(model)
@@ -68,9 +75,16 @@ def _squared_norm(tensors) -> torch.Tensor:
     return sum((t * t).sum() for t in tensors)
 
 
-def penalty_backward(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor,
-                     targets: Optional[torch.Tensor], u: torch.Tensor, lambda_reg: float,
-                     chunk: Optional[int] = None) -> torch.Tensor:
+def penalty_backward(
+    model: nn.Module,
+    objective: Objective,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    targets: Optional[torch.Tensor],
+    u: torch.Tensor,
+    lambda_reg: float,
+    chunk: Optional[int] = None,
+) -> torch.Tensor:
     """Accumulate grad_theta [L_B + lambda_reg ||<J>_B u||^2] into `.grad`; returns L_B (detached).
 
     One chunk: one forward, g with create_graph, one backward through loss and penalty together.
@@ -111,5 +125,9 @@ def step_passes(variant: Optional[str], chunked: bool, sam: bool) -> dict:
         f, b, d = 1, 1, 0
     if variant in ("ejr_sam", "ejr_v2") or sam:  # a second, perturbed pass (forward + backward)
         f, b, d = (2 * f, 2 * b, 2 * d) if sam else (f + 1, b + 1, d)
-    return {"forward": f, "backward": b, "double_backward": d,
-            "extra_vs_plain": {"forward": f - 1, "backward": b - 1, "double_backward": d}}
+    return {
+        "forward": f,
+        "backward": b,
+        "double_backward": d,
+        "extra_vs_plain": {"forward": f - 1, "backward": b - 1, "double_backward": d},
+    }

@@ -30,11 +30,22 @@ def _progress_bar(enabled: Optional[bool], total: int, initial: int):
     return tqdm(total=total, initial=initial, disable=disable, unit="step", dynamic_ncols=True, leave=True)
 
 
-def fit(state: RunState, *, total_steps: int, step_fn: Callable[[int], torch.Tensor],
-        evaluate: Callable[[int], Dict[str, float]], log: Callable[[dict], None],
-        checkpoint: Callable[[], None], lr_at: Callable[[int], float], row_due: Callable[[int], bool],
-        checkpoint_every: int, sync_every: int, train_acc_goal: Optional[float] = None,
-        progress: Optional[bool] = None, stop_requested: Callable[[], Optional[str]] = lambda: None) -> FitResult:
+def fit(
+    state: RunState,
+    *,
+    total_steps: int,
+    step_fn: Callable[[int], torch.Tensor],
+    evaluate: Callable[[int], Dict[str, float]],
+    log: Callable[[dict], None],
+    checkpoint: Callable[[], None],
+    lr_at: Callable[[int], float],
+    row_due: Callable[[int], bool],
+    checkpoint_every: int,
+    sync_every: int,
+    train_acc_goal: Optional[float] = None,
+    progress: Optional[bool] = None,
+    stop_requested: Callable[[], Optional[str]] = lambda: None,
+) -> FitResult:
     """Train from `state.step` to `total_steps`, logging a row at step 0, at every step where `row_due(step)`
     and at the end; checkpoint every `checkpoint_every` steps; stop early on a non-finite loss (DIVERGED) or
     when the full-train-set accuracy reaches `train_acc_goal`; between steps, when `stop_requested()` returns a

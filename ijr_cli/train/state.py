@@ -29,10 +29,18 @@ class RunState:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "loss_sum": self.loss_sum, "loss_count": self.loss_count,
-                "last_logged_step": self.last_logged_step, "best_test_acc": self.best_test_acc,
-                "extra": dict(self.extra), "measure_state": dict(self.measure_state), "rng": rng}
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "loss_sum": self.loss_sum,
+            "loss_count": self.loss_count,
+            "last_logged_step": self.last_logged_step,
+            "best_test_acc": self.best_test_acc,
+            "extra": dict(self.extra),
+            "measure_state": dict(self.measure_state),
+            "rng": rng,
+        }
 
     def load_checkpoint_dict(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])

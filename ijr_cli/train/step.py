@@ -13,11 +13,11 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from ijr_cli.train import ejr
 from ijr_cli.data import BatchSampler, Dataset, chunks, random_crop_flip, stream_seed
 from ijr_cli.models import frozen_batchnorm_statistics
 from ijr_cli.objectives import Objective, mixup, mixup_lambda
 from ijr_cli.optim import sam_perturbation
+from ijr_cli.train import ejr
 
 
 @dataclass
@@ -59,9 +59,15 @@ def make_batch(data: Dataset, step: int, spec: StepSpec):
     return x, y, targets
 
 
-def accumulate_gradients(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor,
-                         targets: Optional[torch.Tensor], grad_chunk: Optional[int],
-                         logit_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+def accumulate_gradients(
+    model: nn.Module,
+    objective: Objective,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    targets: Optional[torch.Tensor],
+    grad_chunk: Optional[int],
+    logit_weight: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Backward of the mean batch loss, in chunks of at most `grad_chunk` examples; returns the loss (detached).
 
     Each chunk's summed loss is divided by the full batch size, so the gradient equals the one-pass gradient
@@ -93,8 +99,9 @@ def batch_gradient(model: nn.Module, spec: StepSpec, x, y, targets, u: Optional[
     return accumulate_gradients(model, spec.objective, x, y, targets, spec.grad_chunk)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Dataset, step: int,
-               spec: StepSpec) -> torch.Tensor:
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, data: Dataset, step: int, spec: StepSpec
+) -> torch.Tensor:
     """One optimizer step at 0-based `step`; returns the batch loss at the current parameters (device scalar).
 
     plain / ejr: gradient at theta (SAM: then replaced by the gradient at theta + rho g/||g||).
@@ -110,9 +117,12 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Dataset
         g, loss = ejr.logit_direction_gradient(model, spec.objective, x, y, targets, u, spec.grad_chunk)
         params = ejr.trainable_parameters(model)
         weight = spec.mu_reg * u if spec.ejr == "ejr_v2" else None
-        perturbed_gradient(model, params, sam_perturbation(params, g, spec.rho_reg),
-                           lambda: accumulate_gradients(model, spec.objective, x, y, targets, spec.grad_chunk,
-                                                        weight))
+        perturbed_gradient(
+            model,
+            params,
+            sam_perturbation(params, g, spec.rho_reg),
+            lambda: accumulate_gradients(model, spec.objective, x, y, targets, spec.grad_chunk, weight),
+        )
     else:
         loss = batch_gradient(model, spec, x, y, targets, u)
         if spec.sam_rho is not None:
