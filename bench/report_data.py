@@ -13,6 +13,7 @@ so that the report's figures look like figures. `tests/test_report*.py` import `
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -52,13 +53,19 @@ METRICS = (
 )
 
 
-def default_config() -> dict:
-    """The resolved config of a default run, from the typed schema (no Hydra composition needed)."""
+@functools.lru_cache(maxsize=1)
+def _composed_default() -> str:
     from omegaconf import OmegaConf
 
-    from ijr_cli.core.config import TrainConfig
+    from ijr_cli.cli.compose import composer
 
-    return OmegaConf.to_container(OmegaConf.structured(TrainConfig), resolve=True, enum_to_str=True)
+    with composer() as compose:
+        return OmegaConf.to_yaml(compose(config_name="train"), resolve=True)
+
+
+def default_config() -> dict:
+    """The resolved config of the default run (`ijr-train` with no overrides), composed once per process."""
+    return yaml.safe_load(_composed_default())
 
 
 def set_key(cfg: dict, dotted: str, value) -> None:

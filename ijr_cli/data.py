@@ -17,27 +17,17 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from ijr_cli.core.config import (
+    TORCHVISION_FILES,
+    DatasetName,
+    check_batch_size,
+    check_data_files,
+    check_image_inputs,
+    check_subset,
+)
 from ijr_cli.core.errors import UserError
 
-DATASETS = ("digits", "mnist1d", "synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "npz")
-
-# torchvision's own layouts under dataset.data_dir: sub-folder and the files its loader needs.
-TORCHVISION_FILES = {
-    "mnist": (
-        "MNIST/raw",
-        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-    ),
-    "fashion_mnist": (
-        "FashionMNIST/raw",
-        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-    ),
-    "cifar10": (
-        "cifar-10-batches-py",
-        ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta"),
-    ),
-    "cifar100": ("cifar-100-python", ("train", "test", "meta")),
-    "svhn": (".", ("train_32x32.mat", "test_32x32.mat")),
-}
+DATASETS = tuple(n.value for n in DatasetName)
 
 
 @dataclass
@@ -129,13 +119,8 @@ def _load_synthetic(
 
 def _load_npz(path: Optional[str]):
     """Arrays x_train, y_train, x_test, y_test; uint8 images (N,H,W[,C]) become float (N,C,H,W) in [0, 1]."""
-    if not path:
-        raise UserError("dataset=npz needs dataset.path=FILE.npz (arrays x_train, y_train, x_test, y_test)")
+    check_data_files("npz", "", False, path)
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(
-            f"dataset.path: no file at {p.resolve()} (expected an .npz with x_train, y_train, x_test, y_test)"
-        )
     try:
         with np.load(p, allow_pickle=False) as f:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
@@ -168,14 +153,8 @@ def _load_torchvision(name: str, data_dir: str, download: bool):
     """Read torchvision's own file formats from data_dir (download only when asked)."""
     import torchvision.datasets as tvd
 
-    sub, files = TORCHVISION_FILES[name]
-    folder = (Path(data_dir).expanduser() / sub).resolve()
-    missing = [f for f in files if not (folder / f).is_file()]
-    if missing and not download:
-        raise UserError(
-            f"dataset={name}: missing {', '.join(missing)} in {folder} (torchvision's format); "
-            f"put the files there or set dataset.download=true"
-        )
+    check_data_files(name, data_dir, download, None)
+    folder = (Path(data_dir).expanduser() / TORCHVISION_FILES[DatasetName(name)][0]).resolve()
     root = str(Path(data_dir).expanduser())
     try:
         if name in ("mnist", "fashion_mnist"):
@@ -221,11 +200,7 @@ def standardize_inputs(x_train: torch.Tensor, x_test: torch.Tensor, mode: str):
     if mode == "none":
         return x_train, x_test
     if mode == "channel":
-        if x_train.ndim != 4:
-            raise UserError(
-                f"dataset.standardize=channel needs images (N,C,H,W); these inputs have shape "
-                f"{tuple(x_train.shape[1:])}: use standardize=feature"
-            )
+        check_image_inputs(x_train.shape[1:], standardize=mode)
         dims = (0, 2, 3)
         mean = x_train.mean(dim=dims, keepdim=True)
         std = x_train.std(dim=dims, keepdim=True, unbiased=False)
@@ -271,12 +246,8 @@ def load_dataset(
     else:
         raw = _load_torchvision(name, data_dir, download)
     x_tr, y_tr, x_te, y_te, classes = raw
-    for key, wanted, have in (("n_train", n_train, len(x_tr)), ("n_test", n_test, len(x_te))):
-        if wanted is not None and wanted > have:
-            raise UserError(
-                f"dataset.{key}={wanted} is larger than the {have} examples of dataset={name}; "
-                f"use at most {have} (or null for all)"
-            )
+    check_subset("n_train", n_train, len(x_tr), name)
+    check_subset("n_test", n_test, len(x_te), name)
     if n_train is not None:
         x_tr, y_tr = x_tr[:n_train], y_tr[:n_train]
     if n_test is not None:
@@ -304,11 +275,7 @@ class BatchSampler:
     """
 
     def __init__(self, n: int, batch_size: Optional[int], seed: int, device: str | torch.device):
-        if batch_size is not None and batch_size > n:
-            raise UserError(
-                f"optimizer.batch_size={batch_size} is larger than the {n} training examples; "
-                f"use at most {n} or null for full batch"
-            )
+        check_batch_size(batch_size, n)
         self.n, self.seed, self.device = n, seed, torch.device(device)
         self.full_batch = batch_size is None or batch_size == n
         self.batch_size = n if self.full_batch else batch_size

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ijr_cli.core.config import ModelName, check_image_inputs
 from ijr_cli.core.errors import UserError
 
-MODELS = ("fcn3", "cnn6", "simplecnn", "vgg11", "resnet20", "resnet18", "wrn")
-IMAGE_MODELS = MODELS[1:]
+MODELS = tuple(n.value for n in ModelName)
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -268,11 +268,7 @@ def build_model(
         if not widths or any(w < 1 for w in widths):
             raise UserError(f"model.widths must be a non-empty list of positive widths, got {list(widths)}")
         return fcn3(math.prod(input_shape), num_classes, widths, activation)
-    if len(input_shape) != 3:
-        raise UserError(
-            f"model={name} needs image inputs (C,H,W) but the dataset gives shape {input_shape}; "
-            f"use model=fcn3 or an image dataset"
-        )
+    check_image_inputs(input_shape, model=name)
     try:
         if name == "cnn6":
             return cnn6(input_shape, num_classes)

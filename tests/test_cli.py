@@ -86,7 +86,34 @@ BAD_INPUTS = {
     "lambda_reg without ejr": (["regularizer.lambda_reg=0.01"], "used only by regularizer=ejr but"),
     "negative lambda_reg": (["regularizer=ejr", "regularizer.lambda_reg=-1"], "regularizer.lambda_reg must be >= 0"),
     "unknown jacobian regularizer": (["regularizer.jacobian=ejr3"], "ejr3"),
+    # names are enums, and a field that only another option reads is refused (it would be silently ignored)
+    "unknown dataset name": (["dataset.name=cifar11"], "Invalid value 'cifar11', expected one of [digits,"),
+    "unknown model name": (["model.name=resnet21"], "Invalid value 'resnet21', expected one of [fcn3,"),
+    "rho without sam": (
+        ["optimizer=sgd", "optimizer.rho=0.5"],
+        "optimizer.rho=0.5 is used only by optimizer=sam but optimizer.name=sgd",
+    ),
+    "depth without wrn": (["model=cnn6", "model.depth=3"], "model.depth=3 is used only by model=wrn"),
+    "synthetic field on digits": (
+        ["dataset.num_classes=3"],
+        "dataset.num_classes=3 is used only by dataset=synthetic but dataset.name=digits",
+    ),
+    "widths without fcn3": (["model=cnn6", "model.widths=[8]"], "model.widths=[8] is used only by model=fcn3"),
+    "dropout without vgg11": (["model.dropout=0.5"], "model.dropout=0.5 is used only by model=vgg11"),
+    "batch_norm where the model has none": (
+        ["model.batch_norm=true"],
+        "model.batch_norm=true is used only by model=vgg11 or resnet20",
+    ),
+    "target_scale without mse": (["loss=ce", "loss.target_scale=2"], "loss.target_scale=2.0 is used only by loss=mse"),
+    "milestones without step": (
+        ["schedule.milestones=[0.5]"],
+        "schedule.milestones=[0.5] is used only by schedule=step",
+    ),
+    "npz path without npz": (["dataset.path=x.npz"], "dataset.path=x.npz is used only by dataset=npz"),
 }
+
+# Every case but these two is known before any data is read, so ijr-sweep's pre-flight refuses it too.
+NEEDS_THE_RUN = ("corrupt npz", "unwritable output dir")
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS), ids=lambda c: c.replace(" ", "-"))
@@ -103,6 +130,26 @@ def test_bad_input_one_line_exit_2_nothing_half_written(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("ijr-train: error: "), r.stderr
     assert expected in lines[0] and "Traceback" not in r.stderr
     assert not run_dir.exists()  # nothing half-written, nothing left RUNNING
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_INPUTS if c not in NEEDS_THE_RUN], ids=lambda c: c.replace(" ", "-"))
+def test_the_sweep_preflight_refuses_the_same_bad_input_in_one_line(tmp_path, case, capsys):
+    """ijr-sweep --dry-run runs exactly ijr-train's checks on every job: one line naming the job, exit 2."""
+    from ijr_cli.cli import sweep as sweep_cli
+
+    args, expected = BAD_INPUTS[case]
+    subs = {"tmp": tmp_path, "corrupt": _corrupt_npz(tmp_path), "file": _a_file(tmp_path)}
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        "description: d\nreference: r\nfixed: [trainer.max_steps=2]\ngrids: [{optimizer.lr: [0.05]}]\nseeds: [0]\n"
+    )
+    overrides = [a.format(**subs) for a in args]
+    with pytest.raises(SystemExit) as exc:
+        sweep_cli.sweep([str(study), "--dry-run", "--sweep-dir", str(tmp_path / "s"), *overrides])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("ijr-sweep: error: job ") and expected in lines[0], lines[0]
+    assert not (tmp_path / "s").exists()
 
 
 def test_cuda_requested_without_cuda(tmp_path):

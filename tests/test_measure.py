@@ -8,6 +8,7 @@ from conftest import TINY
 from omegaconf import OmegaConf
 from torch.func import functional_call, hessian, jacrev
 
+from ijr_cli.core.config import validate
 from ijr_cli.core.errors import UserError
 from ijr_cli.curvature.impurity import top_impurity_eigvalsh
 from ijr_cli.curvature.params import ParameterVector
@@ -117,4 +118,4 @@ def test_eos_rows_carry_costs_and_cadence(compose, tmp_path):
 def test_unknown_metric_cadence_key(compose):
     typed = OmegaConf.to_object(compose(TINY + ["+metrics.every.sharpnes=5"]))
     with pytest.raises(UserError, match="metrics.every has unknown key"):
-        experiment.build(typed)
+        validate(typed)  # the check that ijr-train and ijr-sweep's pre-flight share

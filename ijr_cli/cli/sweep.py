@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from ijr_cli.cli.compose import composer
 from ijr_cli.cli.hydra_errors import one_line
 from ijr_cli.core import records
-from ijr_cli.core.config import validate
+from ijr_cli.core.config import DatasetName, check_data_files, validate
 from ijr_cli.core.errors import UserError
 from ijr_cli.core.resources import sweeps_dir
 from ijr_cli.sweep import state as sweep_state
@@ -45,10 +45,13 @@ def _is_launch_override(override: str) -> bool:
     return key == "launcher" or key.startswith(("hydra.", "hydra/"))
 
 
-def preflight(jobs: List[List[str]], fixed: List[str], check_files: bool = True) -> List[str]:
-    """Compose and validate every job's config before anything is launched; the first bad job is named.
-    With `check_files`, an npz dataset's file must exist too (the one data check that needs no loading).
-    Returns each job's resolved config as YAML (what its run directory's config.yaml will hold)."""
+def preflight(
+    jobs: List[List[str]], fixed: List[str], check_files: bool = True, torchvision_files: bool = True
+) -> List[str]:
+    """Compose every job's config and validate it exactly as `ijr-train` does, before anything is launched; the
+    first bad job is named. With `check_files` the data files must exist too: an npz dataset's file, and with
+    `torchvision_files` torchvision's (for local launches; a cluster's data may live elsewhere). Returns each job's
+    resolved config as YAML (what its run directory's config.yaml will hold)."""
     resolved = []
     with composer() as compose:
         for job in jobs:
@@ -56,15 +59,31 @@ def preflight(jobs: List[List[str]], fixed: List[str], check_files: bool = True)
                 cfg = compose(config_name="train", overrides=fixed + job)
                 typed = OmegaConf.to_object(cfg)
                 validate(typed)
-                path = typed.dataset.path
-                if check_files and typed.dataset.name == "npz" and path and not Path(path).is_file():
-                    raise UserError(f"dataset.path={path}: no such file; copy the .npz there or pass dataset.path=FILE")
+                d = typed.dataset
+                if check_files and (torchvision_files or d.name == DatasetName.npz):
+                    check_data_files(d.name, d.data_dir, d.download, d.path)
                 resolved.append(OmegaConf.to_yaml(cfg, resolve=True))
             except UserError as e:
                 raise UserError(f"job {' '.join(job)}: {e}") from None
             except Exception as e:  # noqa: BLE001 - Hydra's composition errors, folded into one line
-                raise UserError(f"job {' '.join(job)}: {one_line(str(e))}") from None
+                raise UserError(f"job {' '.join(job)}: {one_line(_with_causes(e))}") from None
     return resolved
+
+
+def _with_causes(error: BaseException) -> str:
+    """The error and the errors that caused it, one per line, as Hydra reports them on stderr (where the cause
+    holds the reason: "Error merging override x=y" / "Invalid value 'y', expected one of ...")."""
+    lines, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        lines.append(str(error))
+        error = error.__cause__
+    return "\n".join(lines)
+
+
+def _chosen_launcher(launch: List[str]) -> str:
+    """The conf/launcher option that the launch overrides choose (local when none does)."""
+    return next((o.split("=", 1)[1] for o in launch if o.lstrip("+~").split("=", 1)[0] == "launcher"), "local")
 
 
 def launcher_settings(fixed: List[str], launch: List[str]) -> Tuple[str, Dict[str, object]]:
@@ -85,7 +104,7 @@ def launcher_settings(fixed: List[str], launch: List[str]) -> Tuple[str, Dict[st
             if o.startswith("hydra.launcher.") and f"Could not override '{o.split('=', 1)[0]}'" in message
         ]
         if unknown:
-            chosen = next((o.split("=", 1)[1] for o in launch if o.startswith("launcher=")), "local")
+            chosen = _chosen_launcher(launch)
             message = (
                 f"{unknown[0]} is not a setting of launcher={chosen} (ijr-train launcher={chosen} --cfg hydra "
                 f"lists them under hydra.launcher; SLURM settings need launcher=slurm)"
@@ -205,7 +224,7 @@ def sweep(argv: Optional[List[str]] = None) -> None:
         jobs = study.jobs()
         names = [sweeps.job_directory_name(j) for j in jobs]
         print(sweeps.describe(study, sweep_dir))
-        resolved = preflight(jobs, study.fixed)
+        resolved = preflight(jobs, study.fixed, torchvision_files=_chosen_launcher(launch) != "slurm")
         launcher, settings = launcher_settings(study.fixed, launch)
         print("  " + describe_launcher(launcher, settings))
         states = {s.name: s for s in sweep_state.sweep_states(sweep_dir)} if sweep_dir.is_dir() else {}

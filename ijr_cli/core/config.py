@@ -1,9 +1,14 @@
-"""Typed config schemas (the one place defaults live) and the checks Hydra's typing cannot express.
+"""Typed config schemas (the one place defaults live) and every check that can be made before data is loaded.
 
 Each config group (`dataset`, `model`, ...) has one flat dataclass. The group's YAML options in `conf/` set only
-what differs from these defaults, and Hydra merges them into the schema, so a wrong type or an unknown key fails
-at composition, before anything runs. The schema is stored in the ConfigStore under a name outside every group
-(`ijr_train_schema`), so it never shows up as a selectable option.
+what differs from these defaults, and Hydra merges them into the schema, so a wrong type, an unknown key or an
+unknown name (`dataset.name`, `model.name` are enums) fails at composition, before anything runs. `name` is
+MISSING where an option must be chosen (the primary config chooses one per group). The schema is stored in the
+ConfigStore under a name outside every group (`ijr_train_schema`), so it never shows up as a selectable option.
+
+`validate` is the one home of the checks Hydra's typing cannot express, called by `ijr-train` and by
+`ijr-sweep`'s pre-flight alike: value ranges, metric names and cadence keys, and field ownership (a field that
+only one option reads, set while another option is chosen, is refused with the option that owns it).
 """
 
 from __future__ import annotations
@@ -11,9 +16,65 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Dict, List, Optional
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from omegaconf import MISSING
 
 from ijr_cli.core.errors import UserError
+from ijr_cli.core.metric_names import EVAL_METRICS, GROUP_OF, GROUPS, MEASURABLE
+
+
+class DatasetName(str, Enum):
+    digits = "digits"  # scikit-learn's 8x8 digits (no download)
+    mnist1d = "mnist1d"  # generated offline
+    synthetic = "synthetic"  # a deterministic Gaussian mixture
+    mnist = "mnist"  # torchvision's files from here on
+    fashion_mnist = "fashion_mnist"
+    cifar10 = "cifar10"
+    cifar100 = "cifar100"
+    svhn = "svhn"
+    npz = "npz"  # x_train, y_train, x_test, y_test in an .npz file
+
+
+class ModelName(str, Enum):
+    fcn3 = "fcn3"  # 3FCN; with activation=tanh Cohen et al.'s fc-tanh
+    cnn6 = "cnn6"
+    simplecnn = "simplecnn"
+    vgg11 = "vgg11"
+    resnet20 = "resnet20"
+    resnet18 = "resnet18"
+    wrn = "wrn"
+
+
+# what is known of each dataset before loading it: training and test examples, input shape (npz: only once read)
+DATA_FACTS = {
+    DatasetName.digits: (1437, 360, (1, 8, 8)),
+    DatasetName.mnist1d: (4000, 1000, (40,)),
+    DatasetName.mnist: (60000, 10000, (1, 28, 28)),
+    DatasetName.fashion_mnist: (60000, 10000, (1, 28, 28)),
+    DatasetName.cifar10: (50000, 10000, (3, 32, 32)),
+    DatasetName.cifar100: (50000, 10000, (3, 32, 32)),
+    DatasetName.svhn: (73257, 26032, (3, 32, 32)),
+}
+
+# torchvision's own layouts under dataset.data_dir: sub-folder and the files its loader needs
+TORCHVISION_FILES = {
+    DatasetName.mnist: (
+        "MNIST/raw",
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    ),
+    DatasetName.fashion_mnist: (
+        "FashionMNIST/raw",
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    ),
+    DatasetName.cifar10: (
+        "cifar-10-batches-py",
+        ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta"),
+    ),
+    DatasetName.cifar100: ("cifar-100-python", ("train", "test", "meta")),
+    DatasetName.svhn: (".", ("train_32x32.mat", "test_32x32.mat")),
+}
 
 
 class Standardize(str, Enum):
@@ -65,7 +126,7 @@ class DType(str, Enum):
 
 @dataclass
 class DatasetConfig:
-    name: str = "digits"
+    name: DatasetName = MISSING
     data_dir: str = "data"  # root of torchvision's own file layouts (relative to the working directory)
     download: bool = False  # only torchvision datasets download, and only when true
     path: Optional[str] = None  # the .npz file for name=npz (x_train, y_train, x_test, y_test)
@@ -84,7 +145,7 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "fcn3"
+    name: ModelName = MISSING
     activation: Activation = Activation.relu  # fcn3 only (tanh: Cohen et al.'s fc-tanh)
     widths: List[int] = field(default_factory=lambda: [200, 200])  # fcn3 hidden widths
     batch_norm: bool = False  # vgg11, resnet20 (paper 000 uses neither with BN); resnet18/wrn always have BN
@@ -95,13 +156,13 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: LossName = LossName.ce
+    name: LossName = MISSING
     target_scale: float = 1.0  # MSE target s * e_y (paper 002 Thm 5.1)
 
 
 @dataclass
 class OptimizerConfig:
-    name: OptimizerName = OptimizerName.sgd
+    name: OptimizerName = MISSING
     lr: float = 0.1
     batch_size: Optional[int] = 128  # null: full batch
     momentum: float = 0.0
@@ -126,7 +187,7 @@ class RegularizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: ScheduleName = ScheduleName.constant
+    name: ScheduleName = MISSING
     gamma: float = 0.2  # step: factor at each milestone
     milestones: List[float] = field(default_factory=lambda: [0.3, 0.6, 0.8])  # step: fractions of training
     warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr
@@ -262,6 +323,203 @@ def validate(cfg: TrainConfig) -> None:
     _require(
         cfg.model.dropout >= 0 and cfg.model.dropout < 1, f"model.dropout must be in [0, 1), got {cfg.model.dropout}"
     )
+    _validate_ownership(cfg)
+    facts = known_data(d)
+    if facts is not None:
+        check_against_data(cfg, *facts)
+    check_metric_names(mc.names)
+    unknown_keys = [k for k in mc.every if k not in GROUP_OF and k not in GROUPS]
+    _require(
+        not unknown_keys,
+        f"metrics.every has unknown key(s) {', '.join(unknown_keys)}; use metric names from metrics.names (or group "
+        f"names: {', '.join(GROUPS)})",
+    )
+
+
+def known_data(d: DatasetConfig):
+    """(training examples, test examples, input shape) of the dataset before loading it, or None (npz)."""
+    if d.name == DatasetName.synthetic:
+        return d.num_train_examples, d.num_test_examples, tuple(d.input_shape)
+    return DATA_FACTS.get(d.name)
+
+
+def check_subset(key: str, wanted: Optional[int], have: int, dataset: str) -> None:
+    """dataset.n_train / n_test keep the first `wanted` of `have` examples."""
+    _require(
+        wanted is None or wanted <= have,
+        f"dataset.{key}={wanted} is larger than the {have} examples of dataset={dataset}; use at most {have} "
+        "(or null for all)",
+    )
+
+
+def check_batch_size(batch_size: Optional[int], n: int) -> None:
+    """A minibatch is drawn from the n training examples kept."""
+    _require(
+        batch_size is None or batch_size <= n,
+        f"optimizer.batch_size={batch_size} is larger than the {n} training examples; use at most {n} or null for "
+        "full batch",
+    )
+
+
+def check_image_inputs(
+    input_shape: Sequence[int],
+    *,
+    model: Optional[str] = None,
+    augment: bool = False,
+    standardize: Optional[str] = None,
+    dataset: str = "",
+) -> None:
+    """Image models, augmentation and per-channel standardisation need inputs of shape (C, H, W)."""
+    shape = tuple(input_shape)
+    if len(shape) == 3:
+        return
+    _require(
+        model in (None, ModelName.fcn3.value),
+        f"model={model} needs image inputs (C,H,W) but the dataset gives shape {shape}; use model=fcn3 or an "
+        "image dataset",
+    )
+    _require(
+        not augment,
+        f"regularizer augment needs image inputs (C,H,W); dataset={dataset} gives shape {shape}: drop augment",
+    )
+    _require(
+        standardize != Standardize.channel.value,
+        f"dataset.standardize=channel needs images (N,C,H,W); these inputs have shape {shape}: use standardize=feature",
+    )
+
+
+def check_against_data(cfg: TrainConfig, n_train: int, n_test: int, input_shape: Sequence[int]) -> None:
+    """The checks that need the data's sizes and input shape (known before loading for every dataset but npz)."""
+    d = cfg.dataset
+    check_subset("n_train", d.n_train, n_train, d.name.value)
+    check_subset("n_test", d.n_test, n_test, d.name.value)
+    check_batch_size(cfg.optimizer.batch_size, n_train if d.n_train is None else d.n_train)
+    check_image_inputs(
+        input_shape,
+        model=cfg.model.name.value,
+        augment=cfg.regularizer.augment,
+        standardize=d.standardize.value,
+        dataset=d.name.value,
+    )
+
+
+def check_metric_names(names: Sequence[str]) -> List[str]:
+    """The requested metrics without repeats, or a UserError naming the unknown ones and the known ones."""
+    unknown = [n for n in names if n not in GROUP_OF]
+    _require(
+        not unknown,
+        f"unknown metric name(s) in metrics.names: {', '.join(unknown)}; known: {', '.join(MEASURABLE)} "
+        f"(and {', '.join(EVAL_METRICS)}, always evaluated)",
+    )
+    return list(dict.fromkeys(names))
+
+
+SYNTHETIC_FIELDS = (
+    "input_shape",
+    "num_classes",
+    "num_train_examples",
+    "num_test_examples",
+    "class_separation",
+    "generator_seed",
+)
+
+
+def _ownership_rules(cfg: TrainConfig):
+    """(group, fields, whether the chosen option reads them, the options that do)."""
+    d, m, o, loss, s = cfg.dataset, cfg.model, cfg.optimizer, cfg.loss, cfg.schedule
+    return (
+        ("optimizer", ("rho", "adaptive"), o.name == OptimizerName.sam, "optimizer=sam"),
+        ("model", ("widths", "activation"), m.name == ModelName.fcn3, "model=fcn3 (or fc_tanh)"),
+        ("model", ("depth", "width_factor"), m.name == ModelName.wrn, "model=wrn"),
+        ("model", ("dropout",), m.name == ModelName.vgg11, "model=vgg11"),
+        (
+            "model",
+            ("batch_norm",),
+            m.name in (ModelName.vgg11, ModelName.resnet20),
+            "model=vgg11 or resnet20 (resnet18 and wrn always have batch norm, the others none)",
+        ),
+        ("dataset", SYNTHETIC_FIELDS, d.name == DatasetName.synthetic, "dataset=synthetic"),
+        ("dataset", ("path",), d.name == DatasetName.npz, "dataset=npz"),
+        (
+            "dataset",
+            ("data_dir", "download"),
+            d.name in TORCHVISION_FILES,
+            f"the torchvision datasets ({', '.join(n.value for n in TORCHVISION_FILES)})",
+        ),
+        ("loss", ("target_scale",), loss.name == LossName.mse, "loss=mse"),
+        ("schedule", ("gamma", "milestones"), s.name == ScheduleName.step, "schedule=step"),
+        ("schedule", ("min_lr_factor",), s.name == ScheduleName.cosine, "schedule=cosine"),
+    )
+
+
+_SCHEMAS = {
+    "dataset": DatasetConfig,
+    "model": ModelConfig,
+    "optimizer": OptimizerConfig,
+    "loss": LossConfig,
+    "schedule": ScheduleConfig,
+}
+
+
+def _validate_ownership(cfg: TrainConfig) -> None:
+    """A field that only some options read, set (away from its default) while another option is chosen, would be
+    silently ignored: it is refused, naming the options that read it."""
+    for group, keys, owned, owners in _ownership_rules(cfg):
+        if owned:
+            continue
+        section, default = getattr(cfg, group), _SCHEMAS[group]()
+        for key in keys:
+            value = getattr(section, key)
+            if _plain(value) != _plain(getattr(default, key)):
+                raise UserError(
+                    f"{group}.{key}={_override_text(value)} is used only by {owners} but "
+                    f"{group}.name={_plain(section.name)}; select that option (or drop the override)"
+                )
+
+
+def _plain(value):
+    """Enums as their values, lists as lists (for comparing with the schema default)."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _override_text(value) -> str:
+    """A value as it is written in an override: true/false, null, [a,b]."""
+    value = _plain(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "[" + ",".join(_override_text(v) for v in value) + "]"
+    return str(value)
+
+
+def check_data_files(name: str, data_dir: str, download: bool, path: Optional[str]) -> None:
+    """The files dataset `name` reads exist (torchvision's layout under data_dir, unless it may download; the npz
+    file): one UserError naming the folder and the missing files, or the file, and the fix. `ijr-sweep`'s pre-flight
+    and the data loader both call this."""
+    name = DatasetName(name)
+    if name == DatasetName.npz:
+        _require(bool(path), "dataset=npz needs dataset.path=FILE.npz (arrays x_train, y_train, x_test, y_test)")
+        p = Path(path).expanduser()
+        _require(
+            p.is_file(),
+            f"dataset.path={path}: no such file ({p.resolve()}); copy the .npz there or pass dataset.path=FILE "
+            "(an .npz with x_train, y_train, x_test, y_test)",
+        )
+    elif name in TORCHVISION_FILES and not download:
+        sub, files = TORCHVISION_FILES[name]
+        folder = (Path(data_dir).expanduser() / sub).resolve()
+        missing = [f for f in files if not (folder / f).is_file()]
+        _require(
+            not missing,
+            f"dataset={name.value}: missing {', '.join(missing)} in {folder} (torchvision's format); put the files "
+            "there or set dataset.download=true",
+        )
 
 
 def _validate_jacobian_regularizer(cfg: TrainConfig) -> None:

@@ -20,12 +20,10 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ijr_cli.core.errors import UserError
 from ijr_cli.core.metric_names import (
     COMPANIONS,
     COS_GRAD_TOP_EIG,
     DIST_INIT,
-    EVAL_METRICS,
     GN_SHARPNESS,
     GRAD_NORM,
     GROUP_OF,
@@ -35,7 +33,6 @@ from ijr_cli.core.metric_names import (
     JAC_FRO_SQ,
     JAC_OP_NORM,
     JAC_U_NORM_SQ,
-    MEASURABLE,
     SHARPNESS,
     SHARPNESS_K,
     SHARPNESS_MATVECS,
@@ -58,17 +55,6 @@ from ijr_cli.curvature.probe import probe_mode
 from ijr_cli.data import Dataset, chunks
 from ijr_cli.objectives import Objective
 from ijr_cli.optim import stability_threshold
-
-
-def check_metric_names(names: Sequence[str]) -> List[str]:
-    """The requested metrics, or a UserError naming the unknown ones and the known ones."""
-    unknown = [n for n in names if n not in GROUP_OF]
-    if unknown:
-        raise UserError(
-            f"unknown metric name(s) in metrics.names: {', '.join(unknown)}; "
-            f"known: {', '.join(MEASURABLE)} (and {', '.join(EVAL_METRICS)}, always evaluated)"
-        )
-    return list(dict.fromkeys(names))
 
 
 @dataclass

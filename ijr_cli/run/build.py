@@ -11,11 +11,11 @@ from typing import List
 
 import torch
 
-from ijr_cli.core.config import TrainConfig
-from ijr_cli.core.errors import UserError
+from ijr_cli.core.config import OptimizerName, TrainConfig, check_against_data, check_metric_names
+from ijr_cli.core.metric_names import GROUP_OF, GROUPS
 from ijr_cli.curvature.params import flat_parameters
 from ijr_cli.data import BatchSampler, Dataset, load_dataset, resolve_device
-from ijr_cli.measure.measurer import GROUP_OF, GROUPS, Measurer, check_metric_names
+from ijr_cli.measure.measurer import Measurer
 from ijr_cli.measure.schedule import Schedule
 from ijr_cli.models import build_model
 from ijr_cli.objectives import Objective
@@ -45,14 +45,8 @@ def build(cfg: TrainConfig) -> Built:
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     names = check_metric_names(cfg.metrics.names)
-    unknown_keys = [k for k in cfg.metrics.every if k not in GROUP_OF and k not in GROUPS]
-    if unknown_keys:
-        raise UserError(
-            f"metrics.every has unknown key(s) {', '.join(unknown_keys)}; use metric names from "
-            f"metrics.names (or group names: {', '.join(GROUPS)})"
-        )
     data = load_dataset(
-        d.name,
+        d.name.value,
         data_dir=d.data_dir,
         download=d.download,
         path=d.path,
@@ -69,15 +63,11 @@ def build(cfg: TrainConfig) -> Built:
         device=device,
         dtype=dtype,
     )
+    check_against_data(cfg, data.n_train, int(data.x_test.shape[0]), data.input_shape)  # (npz: known only now)
     sampler = BatchSampler(data.n_train, o.batch_size, cfg.seed, device)
-    if cfg.regularizer.augment and len(data.input_shape) != 3:
-        raise UserError(
-            f"regularizer augment needs image inputs (C,H,W); dataset={d.name} gives shape "
-            f"{data.input_shape}: drop augment"
-        )
     torch.manual_seed(cfg.seed)  # the model's initialisation is a function of `seed` alone
     model = build_model(
-        m.name,
+        m.name.value,
         data.input_shape,
         data.num_classes,
         activation=m.activation.value,
@@ -98,7 +88,7 @@ def build(cfg: TrainConfig) -> Built:
         augment=cfg.regularizer.augment,
         mixup_alpha=cfg.regularizer.mixup_alpha,
         grad_chunk=t.grad_chunk,
-        sam_rho=o.rho if o.name.value == "sam" else None,
+        sam_rho=o.rho if o.name == OptimizerName.sam else None,
         sam_adaptive=o.adaptive,
         ejr=None if r.jacobian.value == "none" else r.jacobian.value,
         lambda_reg=r.lambda_reg,
