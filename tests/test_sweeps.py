@@ -10,6 +10,7 @@ from conftest import ROOT
 from omegaconf import OmegaConf
 
 from ijr_cli.cli.sweep import preflight
+from ijr_cli.core.config import validate
 from ijr_cli.core.errors import UserError
 from ijr_cli.sweep import study as sweeps
 
@@ -316,3 +317,73 @@ def test_tiny_simplecnn_sweep_runs_on_the_cifar10_subset_and_reruns_nothing(cifa
     assert r.returncode == 0 and "8 job(s): 0 to run (0 new, 0 to resume); skipped: 8 COMPLETED" in r.stdout
     assert "nothing to launch" in r.stdout and "ijr-train:" not in r.stdout  # nothing was started
     assert before == {n: (sweep_dir / n / "metrics.jsonl").read_text() for n in expected}
+
+
+def test_experiment_presets_are_the_reference_settings(compose):
+    """conf/experiment/: one preset per reference setting of SCIENCE.md; the studies build on them."""
+    presets = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    assert presets == [
+        "cohen_fc_tanh",
+        "digits_fc_tanh",
+        "paper000_cnn6_gd",
+        "paper000_simplecnn",
+        "paper000_wrn",
+        "paper002_resnet18",
+    ]
+    cfgs = {p: OmegaConf.to_object(compose([f"experiment={p}"])) for p in presets}
+    for cfg in cfgs.values():
+        validate(cfg)
+    assert compose(["experiment=digits_fc_tanh"]) == compose([])  # the default run, by name
+    c = cfgs["cohen_fc_tanh"]  # Cohen et al.: fc-tanh, first 5,000 CIFAR-10 images, MSE, full-batch GD, lr 0.01
+    assert (
+        c.dataset.name.value,
+        c.dataset.n_train,
+        c.dataset.standardize.value,
+        c.model.name.value,
+        c.model.activation.value,
+        c.loss.name.value,
+        c.optimizer.name.value,
+        c.optimizer.batch_size,
+        c.optimizer.lr,
+    ) == ("cifar10", 5000, "channel", "fcn3", "tanh", "mse", "gd", None, 0.01)
+    c = cfgs["paper000_cnn6_gd"]  # paper 000: 6CNN, CIFAR-10, GD, lr 0.04
+    assert (c.model.name.value, c.optimizer.name.value, c.optimizer.batch_size, c.optimizer.lr) == (
+        "cnn6",
+        "gd",
+        None,
+        0.04,
+    )
+    c = cfgs["paper000_simplecnn"]  # Table 1: SimpleCNN, SGD batch 128, no momentum / wd / augmentation
+    assert (
+        c.model.name.value,
+        c.optimizer.name.value,
+        c.optimizer.batch_size,
+        c.optimizer.momentum,
+        c.optimizer.weight_decay,
+        c.regularizer.augment,
+    ) == ("simplecnn", "sgd", 128, 0.0, 0.0, False)
+    c = cfgs["paper000_wrn"]  # Table 1: WRN-28-10, lr 0.1, bs 128, momentum 0.9, wd 5e-4, x0.2 at 30/60/80 %
+    assert (
+        c.model.name.value,
+        c.model.depth,
+        c.model.width_factor,
+        c.optimizer.lr,
+        c.optimizer.batch_size,
+        c.optimizer.momentum,
+        c.optimizer.weight_decay,
+        c.schedule.name.value,
+        c.schedule.gamma,
+        list(c.schedule.milestones),
+        c.regularizer.augment,
+    ) == ("wrn", 28, 10, 0.1, 128, 0.9, 5e-4, "step", 0.2, [0.3, 0.6, 0.8], True)
+    c = cfgs["paper002_resnet18"]  # paper 002 Figs. 3-4: ResNet-18 with BN, SGD, constant lr, wd 1e-4
+    assert (
+        c.model.name.value,
+        c.optimizer.name.value,
+        c.schedule.name.value,
+        c.optimizer.weight_decay,
+        c.trainer.epochs,
+    ) == ("resnet18", "sgd", "constant", 1e-4, 90)
+    for name in ("eos_lr", "table1_simplecnn", "table1_wrn_cifar10", "lr_bs", "regularizers"):
+        fixed = sweeps.load_study(ROOT / "sweeps" / f"{name}.yaml").fixed
+        assert any(o.startswith("experiment=") for o in fixed), name  # studies use the presets
