@@ -14,7 +14,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.timeout(600)
@@ -29,8 +28,10 @@ def _run(args, cwd, timeout=300):
 def installed(tmp_path_factory):
     """(the wheel, the venv's bin folder, a work directory outside the repository)."""
     tmp = tmp_path_factory.mktemp("wheel")
-    r = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "dist",
-              ROOT], cwd=tmp)
+    r = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "dist", ROOT],
+        cwd=tmp,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (wheel,) = (tmp / "dist").glob("ijr-*.whl")
     venv = tmp / "venv"
@@ -38,8 +39,11 @@ def installed(tmp_path_factory):
     bin_dir = venv / "bin"
     r = _run([bin_dir / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], cwd=tmp)
     assert r.returncode == 0, r.stderr[-3000:]
-    site = Path(_run([bin_dir / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                     cwd=tmp).stdout.strip())
+    site = Path(
+        _run(
+            [bin_dir / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp
+        ).stdout.strip()
+    )
     (site / "dev_venv_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     work = tmp / "elsewhere"
     work.mkdir()
@@ -49,8 +53,9 @@ def installed(tmp_path_factory):
 def test_the_wheel_carries_the_configs_and_the_studies(installed):
     wheel, _, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
-    conf = sorted(p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml")
-                  if p.parent.name != "local")
+    conf = sorted(
+        p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml") if p.parent.name != "local"
+    )
     assert conf and all(f"ijr_cli/conf/{c}" in names for c in conf)
     assert all(f"ijr_cli/sweeps/{p.name}" in names for p in (ROOT / "sweeps").glob("*.yaml"))
     assert not any(n.startswith("ijr_cli/conf/local/") and n.endswith(".yaml") for n in names)  # site files stay
@@ -66,8 +71,10 @@ def test_the_four_commands_run_from_outside_the_repository(installed):
     r = _run([bin_dir / "ijr-sweep", "--list"], cwd=work)
     listed = {line.split()[0] for line in r.stdout.splitlines() if line.strip()}
     assert r.returncode == 0 and listed == {p.stem for p in (ROOT / "sweeps").glob("*.yaml")}, r.stdout + r.stderr
-    r = _run([bin_dir / "ijr-sweep", "eos_lr", "--tiny", "--sweep-dir", "s", "optimizer.lr=0.1",
-              "trainer.max_steps=3"], cwd=work)
+    r = _run(
+        [bin_dir / "ijr-sweep", "eos_lr", "--tiny", "--sweep-dir", "s", "optimizer.lr=0.1", "trainer.max_steps=3"],
+        cwd=work,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     r = _run([bin_dir / "ijr-status", "s"], cwd=work)
     assert r.returncode == 0 and "COMPLETED 1" in r.stdout, r.stdout + r.stderr
