@@ -3,6 +3,7 @@ launch, launch directories that never collide, and the hand-over of SLURM's SIGU
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import signal
@@ -108,12 +109,55 @@ def test_local_parallel_runs_a_tiny_sweep_two_at_a_time(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "launcher local_parallel: 2 job(s) at a time" in r.stdout
     assert "COMPLETED 4  RUNNING 0  FAILED 0  DIVERGED 0  MISSING 0" in r.stdout
-    starts = []
+    spans = []
     for d in sweep_dir.glob("optimizer.lr=*"):
         attempt = json.loads((d / "status.json").read_text())["attempts"][0]
-        starts.append((attempt["started"], attempt["ended"]))
-    assert len(starts) == 4 and len({s for s, _ in starts}) >= 1
+        spans.append((_dt.datetime.fromisoformat(attempt["started"]), _dt.datetime.fromisoformat(attempt["ended"])))
+    assert len(spans) == 4
+    assert _most_at_once(spans) == 2  # never more than max_parallel at a time, and two did run together
     assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 4  # each job ran as a submitit job
+
+
+def _most_at_once(spans) -> int:
+    """The largest number of (start, end) spans that overlap (an end before a start at the same instant)."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans], key=lambda e: (e[0], e[1]))
+    running = most = 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    return most
+
+
+def test_most_at_once_counts_overlaps():
+    t = [_dt.datetime(2026, 1, 1, 0, 0, s) for s in range(6)]
+    assert _most_at_once([(t[0], t[2]), (t[1], t[3]), (t[3], t[4])]) == 2
+    assert _most_at_once([(t[0], t[1]), (t[1], t[2])]) == 1
+    assert _most_at_once([(t[0], t[5]), (t[1], t[4]), (t[2], t[3])]) == 3
+
+
+def test_local_parallel_lists_failed_jobs_and_exits_1_like_the_basic_launcher(tmp_path):
+    r = run_cli(
+        [
+            "-m",
+            *TINY,
+            "trainer.max_steps=2",
+            "metrics=none",
+            "launcher=local_parallel",
+            "hydra.launcher.gpus=[]",
+            "trainer.num_threads=1",
+            "optimizer.batch_size=32,5000",
+            f"hydra.sweep.dir={tmp_path}",
+        ]
+    )
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    summary = r.stderr[r.stderr.index("1 job(s) of the multirun failed") :]
+    failed = [line for line in summary.splitlines() if "job failed:" in line]
+    assert len(failed) == 1 and "optimizer.batch_size=5000 " in failed[0], r.stderr
+    assert failed[0].endswith(
+        "optimizer.batch_size=5000 is larger than the 256 training examples; use at most 256 or null for full batch"
+    )
+    statuses = sorted(json.loads(p.read_text())["status"] for p in tmp_path.glob("*/status.json"))
+    assert statuses == ["COMPLETED", "FAILED"]
 
 
 def test_a_launch_refuses_a_run_directory_that_holds_another_config(tmp_path):

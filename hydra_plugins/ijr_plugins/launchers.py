@@ -168,15 +168,26 @@ class LocalParallelLauncher(BaseSubmititLauncher):
 
     @staticmethod
     def _collect(job, overrides: Sequence[str]) -> JobReturn:
+        """The job's result. A job that failed (its task returned a JobFailure) or died is added to this process's
+        FAILED_JOBS and printed, so the multirun ends with the failure list and exit code 1 as with the basic
+        launcher; its JobReturn stays COMPLETED (a FAILED one makes Hydra's sweeper raise, stopping the report)."""
+        from ijr_cli.core.errors import FAILED_JOBS, JobFailure
+
         try:
-            return job.results()[0]
+            ret = job.results()[0]
         except Exception as e:  # noqa: BLE001 - a job that died is reported, the others go on
             message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            print(
-                f"ijr-train: job failed: {' '.join(filter_overrides(overrides))}: {message} (log: {job.paths.stderr})",
-                flush=True,
-            )
-            return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=None)
+            failure = JobFailure(list(filter_overrides(overrides)), f"{message} (log: {job.paths.stderr})")
+            ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=failure)
+        if ret.status == JobStatus.FAILED:  # the task raised past ijr's own handling
+            error = ret._return_value
+            failure = JobFailure(list(filter_overrides(overrides)), f"{type(error).__name__}: {error}")
+            ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=failure)
+        failure = ret._return_value
+        if isinstance(failure, JobFailure):
+            FAILED_JOBS.append(failure)
+            print(failure.line(), flush=True)
+        return ret
 
 
 cs = ConfigStore.instance()

@@ -13,13 +13,14 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ijr_cli.cli.compose import register
 from ijr_cli.cli.hydra_errors import HeldStderr, one_line
+from ijr_cli.core import errors
 from ijr_cli.core.errors import Terminated, UserError
 from ijr_cli.core.resources import conf_dir
 
@@ -43,7 +44,7 @@ def _remove_fresh_run_dir(run_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def _train_task(cfg: DictConfig) -> None:
+def _train_task(cfg: DictConfig) -> Optional[errors.JobFailure]:
     if isinstance(sys.stderr, HeldStderr):
         sys.stderr.release()
     from hydra.core.hydra_config import HydraConfig
@@ -65,8 +66,7 @@ def _train_task(cfg: DictConfig) -> None:
         if not multirun:
             _fail(str(e))
         _record_failed_job(run_dir, overrides, str(e))
-        _job_failed(overrides, str(e))
-        return
+        return _job_failed(overrides, str(e))
     except Exception as e:  # noqa: BLE001 - in a multirun, one job's crash must not stop the others
         if not multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -75,8 +75,7 @@ def _train_task(cfg: DictConfig) -> None:
         traceback.print_exc()
         where = f" (traceback also in {run_dir / 'status.json'})" if (run_dir / "status.json").exists() else ""
         _record_failed_job(run_dir, overrides, f"{type(e).__name__}: {e}")
-        _job_failed(overrides, f"{type(e).__name__}: {e}{where}")
-        return
+        return _job_failed(overrides, f"{type(e).__name__}: {e}{where}")
     if code:
         raise SystemExit(code)
 
@@ -98,13 +97,15 @@ def _record_failed_job(run_dir: Path, overrides: List[str], message: str) -> Non
     (run_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
 
 
-FAILED_JOBS: List[str] = []  # a multirun's failed jobs, reported when it ends (exit code 1)
+FAILED_JOBS = errors.FAILED_JOBS  # a multirun's failed jobs, reported when it ends (exit code 1)
 
 
-def _job_failed(overrides: List[str], message: str) -> None:
-    line = f"{PROG}: job failed: {' '.join(overrides)}: {message}"
-    FAILED_JOBS.append(line)
-    print(line, file=sys.stderr, flush=True)
+def _job_failed(overrides: List[str], message: str) -> errors.JobFailure:
+    """Record and print a failed job; the task returns it (a local_parallel launcher reads it from the job)."""
+    failure = errors.JobFailure(list(overrides), message)
+    FAILED_JOBS.append(failure)
+    print(failure.line(), file=sys.stderr, flush=True)
+    return failure
 
 
 def train() -> None:
@@ -121,9 +122,10 @@ def train() -> None:
     try:
         _train_task()
         if FAILED_JOBS:
+            held.release()  # (a launcher that ran the jobs elsewhere never started a task here)
             print(f"{PROG}: {len(FAILED_JOBS)} job(s) of the multirun failed; the others ran:", file=sys.stderr)
-            for line in FAILED_JOBS:
-                print("  " + line, file=sys.stderr)
+            for failure in FAILED_JOBS:
+                print("  " + failure.line(), file=sys.stderr)
             raise SystemExit(1)
     except (KeyboardInterrupt, Terminated) as e:
         held.release()

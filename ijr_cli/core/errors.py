@@ -1,4 +1,7 @@
-"""The one exception type for bad input: reported as one line on stderr with exit code 2."""
+"""Bad input (one line on stderr, exit code 2), a stop by a signal, and the failures of a multirun's jobs."""
+
+from dataclasses import dataclass
+from typing import List
 
 
 class UserError(Exception):
@@ -15,3 +18,20 @@ class Terminated(BaseException):
     """
 
     exit_code = 143
+
+
+@dataclass
+class JobFailure:
+    """A multirun job that failed (bad input or a crash): what its task returns to the launcher, and what the
+    multirun lists when it ends (exit code 1) while the other jobs run on."""
+
+    overrides: List[str]
+    message: str
+
+    def line(self) -> str:
+        return f"ijr-train: job failed: {' '.join(self.overrides)}: {self.message}"
+
+
+# This process's failed multirun jobs, in the order they ended: the basic launcher's jobs run in this process and
+# add themselves; the local_parallel launcher adds those its submitit jobs return (or that died).
+FAILED_JOBS: List[JobFailure] = []

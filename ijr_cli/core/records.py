@@ -68,7 +68,7 @@ def config_conflict(config_path: Path, new_yaml: str, shown: int = 6) -> Optiona
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def json_safe(value: Any) -> Any:

@@ -3,7 +3,7 @@
 <J> in R^{m x C} is summarised through its C x C Gram matrix K = <J>^T <J>, built from C backward passes of
 the chunked mean logits (exact, memory C x m): ||<J>||_2 = sqrt(lambda_max(K)), ||<J>||_F^2 = tr K,
 ||<J> u||^2 = u^T K u. For large C (or memory), `mean_jacobian_top_singular` is paper 000's Algorithm 2: power
-iteration on <J>^T <J> with one jvp and one vjp per step, never forming <J>.
+iteration on <J>^T <J> with one vjp and one jvp per step, never forming <J>.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def weighted_mean_logit_gradients(
     chunk: Optional[int] = None,
     bn_mode: str = "eval",
 ) -> Tuple[torch.Tensor, int]:
-    """Rows grad_theta (w_k^T <z>) for each row w_k of W = weights(C) (K x C), i.e. (<J> W^T)^T, in float64,
-    and the backward passes used (K per chunk). W = I gives <J>^T; W = u^T gives (<J> u)^T."""
+    """Rows grad_theta (w_k^T <z>) = <J> w_k for each row w_k of W = weights(C) (K x C), i.e. (<J> W^T)^T, and the
+    backward passes used (K per chunk). W = I gives <J>^T; W = u^T gives (<J> u)^T. The chunks are summed in the
+    model's dtype; the result is returned in float64."""
     pv = ParameterVector(model)
     n = x.shape[0]
     rows: Optional[torch.Tensor] = None
@@ -83,8 +84,9 @@ def mean_jacobian_top_singular(
 ) -> Tuple[float, int]:
     """||<J>||_2 by power iteration on <J>^T <J> in logit space (paper 000, Algorithm 2); returns (norm, passes).
 
-    Each iteration: u -> <J>^T u (a vjp of the mean logits) -> <J> <J>^T u (a jvp); stops when the estimate
-    changes by less than `tol` relatively.
+    With <J> in R^{m x C}, each iteration maps u in logit space to <J> u in parameter space (a vjp of the mean
+    logits, cotangent u) and back to <J>^T <J> u (a jvp, tangent <J> u); stops when the estimate changes by less
+    than `tol` relatively.
     """
     pv = ParameterVector(model)
     params = pv.detached()
@@ -102,8 +104,8 @@ def mean_jacobian_top_singular(
         u /= torch.linalg.vector_norm(u)
         est, passes = 0.0, 0
         for _ in range(max_iters):
-            (jtu,) = pullback(u)
-            _, w = jvp(mean_logits, (params,), (jtu,))
+            (ju,) = pullback(u)
+            _, w = jvp(mean_logits, (params,), (ju,))
             passes += 2
             new = float(torch.linalg.vector_norm(w))
             u = w / max(new, 1e-300)

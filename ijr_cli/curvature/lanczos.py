@@ -57,20 +57,19 @@ def lanczos_top(
     else:
         q = v0.detach().to(device=device, dtype=dtype).clone()
     q /= torch.linalg.vector_norm(q)
-    basis = [q]
+    basis = _Basis(dim, max_iters, q)
     alphas, betas = [], []
     theta = s = None
     beta = 0.0
     converged = False
     for j in range(max_iters):
-        w = matvec(basis[j])
-        alpha_t = torch.dot(w, basis[j])
-        w = w - alpha_t * basis[j]
+        qj = basis[j]
+        w = matvec(qj)
+        alpha_t = torch.dot(w, qj)
+        w = w - alpha_t * qj
         if j > 0:
             w = w - betas[-1] * basis[j - 1]
-        Q = torch.stack(basis)  # (j+1, dim): full reorthogonalisation, twice ("twice is enough")
-        w = w - Q.T @ (Q @ w)
-        w = w - Q.T @ (Q @ w)
+        w = basis.project_out(basis.project_out(w))  # full reorthogonalisation, twice ("twice is enough")
         beta_t = torch.linalg.vector_norm(w)
         alpha, beta = torch.stack([alpha_t, beta_t]).double().tolist()  # the iteration's one host sync
         if not (math.isfinite(alpha) and math.isfinite(beta)):  # a non-finite operator (diverged parameters)
@@ -96,10 +95,54 @@ def lanczos_top(
     n_ritz = len(alphas)
     k_eff = min(k, n_ritz)
     top = torch.arange(n_ritz - 1, n_ritz - 1 - k_eff, -1)
-    Q = torch.stack(basis[:n_ritz])
-    vecs = Q.T @ s[:, top].to(device=device, dtype=dtype)
+    vecs = basis.combine(s[:, top].to(device=device, dtype=dtype))
     vecs = vecs / torch.linalg.vector_norm(vecs, dim=0, keepdim=True)
     resid = (beta * s[-1, top]).abs() / theta[top].abs().clamp_min(1e-30)
     return LanczosResult(
         eigenvalues=theta[top], eigenvectors=vecs, residuals=resid, num_products=n_ritz, converged=converged
     )
+
+
+class _Basis:
+    """The Lanczos vectors, stored in blocks of BLOCK rows allocated as the basis grows: memory stays at about one
+    copy of the vectors in use (stacking a list of vectors every iteration, as before, held two copies), and no
+    block is ever copied. Gram-Schmidt runs block by block (block modified Gram-Schmidt: at least as stable as one
+    classical pass over all vectors)."""
+
+    BLOCK = 16
+
+    def __init__(self, dim: int, capacity: int, first: torch.Tensor):
+        self.dim, self.capacity, self.count = dim, capacity, 0
+        self.blocks: list = []
+        self.append(first)
+
+    def append(self, v: torch.Tensor) -> None:
+        row = self.count % self.BLOCK
+        if row == 0:
+            rows = min(self.BLOCK, self.capacity - self.count)
+            self.blocks.append(torch.empty(rows, self.dim, dtype=v.dtype, device=v.device))
+        self.blocks[-1][row] = v
+        self.count += 1
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.blocks[i // self.BLOCK][i % self.BLOCK]
+
+    def _filled(self):
+        for b, block in enumerate(self.blocks):
+            yield b * self.BLOCK, block[: min(self.BLOCK, self.count - b * self.BLOCK)]
+
+    def project_out(self, w: torch.Tensor) -> torch.Tensor:
+        """w minus its projection on the span of the basis."""
+        for _, q in self._filled():
+            w = w - q.T @ (q @ w)
+        return w
+
+    def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """sum_i basis[i] coefficients[i] for the first len(coefficients) vectors: (dim, k)."""
+        n = coefficients.shape[0]
+        out = torch.zeros(self.dim, coefficients.shape[1], dtype=coefficients.dtype, device=coefficients.device)
+        for start, q in self._filled():
+            rows = min(q.shape[0], n - start)
+            if rows > 0:
+                out += q[:rows].T @ coefficients[start : start + rows]
+        return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import html
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import pandas as pd
 
@@ -138,7 +138,3 @@ def page(
     )
     out.append("</body></html>")
     return "\n".join(out)
-
-
-def optional_table(title: str, note: str, table: Optional[pd.DataFrame]) -> List[tuple]:
-    return [] if table is None or table.empty else [(title, note, table)]

@@ -22,8 +22,6 @@ from ijr_cli.data import chunks, stream_seed
 from ijr_cli.models import frozen_batchnorm_statistics
 from ijr_cli.objectives import Objective
 
-VARIANTS = ("ejr", "ejr_sam", "ejr_v2")
-
 
 def logit_direction(
     num_classes: int, seed: int, step: int, generator: torch.Generator, dtype: torch.dtype

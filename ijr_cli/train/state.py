@@ -22,7 +22,6 @@ class RunState:
     loss_count: int = 0
     last_logged_step: int = -1
     best_test_acc: Optional[float] = None
-    extra: Dict[str, float] = field(default_factory=dict)
     measure_state: Dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. Lanczos warm starts
 
     def checkpoint_dict(self) -> dict:
@@ -37,7 +36,6 @@ class RunState:
             "loss_count": self.loss_count,
             "last_logged_step": self.last_logged_step,
             "best_test_acc": self.best_test_acc,
-            "extra": dict(self.extra),
             "measure_state": dict(self.measure_state),
             "rng": rng,
         }
@@ -49,7 +47,6 @@ class RunState:
         self.loss_sum = ckpt["loss_sum"]
         self.last_logged_step = int(ckpt["last_logged_step"])
         self.best_test_acc = ckpt["best_test_acc"]
-        self.extra = dict(ckpt.get("extra", {}))
         self.measure_state.clear()
         self.measure_state.update(ckpt.get("measure_state", {}))
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
