@@ -11,7 +11,7 @@ LAUNCHER ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep status report lint format test test-slow test-all bench bench-sharpness bench-ejr bench-report clean
+.PHONY: help install train sweep status report lint format test test-slow test-system test-all bench bench-sharpness bench-ejr bench-report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,14 +49,17 @@ format: install  ## ruff format, then ruff's safe fixes (import order, unused im
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-PYTEST_MARKS ?= not slow
+PYTEST_MARKS ?= not slow and not system
 
-test: install  ## the test suite without the tests marked slow, ~10 min (exit code 5, "no tests ran", is a failure)
+test: install  ## the test suite without the tests marked slow or system, ~9 min (exit code 5, "no tests ran", fails)
 	@$(BIN)/python -m pytest -m "$(PYTEST_MARKS)" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-test-slow: install  ## only the tests marked slow (SLURM requeue and time limit, every job of every study, ...)
-	@$(MAKE) --no-print-directory test PYTEST_MARKS="slow"
+test-slow: install  ## only the tests marked slow (resume after SIGKILL, every job of every study, ...)
+	@$(MAKE) --no-print-directory test PYTEST_MARKS="slow and not system"
+
+test-system: install  ## only the tests that may apt-get install Debian packages (a real SLURM, the page in Chromium)
+	@$(MAKE) --no-print-directory test PYTEST_MARKS="system"
 
 test-all: install  ## every test
 	@$(MAKE) --no-print-directory test PYTEST_MARKS="slow or not slow"

@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from report_data import make_sweep  # noqa: E402
 
 IJR_REPORT = str(Path(sys.executable).with_name("ijr-report"))
+pytestmark = pytest.mark.system  # installs Debian's chromium with apt-get when it is missing
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 CHECK = """<script>
 window.addEventListener('load', () => {

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import IJR_TRAIN, ROOT
 
-pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slurm, pytest.mark.system, pytest.mark.timeout(600)]
 
 IJR_SWEEP = str(Path(sys.executable).with_name("ijr-sweep"))
 IJR_STATUS = str(Path(sys.executable).with_name("ijr-status"))
