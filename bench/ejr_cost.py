@@ -16,6 +16,7 @@ Data: ../shared/datasets/cifar10-subset.npz when present, else a synthetic 3x32x
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -29,7 +30,11 @@ from ijr_cli.objectives import Objective
 from ijr_cli.optim import build_sgd
 from ijr_cli.train.step import StepSpec, make_batch, train_step
 
-SUBSET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-subset.npz"
+# the real CIFAR-10 subset: ../shared/datasets, or IJR_DATA=FOLDER (the lent GPU machine has no ../shared)
+SUBSET = (
+    Path(os.environ.get("IJR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "datasets")
+    / "cifar10-subset.npz"
+)
 ROWS = ["plain", "ejr", "ejr_sam", "ejr_v2", "sam", "exact_frobenius"]
 
 

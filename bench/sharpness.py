@@ -16,6 +16,7 @@ the Hessian has a large negative eigenvalue: a largest-magnitude method then ret
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -30,7 +31,11 @@ from ijr_cli.data import load_dataset
 from ijr_cli.models import build_model
 from ijr_cli.objectives import Objective
 
-SUBSET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-subset.npz"
+# the real CIFAR-10 subset: ../shared/datasets, or IJR_DATA=FOLDER (the lent GPU machine has no ../shared)
+SUBSET = (
+    Path(os.environ.get("IJR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "datasets")
+    / "cifar10-subset.npz"
+)
 
 
 def sync(device):

@@ -17,6 +17,7 @@ median of the per-repeat paired ratios with its range.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -35,7 +36,11 @@ from ijr_cli.train.loop import fit
 from ijr_cli.train.state import RunState
 from ijr_cli.train.step import StepSpec, train_step
 
-SUBSET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-subset.npz"
+# the real CIFAR-10 subset: ../shared/datasets, or IJR_DATA=FOLDER (the lent GPU machine has no ../shared)
+SUBSET = (
+    Path(os.environ.get("IJR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "datasets")
+    / "cifar10-subset.npz"
+)
 
 
 def sync(device):
