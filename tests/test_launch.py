@@ -104,6 +104,7 @@ def test_local_parallel_runs_a_tiny_sweep_two_at_a_time(tmp_path):
             "trainer.num_threads=1",
             "hydra.launcher.max_parallel=2",
             "hydra.launcher.gpus=[]",
+            "trainer.max_steps=150",  # training long enough (~5 s) that start-up jitter cannot hide the overlap
         ]
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

@@ -99,7 +99,7 @@ EJR_COMPOSED = [
     [[], EJR_COMPOSED, ["regularizer=ejr", "trainer.grad_chunk=12"]],
     ids=["plain", "ejr_v2-composed", "ejr-chunked"],
 )
-def test_interrupted_run_resumes_to_identical_metrics(compose, tmp_path, monkeypatch, extra):
+def test_interrupted_run_resumes_to_identical_metrics(compose, tmp_path, monkeypatch, extra, capsys):
     over = TINY + ["optimizer.momentum=0.9", "regularizer=label_smoothing", "trainer.checkpoint_every=15"] + extra
     _run(compose, tmp_path, over, "whole")
     real_step = experiment.train_step
@@ -118,6 +118,8 @@ def test_interrupted_run_resumes_to_identical_metrics(compose, tmp_path, monkeyp
     assert _run(compose, tmp_path, over, "cut")[0] == 0
     status = json.loads((tmp_path / "cut" / "status.json").read_text())
     assert status["status"] == "COMPLETED" and [a["resumed_from_step"] for a in status["attempts"]] == [None, 30]
+    assert status["resumed"] and status["wall_time_s"] == pytest.approx(sum(a["train_s"] for a in status["attempts"]))
+    assert "over 2 attempts (resumed from step 30) -> " in capsys.readouterr().out  # the console summary says so
     assert _rows(tmp_path / "cut") == _rows(tmp_path / "whole")
     whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
     cut = json.loads((tmp_path / "cut" / "summary.json").read_text())

@@ -86,14 +86,12 @@ def _record_failed_job(run_dir: Path, overrides: List[str], message: str) -> Non
     holds a run is left alone."""
     import yaml
 
-    from ijr_cli.core import records
+    from ijr_cli.core.status import Status, write_status
 
     if (run_dir / "status.json").exists():
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    records.RunDirectory(run_dir).write_status(
-        {"status": "FAILED", "error": message, "created": records.now_iso(), "attempts": []}
-    )
+    write_status(run_dir / "status.json", Status(status="FAILED", error=message))
     (run_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
 
 

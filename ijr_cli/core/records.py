@@ -184,6 +184,12 @@ class MetricsLog:
         self._file.write(json.dumps(json_safe(row)) + "\n")
         self._file.flush()
 
+    def __enter__(self) -> "MetricsLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -238,13 +244,6 @@ class RunDirectory:
         self.config_path = self.path / "config.yaml"
         self.overrides_path = self.path / "overrides.yaml"
         self.checkpoint_path = self.path / "checkpoint.pt"
-
-    def read_status(self) -> Optional[dict]:
-        return read_json(self.status_path)
-
-    def write_status(self, status: dict) -> None:
-        status["updated"] = now_iso()
-        write_json_atomic(self.status_path, status)
 
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.summary_path, summary)

@@ -28,6 +28,7 @@ import yaml
 
 from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
+from ijr_cli.core.status import read_status
 from ijr_cli.sweep import state as sweep_state
 
 RUN_FILES = ("status.json", "metrics.jsonl")  # a directory holding either is taken for a run directory
@@ -448,9 +449,9 @@ def collect(paths: Sequence[Path], jobs: int = 0, query_slurm: bool = True) -> C
 
 
 def _read_run_meta(run_dir: Path, sweep: str, warnings: List[str]) -> Optional[dict]:
-    status = records.read_json(run_dir / "status.json")
+    status = read_status(run_dir / "status.json")
     config_raw = _read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
-    ours_status = isinstance(status, dict) and status.get("status") in records.STATUSES
+    ours_status = status is not None
     ours_config = isinstance(config_raw, dict) and {"optimizer", "model", "dataset"} <= set(config_raw)
     if not (ours_status or ours_config):
         what = "status.json" if (run_dir / "status.json").exists() else "metrics.jsonl"
@@ -469,7 +470,7 @@ def _read_run_meta(run_dir: Path, sweep: str, warnings: List[str]) -> Optional[d
         "pairs": _override_pairs(overrides),
         "overrides": overrides,
         "summary": summary,
-        "status": (status or {}).get("status"),
+        "status": status.status if status else None,
     }
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
 import ijr_cli
 from ijr_cli.core import records
+from ijr_cli.core.status import Status
 
 
 def environment(device: torch.device, dtype: str) -> Dict[str, object]:
@@ -23,15 +24,15 @@ def environment(device: torch.device, dtype: str) -> Dict[str, object]:
     }
 
 
-def summary_table(summary: dict, run_dir: Path) -> str:
-    """The few lines printed at the end of a run."""
+def summary_table(summary: dict, run_dir: Path, status: Optional[Status] = None) -> str:
+    """The few lines printed at the end of a run (the wall time is summed over its attempts)."""
 
     def fmt(v):
         return "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
 
     head = (
         f"ijr-train: {summary['status']} ({summary['stop_reason']}) after {summary['steps']} steps "
-        f"in {summary['wall_time_s']:.1f} s -> {run_dir}"
+        f"in {summary['wall_time_s']:.1f} s{_attempts(status)} -> {run_dir}"
     )
     lines = [head, f"  {'':18}{'train':>10}{'test':>10}{'gap':>10}"]
     for label, tr, te, gap in (
@@ -51,3 +52,11 @@ def summary_table(summary: dict, run_dir: Path) -> str:
             f"(ratio {ratio:.3f}{'; at the edge of stability' if abs(ratio - 1) <= 0.15 else ''})"
         )
     return "\n".join(lines)
+
+
+def _attempts(status: Optional[Status]) -> str:
+    """' over 2 attempts (resumed from step 30)' for a resumed run; '' otherwise."""
+    if status is None or not status.resumed:
+        return ""
+    steps = [a.resumed_from_step for a in status.attempts if a.resumed_from_step is not None]
+    return f" over {len(status.attempts)} attempts (resumed from step {', '.join(map(str, steps))})"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Dict, Iterable, List, Optional
 import yaml
 
 from ijr_cli.core import records
+from ijr_cli.core.status import read_status
 
 BUCKETS = ("COMPLETED", "RUNNING", "FAILED", "DIVERGED", "MISSING")
 PLAN_FILE = "sweep.yaml"
@@ -122,13 +122,6 @@ def slurm_queue() -> Optional[Dict[str, str]]:
     return states
 
 
-def attempt_job_id(attempt: dict) -> Optional[str]:
-    s = attempt.get("slurm") or {}
-    if s.get("SLURM_ARRAY_JOB_ID") and s.get("SLURM_ARRAY_TASK_ID"):
-        return f"{s['SLURM_ARRAY_JOB_ID']}_{s['SLURM_ARRAY_TASK_ID']}"
-    return s.get("SLURM_JOB_ID")
-
-
 # ------------------------------------------------------------------------------------------ classification
 @dataclass
 class JobState:
@@ -152,19 +145,13 @@ class JobState:
         }
 
 
-def _local_process_gone(attempt: dict) -> bool:
-    if attempt.get("host") != socket.gethostname() or attempt.get("slurm") or not attempt.get("pid"):
-        return False
-    return not records.same_process_alive(int(attempt["pid"]), attempt.get("pid_start_ticks"))
-
-
 def classify(
     run_dir: Path, name: str, overrides: List[str], submission: Optional[dict], queue: Optional[Dict[str, str]]
 ) -> JobState:
     """One job's bucket from its run directory, its latest SLURM submission and the queue."""
-    status = records.read_json(run_dir / "status.json")
-    attempts = (status or {}).get("attempts") or []
-    job_id = (submission or {}).get("job_id") or (attempt_job_id(attempts[-1]) if attempts else None)
+    status = read_status(run_dir / "status.json")
+    last = status.last_attempt if status else None
+    job_id = (submission or {}).get("job_id") or (last.slurm_job_id() if last else None)
     slurm_state = (queue or {}).get(job_id) if job_id else None
     active = slurm_state in SLURM_ACTIVE
     state = JobState(name=name, bucket="MISSING", overrides=overrides, job_id=job_id)
@@ -176,32 +163,33 @@ def classify(
         elif submission:
             state.detail = f"SLURM job {job_id} {slurm_state or 'no longer known to SLURM'}; the run never started"
         return state
-    s = status.get("status")
-    state.total_steps = status.get("total_steps")
+    s = status.status
+    state.total_steps = status.facts.get("total_steps")
     row = last_row(run_dir / "metrics.jsonl")
     state.step = row.get("step") if row else None
     if s in ("COMPLETED", "DIVERGED"):
         state.bucket = s
-        state.detail = status.get("stop_reason") or ""
+        state.detail = status.stop_reason or ""
         return state
     if active:
         state.bucket = "RUNNING"
         state.detail = f"SLURM job {job_id} {slurm_state}" + (
-            f" (run {s.lower()}: {status.get('error')})" if s in ("FAILED", "STOPPED") else ""
+            f" (run {s.lower()}: {status.error})" if s in ("FAILED", "STOPPED") else ""
         )
         return state
     if s == "RUNNING":
-        last = attempts[-1] if attempts else {}
         if slurm_state is not None:
             state.bucket, state.detail = "FAILED", f"SLURM job {job_id} ended {slurm_state} while the run was running"
-        elif _local_process_gone(last):
-            state.bucket, state.detail = "FAILED", f"process {last.get('pid')} on this host is gone (killed?)"
+        elif last is not None and last.alive_on_this_host() is False:
+            state.bucket, state.detail = "FAILED", f"process {last.pid} on this host is gone (killed?)"
         else:
             state.bucket = "RUNNING"
-            state.detail = f"on {last.get('host', '?')}" + (f", SLURM job {job_id}" if job_id else "")
+            state.detail = f"on {last.host if last and last.host else '?'}" + (
+                f", SLURM job {job_id}" if job_id else ""
+            )
         return state
     state.bucket = "FAILED"
-    state.detail = (status.get("error") or s or "unknown status").strip().splitlines()[-1]
+    state.detail = (status.error or s or "unknown status").strip().splitlines()[-1]
     if s == "STOPPED":
         state.detail += "; not requeued: running the sweep again resumes it"
     return state
@@ -246,8 +234,8 @@ def submissions_or_slurm_runs(sweep_dir: Path, submissions: Dict[str, dict]) -> 
     if submissions:
         return True
     for status_path in Path(sweep_dir).glob("*/status.json"):
-        attempts = (records.read_json(status_path) or {}).get("attempts") or []
-        if any(a.get("slurm") for a in attempts):
+        status = read_status(status_path)
+        if status and any(a.slurm for a in status.attempts):
             return True
     return False
 

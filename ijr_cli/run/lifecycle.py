@@ -1,0 +1,158 @@
+"""A run's life in its directory: open it, begin an attempt, resume from the checkpoint, record a failure or a
+stop, finish. Each step is one function; `experiment.run` calls them in order.
+
+Everything that can refuse the command (an unreadable status, another config, a live owner, an unreadable
+checkpoint) happens before `begin_attempt`, the first function that writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import yaml
+
+from ijr_cli.core import records
+from ijr_cli.core.errors import Terminated, UserError
+from ijr_cli.core.status import FINISHED, Attempt, Status, read_status, write_status
+from ijr_cli.train.loop import FitResult
+from ijr_cli.train.state import RunState, load_checkpoint
+
+
+def open_run_directory(run_dir: Path, config_yaml: str) -> Tuple[records.RunDirectory, Optional[Status]]:
+    """The directory and the Status of the run it holds (None: a new run); a UserError when this command may not
+    use it: an unreadable status.json, a run with another config, or a RUNNING run whose process is alive here."""
+    rd = records.RunDirectory(run_dir)
+    status = read_status(rd.status_path)
+    if rd.status_path.exists() and status is None:
+        raise UserError(f"{rd.status_path} is unreadable; move the run directory away or choose another hydra.run.dir")
+    conflict = records.config_conflict(rd.config_path, config_yaml)
+    if conflict:
+        raise UserError(
+            f"run directory {rd.path} holds a run with a different config ({conflict}); "
+            f"use the same overrides to resume, or another hydra.run.dir"
+        )
+    last = status.last_attempt if status else None
+    if (
+        status
+        and status.status == "RUNNING"
+        and last
+        and last.pid not in (None, os.getpid())
+        and last.alive_on_this_host()
+    ):
+        raise UserError(f"run directory {rd.path} is in use by process {last.pid} on this host; wait for it or stop it")
+    return rd, status
+
+
+def is_finished(status: Optional[Status]) -> bool:
+    """COMPLETED and DIVERGED runs are results: they are not run again."""
+    return status is not None and status.status in FINISHED
+
+
+def read_checkpoint(rd: records.RunDirectory, stored: Optional[Status], device: torch.device) -> Optional[dict]:
+    """The checkpoint to resume from (None for a new run, or a run stopped before its first checkpoint); a
+    UserError when it cannot be loaded. Read before anything is written."""
+    if stored is None or not rd.checkpoint_path.exists():
+        return None
+    try:
+        return load_checkpoint(rd.checkpoint_path, device)
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same user-facing problem
+        raise UserError(
+            f"{rd.checkpoint_path} cannot be loaded ({type(e).__name__}); delete it to restart the run from step 0"
+        ) from None
+
+
+def begin_attempt(
+    rd: records.RunDirectory, stored: Optional[Status], config_yaml: str, overrides: List[str], facts: Dict[str, object]
+) -> Tuple[Status, Attempt]:
+    """The first writes: the directory, config.yaml and overrides.yaml (once). Returns the Status, RUNNING with a new
+    attempt by this process and the run's facts (host, device, versions, ...), for the caller to write once
+    `resume` has said where the attempt starts."""
+    rd.path.mkdir(parents=True, exist_ok=True)
+    if not rd.config_path.exists():
+        rd.config_path.write_text(config_yaml)
+        rd.overrides_path.write_text(yaml.safe_dump(list(overrides)))
+    status = stored or Status(status="RUNNING")
+    status.status, status.error, status.traceback = "RUNNING", None, None
+    status.facts.update({"command": sys.argv, "cwd": os.getcwd(), **facts})
+    attempt = Attempt.begin()
+    status.facts["host"] = attempt.host
+    status.attempts.append(attempt)
+    return status, attempt
+
+
+def resume(state: RunState, checkpoint: Optional[dict], log: records.MetricsLog, attempt: Attempt) -> None:
+    """Continue from the checkpoint (model, optimizer, step, accumulators, RNG states, warm starts) and drop the
+    metrics rows logged after it (they are computed again, identically); without one, start the log afresh."""
+    if checkpoint is None:
+        log.truncate_after(-1)
+        return
+    state.load_checkpoint_dict(checkpoint)
+    attempt.resumed_from_step = state.step
+    log.truncate_after(state.last_logged_step)
+
+
+def record_failure(
+    rd: records.RunDirectory, status: Status, attempt: Attempt, error: BaseException, train_s: float
+) -> None:
+    """FAILED with the reason: the signal or Ctrl-C that interrupted it, or the error and its traceback."""
+    attempt.end(train_s)
+    interrupted = isinstance(error, (KeyboardInterrupt, Terminated))
+    status.status = "FAILED"
+    if interrupted:
+        status.error = str(error) if isinstance(error, Terminated) else "interrupted (KeyboardInterrupt)"
+    else:
+        status.error = "".join(traceback.format_exception_only(type(error), error)).strip()
+        status.traceback = traceback.format_exc()
+    write_status(rd.status_path, status)
+
+
+def record_stop(
+    rd: records.RunDirectory, status: Status, attempt: Attempt, result: FitResult, step: int, train_s: float
+) -> str:
+    """STOPPED by a signal at a step boundary, with a checkpoint of that step; returns the message."""
+    attempt.end(train_s)
+    attempt.stopped_at_step = step
+    status.status, status.stop_reason = "STOPPED", result.stop_reason
+    status.error = f"stopped by {result.stop_reason} at step {step} (checkpoint saved)"
+    write_status(rd.status_path, status)
+    return f"stopped by {result.stop_reason} at step {step}; checkpoint saved"
+
+
+def finish(
+    rd: records.RunDirectory,
+    status: Status,
+    attempt: Attempt,
+    result: FitResult,
+    state: RunState,
+    last_row: Dict[str, object],
+    steps_per_epoch: int,
+    train_s: float,
+) -> dict:
+    """summary.json (the last logged row, the outcome, the wall time summed over attempts) and status.json
+    COMPLETED or DIVERGED; returns the summary."""
+    attempt.end(train_s)
+    if not last_row:  # resumed exactly at a finished point: the last row is on disk
+        rows = records.read_rows(rd.metrics_path)
+        last_row = rows[-1] if rows else {}
+    summary = {k: v for k, v in last_row.items() if k != "elapsed_s"}
+    summary.update(
+        {
+            "status": result.status,
+            "stop_reason": result.stop_reason,
+            "steps": state.step,
+            "epochs": state.step / steps_per_epoch,
+            "best_test_acc": state.best_test_acc,
+            "diverged_at_step": result.diverged_at_step,
+            "num_params": status.facts.get("num_params"),
+            "wall_time_s": status.wall_time_s,
+        }
+    )
+    rd.write_summary(summary)
+    status.status, status.stop_reason, status.finished = result.status, result.stop_reason, records.now_iso()
+    write_status(rd.status_path, status)
+    return summary
