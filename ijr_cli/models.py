@@ -25,14 +25,8 @@ _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 def _flat_size(features: nn.Module, input_shape: Sequence[int]) -> int:
     """Size of `features`' output for one input, by a dry run (eval mode: no BatchNorm statistics touched)."""
-    was_training = features.training
-    features.eval()
-    try:
-        with torch.no_grad():
-            out = features(torch.zeros(1, *input_shape))
-    finally:
-        features.train(was_training)
-    return out.numel()
+    with temporary_mode(features, train=False), torch.no_grad():
+        return features(torch.zeros(1, *input_shape)).numel()
 
 
 def fcn3(input_dim: int, num_classes: int, widths: Sequence[int] = (200, 200), activation: str = "relu") -> nn.Module:
@@ -286,6 +280,21 @@ def build_model(
             f"model={name} cannot take {input_shape[1]}x{input_shape[2]} images ({e}); "
             f"use larger images or another model"
         ) from None
+
+
+@contextlib.contextmanager
+def temporary_mode(model: nn.Module, train: bool):
+    """`model.train(train)` inside; on exit the previous mode is back and BatchNorm running statistics are as they
+    were (in train mode, batch statistics update clones: `frozen_batchnorm_statistics`). The one save-and-restore
+    block of ijr: the probe passes, evaluation, input Jacobians and the models' dry runs use it, so a measurement
+    never leaves the model in another mode or with other statistics."""
+    was_training = model.training
+    model.train(train)
+    try:
+        with frozen_batchnorm_statistics(model):
+            yield model
+    finally:
+        model.train(was_training)
 
 
 @contextlib.contextmanager

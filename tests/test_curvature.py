@@ -250,19 +250,20 @@ def test_many_classes_use_algorithm_2_and_one_backward_for_u(float64):
     """C > 100: no Gram matrix; ||<J>||_2 by power iteration, ||<J> u||^2 by one backward, ||<J>||_F^2 absent."""
     import math
 
+    from helpers import measurer
+
     from ijr_cli.data import Dataset
-    from ijr_cli.measure.measurer import Measurer
 
     torch.manual_seed(0)
     model = _mlp(c=101)
     x, y = _data(n=9, c=101)
     data = Dataset("t", x, y, x[:2], y[:2], 101)
-    m = Measurer(
-        model=model,
-        data=data,
-        objective=Objective("ce", 101),
+    m = measurer(
+        model,
+        data,
+        Objective("ce", 101),
+        ["jac_op_norm", "jac_u_norm_sq", "jac_fro_sq", "ijr_proxy"],
         init_params=torch.zeros(1),
-        names=["jac_op_norm", "jac_u_norm_sq", "jac_fro_sq", "ijr_proxy"],
         probe_chunk=4,
     )
     row = m.measure(["jacobian"], lr=0.1)

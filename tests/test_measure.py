@@ -119,3 +119,49 @@ def test_unknown_metric_cadence_key(compose):
     typed = OmegaConf.to_object(compose(TINY + ["+metrics.every.sharpnes=5"]))
     with pytest.raises(UserError, match="metrics.every has unknown key"):
         validate(typed)  # the check that ijr-train and ijr-sweep's pre-flight share
+
+
+def test_the_registry_has_one_row_per_metric_group():
+    from ijr_cli.core.metric_names import GROUPS, SECONDS
+    from ijr_cli.measure.registry import REGISTRY
+
+    assert set(REGISTRY) == set(GROUPS) - {"eval"}  # eval is measure.evaluate, on the full train and test sets
+    for name, group in REGISTRY.items():
+        assert group.name == name and group.names == GROUPS[name] and callable(group.compute) and group.cost
+        assert SECONDS[name] == f"{name}_s"
+    assert {n for n, g in REGISTRY.items() if g.over_probe} == {
+        "probe_outputs",
+        "grad",
+        "sharpness",
+        "gn_sharpness",
+        "jacobian",
+    }
+
+
+def test_probe_chunks_sum_is_independent_of_the_chunking_and_the_model_is_restored(float64):
+    """The one probe loop: any chunking gives the same sum; the mode and BatchNorm statistics come back, also when
+    the loop body raises."""
+    from ijr_cli.curvature.probe import chunk_sum, probe_chunks
+
+    torch.manual_seed(0)
+    x = torch.randn(11, 4)
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+    sums = [
+        chunk_sum(plain, 11, chunk, "eval", lambda sl: [plain(x[sl]).sum(0), x[sl].square().sum()])
+        for chunk in (None, 1, 3, 4, 11, 50)
+    ]
+    for s in sums[1:]:
+        assert torch.allclose(s[0], sums[0][0], rtol=1e-13) and torch.allclose(s[1], sums[0][1], rtol=1e-13)
+    bn = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 3))
+    bn.train()
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    with pytest.raises(RuntimeError, match="boom"):
+        with probe_chunks(bn, 11, 4, "train") as slices:
+            for sl in slices:
+                bn(x[sl])  # ghost BN: batch statistics per chunk, running statistics untouched
+                raise RuntimeError("boom")
+    assert bn.training and all(torch.equal(v, bn.state_dict()[k]) for k, v in before.items())
+    bn.eval()
+    with probe_chunks(bn, 11, None, "train") as slices:
+        assert bn.training and slices == [slice(0, 11)]
+    assert not bn.training

@@ -30,6 +30,14 @@ TEST_INPUT_JAC_MAX, TEST_INPUT_JAC_MEAN = "test_input_jac_max", "test_input_jac_
 WEIGHT_NORM, DIST_INIT = "weight_norm", "dist_init"
 LOGIT_NORM_MEAN, LOGIT_SUM_ABS_MEAN, GRAD_NORM = "logit_norm_mean", "logit_sum_abs_mean", "grad_norm"
 
+# bookkeeping recorded beside the metrics (each row's step and lr, a measurement's cost and conditions)
+STEP, LR, BATCH_LOSS, ELAPSED_S = "step", "lr", "batch_loss", "elapsed_s"
+SHARPNESS_PATH = "sharpness_path"  # which Hessian-vector product path ran (cached_double_backward, ...)
+GN_SHARPNESS_RESID, GN_SHARPNESS_MATVECS = "gn_sharpness_resid", "gn_sharpness_matvecs"
+JACOBIAN_PASSES = "jacobian_passes"  # backward passes of the jacobian group
+PROBE_N, PROBE_BN_MODE = "probe_n", "probe_bn_mode"  # the probe set a curvature row was measured on
+MEASURE_SKIPPED = "measure_skipped"  # why a due measurement was not made (non-finite parameters)
+
 EVAL_METRICS = (TRAIN_LOSS, TRAIN_ACC, TRAIN_CE, TEST_LOSS, TEST_ACC, TEST_CE, GEN_GAP_LOSS, GEN_GAP_ACC)
 
 # group -> the metric names it produces (requestable names; bookkeeping keys such as sharpness_s come along)
@@ -57,3 +65,15 @@ GROUPS: Dict[str, tuple] = {
 COMPANIONS = {SHARPNESS: (SHARPNESS_K, SHARPNESS_RESID, SHARPNESS_MATVECS)}
 GROUP_OF = {name: group for group, names in GROUPS.items() for name in names}
 MEASURABLE = tuple(name for group, names in GROUPS.items() if group != "eval" for name in names)
+# each group's wall time in a row, "<group>_s" (spelled out: grep finds every key ijr writes)
+SECONDS = {
+    "eval": "eval_s",
+    "weights": "weights_s",
+    "threshold": "threshold_s",
+    "probe_outputs": "probe_outputs_s",
+    "grad": "grad_s",
+    "sharpness": "sharpness_s",
+    "gn_sharpness": "gn_sharpness_s",
+    "jacobian": "jacobian_s",
+    "input_jacobian": "input_jacobian_s",
+}

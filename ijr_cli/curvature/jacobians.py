@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from ijr_cli.core.metric_names import JAC_FRO_SQ, JAC_OP_NORM, JAC_U_NORM_SQ
 from ijr_cli.curvature.params import ParameterVector
-from ijr_cli.curvature.probe import functional_model, probe_mode
-from ijr_cli.data import chunks
+from ijr_cli.curvature.probe import functional_model, probe_chunks
 
 
 def weighted_mean_logit_gradients(
@@ -31,10 +31,10 @@ def weighted_mean_logit_gradients(
     model's dtype; the result is returned in float64."""
     pv = ParameterVector(model)
     n = x.shape[0]
-    rows: Optional[torch.Tensor] = None
+    rows: Optional[torch.Tensor] = None  # accumulated in place: one K x m buffer (K = C is up to 100 rows of m)
     passes = 0
-    with probe_mode(model, bn_mode):
-        for sl in chunks(n, chunk):
+    with probe_chunks(model, n, chunk, bn_mode) as slices:
+        for sl in slices:
             z = model(x[sl])
             w = weights(z.shape[1]).to(dtype=z.dtype, device=z.device)
             if rows is None:
@@ -58,9 +58,9 @@ def gram_summaries(k: torch.Tensor) -> dict:
     """jac_op_norm, jac_fro_sq, jac_u_norm_sq (u = 1/sqrt(C)) from the Gram matrix K."""
     c = k.shape[0]
     return {
-        "jac_op_norm": float(torch.linalg.eigvalsh(k)[-1].clamp_min(0).sqrt()),
-        "jac_fro_sq": float(torch.trace(k)),
-        "jac_u_norm_sq": float(k.sum() / c),
+        JAC_OP_NORM: float(torch.linalg.eigvalsh(k)[-1].clamp_min(0).sqrt()),
+        JAC_FRO_SQ: float(torch.trace(k)),
+        JAC_U_NORM_SQ: float(k.sum() / c),
     }
 
 
@@ -93,12 +93,11 @@ def mean_jacobian_top_singular(
     fmodel = functional_model(model, bn_mode)
     buffers = {n: b for n, b in fmodel.named_buffers()}
     n = x.shape[0]
-    slices = list(chunks(n, chunk))
+    with probe_chunks(model, n, chunk, bn_mode) as slices:
 
-    def mean_logits(p):
-        return sum(functional_call(fmodel, (p, buffers), (x[sl],)).sum(dim=0) for sl in slices) / n
+        def mean_logits(p):
+            return sum(functional_call(fmodel, (p, buffers), (x[sl],)).sum(dim=0) for sl in slices) / n
 
-    with probe_mode(model, bn_mode):
         z, pullback = vjp(mean_logits, params)
         u = torch.randn(z.shape[0], generator=generator, dtype=z.dtype).to(z.device)
         u /= torch.linalg.vector_norm(u)
@@ -119,20 +118,15 @@ def mean_jacobian_top_singular(
 @torch.no_grad()
 def input_jacobian_norms(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
     """Per example ||d softmax(f(x)) / dx||_2, the spectral norm of a C x d matrix (paper 002), in eval mode."""
-    was_training = model.training
-    model.eval()
     params = {n: p.detach() for n, p in model.named_parameters()}
-    buffers = {n: b for n, b in model.named_buffers()}
-
-    def prob(xi):
-        return torch.softmax(functional_call(model, (params, buffers), (xi[None],))[0], dim=0)
-
     out = []
-    try:
-        with torch.enable_grad():
-            for sl in chunks(x.shape[0], chunk):
-                jac = vmap(jacrev(prob))(x[sl])  # (B, C, *input_shape)
-                out.append(torch.linalg.matrix_norm(jac.reshape(jac.shape[0], jac.shape[1], -1), ord=2))
-    finally:
-        model.train(was_training)
+    with probe_chunks(model, x.shape[0], chunk, "eval") as slices, torch.enable_grad():
+        buffers = {n: b for n, b in model.named_buffers()}
+
+        def prob(xi):
+            return torch.softmax(functional_call(model, (params, buffers), (xi[None],))[0], dim=0)
+
+        for sl in slices:
+            jac = vmap(jacrev(prob))(x[sl])  # (B, C, *input_shape)
+            out.append(torch.linalg.matrix_norm(jac.reshape(jac.shape[0], jac.shape[1], -1), ord=2))
     return torch.cat(out)

@@ -27,8 +27,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp
 
 from ijr_cli.curvature.params import ParameterVector
-from ijr_cli.curvature.probe import functional_model, has_batchnorm, probe_mode
-from ijr_cli.data import chunks
+from ijr_cli.curvature.probe import chunk_sum, functional_model, has_batchnorm, probe_chunks
 from ijr_cli.objectives import Objective
 
 
@@ -50,23 +49,19 @@ def _buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
     return {n: b for n, b in model.named_buffers()}
 
 
-def _chunk_sum(
+def _probe_product(
     model: nn.Module,
     bn_mode: str,
-    pv: "ParameterVector",
-    slices: List[slice],
+    pv: ParameterVector,
     n: int,
+    chunk: Optional[int],
     v: torch.Tensor,
     product: Callable,
 ) -> torch.Tensor:
-    """(1/n) sum over chunks of `product(slice, v as a dict of tensors)`, flattened: the one loop every
+    """(1/n) sum over the probe set's chunks of `product(slice, v as a dict of tensors)`, flattened: what every
     uncached curvature product shares (sum over chunks, divide by the probe size once)."""
     vd = pv.unflatten(v)
-    out = torch.zeros_like(v)
-    with probe_mode(model, bn_mode):
-        for sl in slices:
-            out += pv.flatten(product(sl, vd))
-    return out / n
+    return chunk_sum(model, n, chunk, bn_mode, lambda sl: pv.flatten(product(sl, vd))) / n
 
 
 def loss_gradient(
@@ -79,22 +74,19 @@ def loss_gradient(
 ) -> torch.Tensor:
     """Flat gradient of L_S (for `grad_norm`, `cos_grad_top_eig`): n summed chunks, one division."""
     pv = ParameterVector(model)
-    n = x.shape[0]
-    out = torch.zeros(pv.dim, dtype=pv.params[0].dtype, device=x.device)
-    with probe_mode(model, bn_mode):
-        for sl in chunks(n, chunk):
-            g = torch.autograd.grad(objective.sum(model(x[sl]), y[sl]), pv.params)
-            out += pv.flatten(g)
-    return out / n
+
+    def chunk_gradient(sl: slice) -> torch.Tensor:
+        return pv.flatten(torch.autograd.grad(objective.sum(model(x[sl]), y[sl]), pv.params))
+
+    return chunk_sum(model, x.shape[0], chunk, bn_mode, chunk_gradient) / x.shape[0]
 
 
 def _operator_setup(model: nn.Module, x: torch.Tensor, chunk: Optional[int], bn_mode: str):
-    """What every probe operator needs: flat parameter views, probe size, chunk slices, detached parameter
-    values, and the module (with its buffers) to call through torch.func."""
+    """What every probe operator needs: flat parameter views, probe size, detached parameter values, and the module
+    (with its buffers) to call through torch.func."""
     pv = ParameterVector(model)
-    n = x.shape[0]
     fmodel = functional_model(model, bn_mode)
-    return pv, n, list(chunks(n, chunk)), pv.detached(), fmodel, _buffers(fmodel)
+    return pv, x.shape[0], pv.detached(), fmodel, _buffers(fmodel)
 
 
 def hessian_operator(
@@ -109,7 +101,7 @@ def hessian_operator(
 ) -> ProbeOperator:
     """v -> H v for the Hessian of L_S. `path`: "auto" (cached double backward if `cache_graph`, else
     forward-over-reverse with a fallback to double backward), or one of the three paths by name."""
-    pv, n, slices, params, fmodel, buffers = _operator_setup(model, x, chunk, bn_mode)
+    pv, n, params, fmodel, buffers = _operator_setup(model, x, chunk, bn_mode)
 
     def chunk_loss(p, xb, yb):
         return objective.sum(functional_call(fmodel, (p, buffers), (xb,)), yb)
@@ -124,16 +116,16 @@ def hessian_operator(
         return torch.autograd.grad(g, pv.params, grad_outputs=[vd[name] for name in pv.names])
 
     def fwd_rev(v: torch.Tensor) -> torch.Tensor:
-        return _chunk_sum(model, bn_mode, pv, slices, n, v, fwd_rev_chunk)
+        return _probe_product(model, bn_mode, pv, n, chunk, v, fwd_rev_chunk)
 
     def double_backward(v: torch.Tensor) -> torch.Tensor:
-        return _chunk_sum(model, bn_mode, pv, slices, n, v, double_backward_chunk)
+        return _probe_product(model, bn_mode, pv, n, chunk, v, double_backward_chunk)
 
     cache: List = []
 
     def cached(v: torch.Tensor) -> torch.Tensor:
         if not cache:  # build every chunk's gradient graph once, under the probe's mode
-            with probe_mode(model, bn_mode):
+            with probe_chunks(model, n, chunk, bn_mode) as slices:
                 for sl in slices:
                     loss = objective.sum(model(x[sl]), y[sl])
                     cache.append(torch.autograd.grad(loss, pv.params, create_graph=True))
@@ -180,7 +172,7 @@ def gauss_newton_operator(
     bn_mode: str = "eval",
 ) -> ProbeOperator:
     """v -> G v, G = (1/n) sum_x J(x)^T M(x) J(x), J = d logits / d theta (SCIENCE.md `gn_sharpness`)."""
-    pv, n, slices, params, fmodel, buffers = _operator_setup(model, x, chunk, bn_mode)
+    pv, n, params, fmodel, buffers = _operator_setup(model, x, chunk, bn_mode)
 
     def gv_chunk(sl, vd):
         f = lambda p: functional_call(fmodel, (p, buffers), (x[sl],))  # noqa: E731
@@ -189,6 +181,6 @@ def gauss_newton_operator(
         return pullback(logit_hessian_product(objective.kind, z, jv))[0]
 
     def gv(v: torch.Tensor) -> torch.Tensor:
-        return _chunk_sum(model, bn_mode, pv, slices, n, v, gv_chunk)
+        return _probe_product(model, bn_mode, pv, n, chunk, v, gv_chunk)
 
     return ProbeOperator(gv, pv.dim, "jvp_vjp")

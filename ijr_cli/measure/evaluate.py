@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Dict
 
@@ -19,39 +18,27 @@ from ijr_cli.core.metric_names import (
     TRAIN_CE,
     TRAIN_LOSS,
 )
-from ijr_cli.data import Dataset, chunks
+from ijr_cli.curvature.probe import chunk_sum
+from ijr_cli.data import Dataset
 from ijr_cli.objectives import Objective, cross_entropy_sum
-
-# --- evaluation on the full train and test sets --------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Eval mode inside, the previous mode restored on exit (measurements never leave the model changed)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 @torch.no_grad()
 def evaluate_split(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective, batch_size: int
 ) -> Dict[str, float]:
-    """Mean loss as trained, mean plain cross-entropy and accuracy over (x, y), in eval mode; one host sync."""
+    """Mean loss as trained, mean plain cross-entropy and accuracy over (x, y), in eval mode (the model's mode
+    restored afterwards); sums in float64, one host sync."""
     n = x.shape[0]
     if n == 0:
         return {"loss": math.nan, "ce": math.nan, "acc": math.nan}
-    sums = torch.zeros(3, dtype=torch.float64, device=x.device)
-    with eval_mode(model):
-        for sl in chunks(n, batch_size):
-            z = model(x[sl])
-            sums[0] += objective.sum(z, y[sl]).double()
-            sums[1] += cross_entropy_sum(z, y[sl]).double()
-            sums[2] += (z.argmax(dim=1) == y[sl]).sum()
-    loss, ce, correct = (sums / n).tolist()
+
+    def sums(sl: slice) -> torch.Tensor:
+        z = model(x[sl])
+        correct = (z.argmax(dim=1) == y[sl]).sum()
+        return torch.stack([objective.sum(z, y[sl]).double(), cross_entropy_sum(z, y[sl]).double(), correct.double()])
+
+    loss, ce, correct = (chunk_sum(model, n, batch_size, "eval", sums) / n).tolist()
     return {"loss": loss, "ce": ce, "acc": correct}
 
 

@@ -18,6 +18,7 @@ from typing import Callable, List, Optional
 
 import pandas as pd
 
+from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
 from ijr_cli.core.errors import UserError
 from ijr_cli.report import collect, page, tables
@@ -238,7 +239,7 @@ def write_figures(data: collect.Collection, sections, out: Path):
             fig = figures.finals(sub, x, hue, out, f"{slug}_finals_vs_{_slug(x)}", f"{sweep}: final metrics vs {x}")
             section.figures += [fig] if fig else []
         if len(keys) == 2:
-            for metric in ("test_acc", "gen_gap_loss", "sharpness"):
+            for metric in (M.TEST_ACC, M.GEN_GAP_LOSS, M.SHARPNESS):
                 fig = figures.heatmap(
                     sub,
                     keys[0],
@@ -253,18 +254,18 @@ def write_figures(data: collect.Collection, sections, out: Path):
 
 
 _TRAJECTORY_COLUMNS = (
-    "sharpness",
-    "threshold",
-    "impurity_mean",
-    "impurity_q25",
-    "impurity_q75",
-    "jac_op_norm",
-    "ijr_proxy",
-    "input_jac_max",
-    "train_ce",
-    "test_ce",
-    "train_acc",
-    "test_acc",
+    M.SHARPNESS,
+    M.THRESHOLD,
+    M.IMPURITY_MEAN,
+    M.IMPURITY_Q25,
+    M.IMPURITY_Q75,
+    M.JAC_OP_NORM,
+    M.IJR_PROXY,
+    M.INPUT_JAC_MAX,
+    M.TRAIN_CE,
+    M.TEST_CE,
+    M.TRAIN_ACC,
+    M.TEST_ACC,
 )
 
 

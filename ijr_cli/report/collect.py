@@ -103,7 +103,7 @@ def _read_yaml(path: Path):
 
 # ------------------------------------------------------------------------------------------ metrics.jsonl
 # Keys ijr writes that are not plain numbers (everything else in a row is read as float64, `step` as int64).
-TEXT_KEYS = ("sharpness_path", "probe_bn_mode")
+TEXT_KEYS = (M.SHARPNESS_PATH, M.PROBE_BN_MODE)
 LIST_KEYS = (M.SHARPNESS_K,)
 
 

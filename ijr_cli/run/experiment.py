@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
 from ijr_cli.core.config import TrainConfig, validate
 from ijr_cli.core.status import write_status
@@ -102,7 +103,7 @@ def _fit(
         if "eval" in groups:
             row.update(evaluate(state.model, b.data, b.objective, cfg.trainer.eval_batch_size))
         row.update(b.measurer.measure(groups, lr=lr_at(max(step - 1, 0))))
-        row["elapsed_s"] = earlier_s + time.perf_counter() - started
+        row[M.ELAPSED_S] = earlier_s + time.perf_counter() - started
         return row
 
     def log_row(row: dict) -> None:

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import yaml
 
+from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
 from ijr_cli.core.errors import Terminated, UserError
 from ijr_cli.core.status import FINISHED, Attempt, Status, read_status, write_status
@@ -139,7 +140,7 @@ def finish(
     if not last_row:  # resumed exactly at a finished point: the last row is on disk
         rows = records.read_rows(rd.metrics_path)
         last_row = rows[-1] if rows else {}
-    summary = {k: v for k, v in last_row.items() if k != "elapsed_s"}
+    summary = {k: v for k, v in last_row.items() if k != M.ELAPSED_S}
     summary.update(
         {
             "status": result.status,

@@ -8,6 +8,7 @@ from typing import Dict, Optional
 import torch
 
 import ijr_cli
+from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
 from ijr_cli.core.status import Status
 
@@ -36,19 +37,19 @@ def summary_table(summary: dict, run_dir: Path, status: Optional[Status] = None)
     )
     lines = [head, f"  {'':18}{'train':>10}{'test':>10}{'gap':>10}"]
     for label, tr, te, gap in (
-        ("loss (as trained)", "train_loss", "test_loss", None),
-        ("cross-entropy", "train_ce", "test_ce", "gen_gap_loss"),
-        ("accuracy", "train_acc", "test_acc", "gen_gap_acc"),
+        ("loss (as trained)", M.TRAIN_LOSS, M.TEST_LOSS, None),
+        ("cross-entropy", M.TRAIN_CE, M.TEST_CE, M.GEN_GAP_LOSS),
+        ("accuracy", M.TRAIN_ACC, M.TEST_ACC, M.GEN_GAP_ACC),
     ):
         lines.append(
             f"  {label:18}{fmt(summary.get(tr)):>10}{fmt(summary.get(te)):>10}"
             f"{fmt(summary.get(gap)) if gap else '':>10}"
         )
     lines.append(f"  best test accuracy {fmt(summary.get('best_test_acc'))}; {summary['num_params']:,} parameters")
-    if summary.get("sharpness") is not None and summary.get("threshold"):
-        ratio = summary["sharpness"] / summary["threshold"]
+    if summary.get(M.SHARPNESS) is not None and summary.get(M.THRESHOLD):
+        ratio = summary[M.SHARPNESS] / summary[M.THRESHOLD]
         lines.append(
-            f"  sharpness {summary['sharpness']:.4g} vs stability threshold {summary['threshold']:.4g} "
+            f"  sharpness {summary[M.SHARPNESS]:.4g} vs stability threshold {summary[M.THRESHOLD]:.4g} "
             f"(ratio {ratio:.3f}{'; at the edge of stability' if abs(ratio - 1) <= 0.15 else ''})"
         )
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
+from ijr_cli.core import metric_names as M
 from ijr_cli.train.state import RunState
 
 
@@ -57,12 +58,12 @@ def fit(
 
     def log_row() -> Dict[str, float]:
         step = state.step
-        row: Dict[str, float] = {"step": step, "lr": lr_at(max(step - 1, 0))}
+        row: Dict[str, float] = {M.STEP: step, M.LR: lr_at(max(step - 1, 0))}
         if state.loss_count:
-            row["batch_loss"] = float(state.loss_sum) / state.loss_count
+            row[M.BATCH_LOSS] = float(state.loss_sum) / state.loss_count
         row.update(evaluate(step))
         state.loss_sum, state.loss_count, state.last_logged_step = None, 0, step
-        acc = row.get("test_acc")
+        acc = row.get(M.TEST_ACC)
         if acc is not None and math.isfinite(acc) and (state.best_test_acc is None or acc > state.best_test_acc):
             state.best_test_acc = acc
         log(row)
@@ -71,13 +72,13 @@ def fit(
     def diverged(row: Optional[dict]) -> bool:
         if state.loss_sum is not None and not bool(torch.isfinite(state.loss_sum)):
             return True
-        return row is not None and not math.isfinite(row.get("train_loss", 0.0))
+        return row is not None and not math.isfinite(row.get(M.TRAIN_LOSS, 0.0))
 
     if state.step == 0 and state.last_logged_step < 0:  # the row of the initial parameters
         row = log_row()
         if diverged(row):
             return FitResult("DIVERGED", "non_finite_loss", state.step)
-        if train_acc_goal is not None and row.get("train_acc", 0.0) >= train_acc_goal:
+        if train_acc_goal is not None and row.get(M.TRAIN_ACC, 0.0) >= train_acc_goal:
             return FitResult("COMPLETED", "train_acc_goal")
     bar = _progress_bar(progress, total_steps, state.step)
     try:
@@ -103,11 +104,11 @@ def fit(
                     bar.set_postfix(loss=f"{float(state.loss_sum) / state.loss_count:.4g}", refresh=False)
             if due_eval:
                 row = log_row()
-                if "train_loss" in row and "train_acc" in row:
-                    bar.set_postfix(loss=f"{row['train_loss']:.4g}", acc=f"{row['train_acc']:.3f}", refresh=False)
+                if M.TRAIN_LOSS in row and M.TRAIN_ACC in row:
+                    bar.set_postfix(loss=f"{row[M.TRAIN_LOSS]:.4g}", acc=f"{row[M.TRAIN_ACC]:.3f}", refresh=False)
                 if diverged(row):
                     return FitResult("DIVERGED", "non_finite_loss", state.step)
-                if train_acc_goal is not None and row.get("train_acc", 0.0) >= train_acc_goal:
+                if train_acc_goal is not None and row.get(M.TRAIN_ACC, 0.0) >= train_acc_goal:
                     checkpoint()
                     return FitResult("COMPLETED", "train_acc_goal")
             if state.step % checkpoint_every == 0:

@@ -1,0 +1,223 @@
+"""The metric groups of SCIENCE.md beyond the train/test evaluation: one function per group, each returning its
+metrics (the names of `core.metric_names.GROUPS[group]`) and its bookkeeping. `registry.REGISTRY` lists them.
+
+Every function takes the `Measurer` (the model, the probe set S, the Lanczos warm starts, this row's shared work)
+and the learning rate of the row. Probe set S: the first `probe_n` training examples (no augmentation), processed
+in chunks of `probe_chunk`, losses summed over chunks and divided by |S| once, in `probe_bn_mode` ("eval", or
+"train": per-chunk batch statistics, Cohen et al.'s ghost BN; running statistics never change).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Dict
+
+import torch
+
+from ijr_cli.core.metric_names import (
+    COS_GRAD_TOP_EIG,
+    DIST_INIT,
+    GINI_MEAN,
+    GN_SHARPNESS,
+    GN_SHARPNESS_MATVECS,
+    GN_SHARPNESS_RESID,
+    GRAD_NORM,
+    IJR_PROXY,
+    IMPURITY_MEAN,
+    IMPURITY_Q25,
+    IMPURITY_Q50,
+    IMPURITY_Q75,
+    INPUT_JAC_MAX,
+    INPUT_JAC_MEAN,
+    JAC_FRO_SQ,
+    JAC_OP_NORM,
+    JAC_U_NORM_SQ,
+    JACOBIAN_PASSES,
+    LOGIT_NORM_MEAN,
+    LOGIT_SUM_ABS_MEAN,
+    P1_MEAN,
+    SHARPNESS,
+    SHARPNESS_K,
+    SHARPNESS_MATVECS,
+    SHARPNESS_PATH,
+    SHARPNESS_RESID,
+    TEST_INPUT_JAC_MAX,
+    TEST_INPUT_JAC_MEAN,
+    THRESHOLD,
+    WEIGHT_NORM,
+)
+from ijr_cli.curvature.impurity import gini, top_impurity
+from ijr_cli.curvature.jacobians import (
+    gram_summaries,
+    input_jacobian_norms,
+    mean_jacobian_gram,
+    mean_jacobian_top_singular,
+    mean_jacobian_u_norm_sq,
+)
+from ijr_cli.curvature.lanczos import LanczosResult, lanczos_top
+from ijr_cli.curvature.operators import ProbeOperator, gauss_newton_operator, hessian_operator, loss_gradient
+from ijr_cli.curvature.params import flat_parameters
+from ijr_cli.curvature.probe import probe_chunks
+from ijr_cli.optim import stability_threshold
+
+if TYPE_CHECKING:
+    from ijr_cli.measure.measurer import Measurer
+
+
+def weights(m: "Measurer", lr: float) -> Dict[str, object]:
+    """||theta|| and ||theta - theta_0|| (one pass over the parameters)."""
+    theta = flat_parameters(m.model)
+    return {
+        WEIGHT_NORM: float(torch.linalg.vector_norm(theta)),
+        DIST_INIT: float(torch.linalg.vector_norm(theta - m.init_params)),
+    }
+
+
+def threshold(m: "Measurer", lr: float) -> Dict[str, object]:
+    """The stability threshold of the step size (SCIENCE.md `threshold`: 2/lr, or its momentum form)."""
+    return {THRESHOLD: stability_threshold(lr, m.momentum, m.nesterov)}
+
+
+@torch.no_grad()
+def probe_outputs(m: "Measurer", lr: float) -> Dict[str, object]:
+    """Over S, from one forward pass: the impurity lambda_(1)(x) of diag(p) - p p^T (paper 000 Theorem 1, exact by
+    the secular equation), its mean and quartiles (linear interpolation), the Gini impurity 1 - ||p||^2, p_(1),
+    and the logit norms ||z|| and |sum z| (paper 000 App. F); all in float64."""
+    lams, ginis, p1s, norms, sums = [], [], [], [], []
+    with probe_chunks(m.model, m.x_probe.shape[0], m.probe_chunk, m.probe_bn_mode) as slices:
+        for sl in slices:
+            z = m.model(m.x_probe[sl]).double()
+            p = torch.softmax(z, dim=1)
+            lams.append(top_impurity(p))
+            ginis.append(gini(p))
+            p1s.append(p.max(dim=1).values)
+            norms.append(torch.linalg.vector_norm(z, dim=1))
+            sums.append(z.sum(dim=1).abs())
+    lam = torch.cat(lams)
+    q = torch.quantile(lam, torch.tensor([0.25, 0.5, 0.75], dtype=lam.dtype, device=lam.device))
+    values = torch.stack(
+        [
+            lam.mean(),
+            q[0],
+            q[1],
+            q[2],
+            torch.cat(ginis).mean(),
+            torch.cat(p1s).mean(),
+            torch.cat(norms).mean(),
+            torch.cat(sums).mean(),
+        ]
+    ).tolist()  # one host sync
+    keys = (
+        IMPURITY_MEAN,
+        IMPURITY_Q25,
+        IMPURITY_Q50,
+        IMPURITY_Q75,
+        GINI_MEAN,
+        P1_MEAN,
+        LOGIT_NORM_MEAN,
+        LOGIT_SUM_ABS_MEAN,
+    )
+    return dict(zip(keys, values))
+
+
+def probe_gradient(m: "Measurer") -> torch.Tensor:
+    """grad L_S (one backward pass over S), computed once per row: grad_norm and cos_grad_top_eig share it."""
+    if "gradient" not in m.row_cache:
+        m.row_cache["gradient"] = loss_gradient(
+            m.model, m.x_probe, m.y_probe, m.objective, m.probe_chunk, m.probe_bn_mode
+        )
+    return m.row_cache["gradient"]
+
+
+def grad(m: "Measurer", lr: float) -> Dict[str, object]:
+    """||grad L_S||."""
+    return {GRAD_NORM: float(torch.linalg.vector_norm(probe_gradient(m)))}
+
+
+def _lanczos(m: "Measurer", op: ProbeOperator, key: str) -> LanczosResult:
+    """Top-k algebraic eigenpairs of `op`, warm-started from this group's last top eigenvector (checkpointed, so a
+    resumed run repeats the estimates exactly); the cold start is Gaussian from the run's seed."""
+    r = lanczos_top(
+        op,
+        op.dim,
+        k=m.sharpness_k,
+        max_iters=m.lanczos_max_iters,
+        tol=m.lanczos_tol,
+        v0=m.warm.get(key),
+        generator=torch.Generator().manual_seed(m.seed),
+        device=m.x_probe.device,
+        dtype=m.x_probe.dtype,
+    )
+    m.warm[key] = r.eigenvectors[:, 0].detach().clone()
+    return r
+
+
+def sharpness(m: "Measurer", lr: float) -> Dict[str, object]:
+    """The largest ALGEBRAIC eigenvalue of H = grad^2 L_S (and the top k) by Lanczos on Hessian-vector products,
+    its relative Ritz residual and the products used; cos(grad L_S, top eigenvector) when asked for."""
+    op = hessian_operator(
+        m.model, m.x_probe, m.y_probe, m.objective, m.probe_chunk, m.probe_bn_mode, cache_graph=m.probe_cache_graph
+    )
+    r = _lanczos(m, op, SHARPNESS)
+    out = {
+        SHARPNESS: float(r.eigenvalues[0]),
+        SHARPNESS_K: [float(v) for v in r.eigenvalues],
+        SHARPNESS_RESID: float(r.residuals[0]),
+        SHARPNESS_MATVECS: op.num_products,
+        SHARPNESS_PATH: op.path,
+    }
+    if COS_GRAD_TOP_EIG in m.wanted:
+        g, v = probe_gradient(m), r.eigenvectors[:, 0]
+        out[COS_GRAD_TOP_EIG] = float(
+            torch.dot(g, v) / (torch.linalg.vector_norm(g) * torch.linalg.vector_norm(v)).clamp_min(1e-30)
+        )
+    return out
+
+
+def gn_sharpness(m: "Measurer", lr: float) -> Dict[str, object]:
+    """The top eigenvalue of the Gauss-Newton matrix G = (1/n) sum J^T M J by Lanczos on one jvp and one vjp per
+    chunk and product."""
+    op = gauss_newton_operator(m.model, m.x_probe, m.y_probe, m.objective, m.probe_chunk, m.probe_bn_mode)
+    r = _lanczos(m, op, GN_SHARPNESS)
+    return {
+        GN_SHARPNESS: float(r.eigenvalues[0]),
+        GN_SHARPNESS_RESID: float(r.residuals[0]),
+        GN_SHARPNESS_MATVECS: op.num_products,
+    }
+
+
+def jacobian(m: "Measurer", lr: float) -> Dict[str, object]:
+    """The mean logit Jacobian <J> (paper 000) through its C x C Gram matrix (C <= 100: C backward passes per
+    chunk): ||<J>||_2, ||<J>||_F^2, ||<J> u||^2 with u = 1/sqrt(C); for C > 100, paper 000's Algorithm 2 for
+    ||<J>||_2 and one backward for ||<J> u||^2, while ||<J>||_F^2 (C x m memory) is not computed. ijr_proxy =
+    impurity_mean * ||<J> u||^2, with this row's impurity when that group already ran."""
+    x, c = m.x_probe, m.data.num_classes
+    if c <= 100:
+        k, passes = mean_jacobian_gram(m.model, x, m.probe_chunk, m.probe_bn_mode)
+        out = gram_summaries(k)
+    else:
+        norm, passes = mean_jacobian_top_singular(
+            m.model, x, m.probe_chunk, m.probe_bn_mode, generator=torch.Generator().manual_seed(m.seed)
+        )
+        u_norm_sq, u_passes = mean_jacobian_u_norm_sq(m.model, x, m.probe_chunk, m.probe_bn_mode)
+        out = {JAC_OP_NORM: norm, JAC_FRO_SQ: math.nan, JAC_U_NORM_SQ: u_norm_sq}
+        passes += u_passes
+    if IJR_PROXY in m.wanted:
+        impurity = (m.row_cache.get("probe_outputs") or probe_outputs(m, lr))[IMPURITY_MEAN]
+        out[IJR_PROXY] = impurity * out[JAC_U_NORM_SQ]
+    out[JACOBIAN_PASSES] = passes
+    return out
+
+
+def input_jacobian(m: "Measurer", lr: float) -> Dict[str, object]:
+    """Per-example spectral norms of d softmax(f(x)) / dx (paper 002), max and mean, on the first n_input_jac
+    examples of S and of the test set, in eval mode (one vmapped jacrev per chunk)."""
+    out = {}
+    for x, (max_key, mean_key) in (
+        (m.x_probe, (INPUT_JAC_MAX, INPUT_JAC_MEAN)),
+        (m.data.x_test, (TEST_INPUT_JAC_MAX, TEST_INPUT_JAC_MEAN)),
+    ):
+        norms = input_jacobian_norms(m.model, x[: m.n_input_jac], m.probe_chunk)
+        out[max_key] = float(norms.max()) if len(norms) else math.nan
+        out[mean_key] = float(norms.mean()) if len(norms) else math.nan
+    return out
