@@ -69,6 +69,36 @@ def test_the_job_list_sweeper_runs_exactly_the_listed_jobs(tmp_path):
         assert f"lr: {lr}" in (tmp_path / "s" / name / "config.yaml").read_text()
 
 
+def test_named_jobs_run_in_the_directory_the_list_names(tmp_path):
+    """ijr-sweep's jobs file names each job's run directory (`job_directory_name`); the sweeper hands the name to
+    Hydra as that job's hydra.sweep.subdir, commas, '=' and brackets included."""
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(
+        "- {name: 'optimizer.lr=0.1,seed=3', overrides: [seed=3, optimizer.lr=0.1]}\n"
+        "- {name: 'regularizer=[mixup,none],seed=4', overrides: [seed=4, 'regularizer=[mixup,none]']}\n"
+    )
+    common = [o for o in TINY if not o.startswith("optimizer.lr=")]
+    r = run_cli(
+        [
+            "-m",
+            *common,
+            "trainer.max_steps=2",
+            "metrics=none",
+            "hydra/sweeper=ijr_jobs",
+            f"hydra.sweeper.jobs_file={jobs}",
+            f"hydra.sweep.dir={tmp_path / 's'}",
+        ]
+    )
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir()) == [
+        "optimizer.lr=0.1,seed=3",
+        "regularizer=[mixup,none],seed=4",
+    ]
+    assert "lr: 0.1" in (tmp_path / "s" / "optimizer.lr=0.1,seed=3" / "config.yaml").read_text()
+    overrides = (tmp_path / "s" / "optimizer.lr=0.1,seed=3" / "overrides.yaml").read_text()
+    assert "seed=3" in overrides and "hydra.sweep.subdir" not in overrides  # the run's own overrides only
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [

@@ -25,6 +25,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
+from hydra_plugins.ijr_plugins.sweeper import run_dir_name
+
 log = logging.getLogger(__name__)
 
 
@@ -41,24 +43,6 @@ def _slurm_params(params: Dict[str, Any]) -> Dict[str, Any]:
 
 def _job_args(overrides: Sequence[str], idx: int) -> tuple:
     return (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
-
-
-def _run_dir_names(config, job_overrides: Sequence[Sequence[str]]) -> List[Optional[str]]:
-    """Each job's run directory name below the sweep dir, when the subdir is Hydra's `override_dirname`."""
-    from hydra._internal.config_loader_impl import get_overrides_dirname
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
-    if subdir != "${hydra.job.override_dirname}":
-        return [None] * len(job_overrides)
-    od = config.hydra.job.config.override_dirname
-    parser = OverridesParser.create()
-    return [
-        get_overrides_dirname(
-            parser.parse_overrides(list(o)), exclude_keys=list(od.exclude_keys), item_sep=od.item_sep, kv_sep=od.kv_sep
-        )
-        for o in job_overrides
-    ]
 
 
 @dataclass
@@ -86,7 +70,7 @@ class NonBlockingSlurmLauncher(BaseSubmititLauncher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         args = [_job_args(o, initial_job_idx + i) for i, o in enumerate(job_overrides)]
         jobs = executor.map_array(self, *zip(*args))
-        names = _run_dir_names(self.config, job_overrides)
+        names = [run_dir_name(o) for o in job_overrides]
         sweep_state.record_submissions(
             sweep_dir,
             [

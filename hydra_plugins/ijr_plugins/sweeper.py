@@ -58,13 +58,9 @@ class JobListSweeper(Sweeper):
             jobs = yaml.safe_load(Path(self.jobs_file).read_text())
         except (OSError, yaml.YAMLError) as e:
             raise ValueError(f"cannot read hydra.sweeper.jobs_file={self.jobs_file} ({e})") from None
-        if (
-            not isinstance(jobs, list)
-            or not jobs
-            or not all(isinstance(j, list) and all(isinstance(o, str) for o in j) for j in jobs)
-        ):
+        if not isinstance(jobs, list) or not jobs or not all(_is_job(j) for j in jobs):
             raise ValueError(f"{self.jobs_file} must be a non-empty YAML list of lists of key=value overrides")
-        return [list(arguments) + list(job) for job in jobs]
+        return [list(arguments) + _job_overrides(job) for job in jobs]
 
     def sweep(self, arguments: List[str]) -> Any:
         jobs = self.jobs(arguments)
@@ -82,3 +78,30 @@ class JobListSweeper(Sweeper):
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="ijr_jobs", node=JobListSweeperConf, provider="ijr")
+
+
+def _is_job(job) -> bool:
+    """A list of overrides, or {name: its run directory below hydra.sweep.dir, overrides: [...]}."""
+    if isinstance(job, dict):
+        return isinstance(job.get("name"), str) and bool(job["name"]) and _is_job(job.get("overrides"))
+    return isinstance(job, list) and all(isinstance(o, str) for o in job)
+
+
+def _job_overrides(job) -> List[str]:
+    """A named job runs in hydra.sweep.dir/<name>: its name is given to Hydra as that job's hydra.sweep.subdir
+    (quoted, since a name holds ',' and '='). ijr-sweep names its jobs with `ijr_cli.sweep.study.job_directory_name`,
+    the one place that name is computed."""
+    if isinstance(job, list):
+        return list(job)
+    quoted = "'" + job["name"].replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return list(job["overrides"]) + [f"hydra.sweep.subdir={quoted}"]
+
+
+def run_dir_name(job_overrides) -> Optional[str]:
+    """The run directory name a named job was given (its hydra.sweep.subdir override), or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for text in job_overrides:
+        if text.startswith("hydra.sweep.subdir="):
+            return str(OverridesParser.create().parse_override(text).value())
+    return None

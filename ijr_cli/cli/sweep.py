@@ -265,7 +265,7 @@ def sweep(argv: Optional[List[str]] = None) -> None:
     launch_dir.mkdir(exist_ok=True)
     jobs_file = launch_dir / f"jobs-{stamp}.yaml"
     by_name = dict(zip(names, jobs))
-    jobs_file.write_text(OmegaConf.to_yaml(OmegaConf.create([by_name[n] for n in to_run])))
+    jobs_file.write_text(OmegaConf.to_yaml(OmegaConf.create([{"name": n, "overrides": by_name[n]} for n in to_run])))
     cmd = [
         str(Path(sys.executable).with_name("ijr-train")),
         "-m",
@@ -274,7 +274,7 @@ def sweep(argv: Optional[List[str]] = None) -> None:
         "hydra.sweeper.validate=false",
         *study.fixed,
         *launch,
-        *sweeps.hydra_sweep_args(study, sweep_dir),
+        f"hydra.sweep.dir={sweep_dir}",
     ]
     try:
         rc = subprocess.call(cmd)

@@ -14,8 +14,8 @@ A study file holds
       seeds: [...]
 
 `ijr-sweep` launches the jobs with ijr's job-list sweeper (one `ijr-train -m` call for the whole study). Every
-job's run directory is `<sweep dir>/<its swept overrides>` (Hydra's `override_dirname` without the fixed keys),
-a stable function of what varies, so running a sweep again skips COMPLETED runs and resumes the others.
+job's run directory is `<sweep dir>/<its swept overrides>` (`job_directory_name`), a stable function of what
+varies, so running a sweep again skips COMPLETED runs and resumes the others.
 """
 
 from __future__ import annotations
@@ -213,19 +213,11 @@ def find_study(name: str, sweeps_dir: Path) -> Path:
     return path
 
 
-def hydra_sweep_args(study: Study, sweep_dir: Path) -> List[str]:
-    """Hydra settings that put every job in `<sweep_dir>/<its swept overrides>`: the fixed keys (the same for
-    every job) and `launcher` (how, not what) are left out of `override_dirname`."""
-    excluded = sorted(({_key(o) for o in study.fixed} | {"launcher"}) - set(study.swept_keys()))
-    return [
-        f"hydra.sweep.dir={sweep_dir}",
-        "hydra.sweep.subdir=${hydra.job.override_dirname}",
-        f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]",
-    ]
-
-
 def job_directory_name(job: List[str]) -> str:
-    """What Hydra's `override_dirname` gives for a job's swept overrides (sorted, comma-joined)."""
+    """The name of a job's run directory below the sweep directory: its swept overrides, sorted and comma-joined
+    (`optimizer.lr=0.1,seed=0`), a function of what varies and of nothing else (not the launcher, not the time).
+    The one place this name is computed: ijr-sweep's plan, the job-list sweeper (which hands it to Hydra as the
+    job's hydra.sweep.subdir) and the SLURM ledger all take it from here."""
     return ",".join(sorted(job))
 
 
