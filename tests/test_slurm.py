@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import IJR_TRAIN, ROOT
 
@@ -135,15 +136,34 @@ def test_make_sweep_on_slurm_returns_when_queued_completes_and_a_rerun_submits_n
 
 
 def test_a_failing_job_is_reported_with_its_overrides_and_the_others_finish(slurm_cluster, tmp_path):
+    # an npz dataset's size is known only once it is read, so the pre-flight lets batch 5000 through: it fails in
+    # its SLURM job (on digits, whose size is known, ijr-sweep would refuse it before submitting anything)
+    rng = np.random.default_rng(0)
+    data = tmp_path / "small.npz"
+    np.savez(
+        data,
+        x_train=rng.normal(size=(128, 10)).astype(np.float32),
+        y_train=rng.integers(0, 4, 128),
+        x_test=rng.normal(size=(32, 10)).astype(np.float32),
+        y_test=rng.integers(0, 4, 32),
+    )
     study = _study(
         tmp_path,
         "failing",
-        ["optimizer=sgd", "metrics=none", "trainer.max_steps=5", "trainer.num_threads=1", "trainer.progress=false"],
+        [
+            "dataset=npz",
+            f"dataset.path={data}",
+            "optimizer=sgd",
+            "metrics=none",
+            "trainer.max_steps=5",
+            "trainer.num_threads=1",
+            "trainer.progress=false",
+        ],
         [
             {"optimizer.batch_size": 64, "optimizer.lr": [0.05, 0.1, 0.2]},
             {"optimizer.batch_size": 5000, "optimizer.lr": 0.1},
         ],
-    )  # larger than digits' 1,437 images
+    )  # larger than the npz's 128 examples
     sweep_dir = tmp_path / "failing"
     _sweep(slurm_cluster, study, "--sweep-dir", sweep_dir)
     final = _wait(
