@@ -2,7 +2,7 @@
 
     python bench/report_speed.py [--dir /tmp/ijr-report-bench] [--runs 1000] [--steps 2000] [--repeats 3]
 
-Generates the synthetic sweep once (bench/report_data.py; ~1.5 GB of metrics.jsonl), then, in this one run:
+Generates the synthetic sweep once (tests/synthetic_sweep.py; ~1.5 GB of metrics.jsonl), then, in this one run:
 1. the metrics readers side by side on the same 100 files (json.loads per line, pyarrow.json, polars with ijr's
    schema-and-check fast path), ms per file;
 2. `ijr-report DIR --no-figures` end to end (a fresh process each time: imports, discovery, YAML, reading,
@@ -70,7 +70,7 @@ def main() -> None:
         subprocess.run(
             [
                 sys.executable,
-                str(Path(__file__).with_name("report_data.py")),
+                str(Path(__file__).resolve().parents[1] / "tests" / "synthetic_sweep.py"),
                 str(sweep),
                 "--runs",
                 str(args.runs),

@@ -24,6 +24,7 @@ from ijr_cli.core.config import (
     check_data_files,
     check_image_inputs,
     check_subset,
+    check_synthetic,
 )
 from ijr_cli.core.errors import UserError
 
@@ -101,12 +102,7 @@ def _load_synthetic(
 ):
     """A deterministic Gaussian mixture: class means ~ N(0, I) * separation / sqrt(d), unit noise, balanced-ish
     labels."""
-    if num_classes < 2 or num_train < 1 or num_test < 1 or any(s < 1 for s in input_shape) or not input_shape:
-        raise UserError(
-            f"dataset=synthetic needs num_classes >= 2, positive sizes and a non-empty input_shape; "
-            f"got num_classes={num_classes}, num_train_examples={num_train}, "
-            f"num_test_examples={num_test}, input_shape={list(input_shape)}"
-        )
+    check_synthetic(input_shape, num_classes, num_train, num_test)
     g = torch.Generator().manual_seed(generator_seed)
     dim = int(np.prod(input_shape))
     means = torch.randn(num_classes, dim, generator=g, dtype=torch.float64) * separation / dim**0.5

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ijr_cli.core.config import ModelName, check_image_inputs
+from ijr_cli.core.config import ModelName, check_architecture, check_image_inputs
 from ijr_cli.core.errors import UserError
 
 MODELS = tuple(n.value for n in ModelName)
@@ -216,10 +216,7 @@ class WideResNet(nn.Module):
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, depth: int = 28, width_factor: int = 10):
         super().__init__()
-        if (depth - 4) % 6 != 0 or depth < 10:
-            raise UserError(f"model.depth={depth}: a WRN depth must be 6n+4 with n >= 1 (e.g. 16, 22, 28, 40)")
-        if width_factor < 1:
-            raise UserError(f"model.width_factor must be >= 1, got {width_factor}")
+        check_architecture("wrn", (), depth, width_factor)
         n = (depth - 4) // 6
         widths = (16, 16 * width_factor, 32 * width_factor, 64 * width_factor)
         self.conv1 = nn.Conv2d(input_shape[0], widths[0], 3, padding=1, bias=False)
@@ -258,9 +255,8 @@ def build_model(
     if name not in MODELS:
         raise UserError(f"unknown model.name {name!r}; choose one of: {', '.join(MODELS)}")
     input_shape = tuple(int(s) for s in input_shape)
+    check_architecture(name, widths, depth, width_factor)
     if name == "fcn3":
-        if not widths or any(w < 1 for w in widths):
-            raise UserError(f"model.widths must be a non-empty list of positive widths, got {list(widths)}")
         return fcn3(math.prod(input_shape), num_classes, widths, activation)
     check_image_inputs(input_shape, model=name)
     try:

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
-IJR_TRAIN = str(Path(sys.executable).with_name("ijr-train"))
+from helpers import IJR_TRAIN, ROOT, SHARED_DATASETS, cli  # noqa: F401 (re-exported to the tests)
 
 
 def run_cli(args, *, cwd=None, timeout=300, env=None):
     """Run `ijr-train ARGS` and return the CompletedProcess (text output)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [IJR_TRAIN, *args], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
-    )
+    return cli("ijr-train", args, cwd=cwd, timeout=timeout, env=env)
 
 
 # A tiny, fast configuration for CLI tests (a Gaussian-mixture task, a small MLP).

@@ -9,7 +9,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 BIN = Path(sys.executable).parent
+IJR_TRAIN, IJR_SWEEP, IJR_STATUS, IJR_REPORT = (
+    str(BIN / c) for c in ("ijr-train", "ijr-sweep", "ijr-status", "ijr-report")
+)
 
 
 def cli(command: str, args, *, cwd=None, timeout=300, env=None) -> subprocess.CompletedProcess:

@@ -110,6 +110,10 @@ BAD_INPUTS = {
         "schedule.milestones=[0.5] is used only by schedule=step",
     ),
     "npz path without npz": (["dataset.path=x.npz"], "dataset.path=x.npz is used only by dataset=npz"),
+    # sizes the architecture or the synthetic task cannot take, known before anything is built
+    "wrn depth not 6n+4": (["model=wrn", "model.depth=27"], "model.depth=27: a WRN depth must be 6n+4"),
+    "no hidden layer": (["model.widths=[]"], "model.widths must be a non-empty list of positive widths"),
+    "one synthetic class": (["dataset=synthetic", "dataset.num_classes=1"], "dataset=synthetic needs num_classes >= 2"),
 }
 
 # Every case but these two is known before any data is read, so ijr-sweep's pre-flight refuses it too.

@@ -10,25 +10,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import IJR_TRAIN, ROOT, TINY, run_cli
-
-IJR_SWEEP = str(Path(sys.executable).with_name("ijr-sweep"))
-IJR_STATUS = str(Path(sys.executable).with_name("ijr-status"))
+from helpers import cli
 
 
 def _sweep(args, env=None, timeout=600):
-    return subprocess.run(
-        [IJR_SWEEP, *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+    return cli("ijr-sweep", args, env=env, timeout=timeout)
 
 
 def test_two_multiruns_started_together_never_share_a_directory(tmp_path):

@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, run_cli
-
-sys.path.insert(0, str(ROOT / "bench"))
-from report_data import make_sweep, write_run  # noqa: E402
+from conftest import TINY, run_cli
+from helpers import cli
+from synthetic_sweep import make_sweep, write_run  # noqa: E402
 
 from ijr_cli.report import collect, figures, tables  # noqa: E402
 
-IJR_REPORT = str(Path(sys.executable).with_name("ijr-report"))
-
 
 def report(*args, timeout=300):
-    return subprocess.run([IJR_REPORT, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return cli("ijr-report", args, timeout=timeout)
 
 
 def ejr_run(root: Path, name: str, lr: float, jacobian: str, seed: int, acc: float, **extra):

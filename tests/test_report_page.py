@@ -9,16 +9,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import IJR_REPORT  # noqa: E402
+from synthetic_sweep import make_sweep  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "bench"))
-from report_data import make_sweep  # noqa: E402
-
-IJR_REPORT = str(Path(sys.executable).with_name("ijr-report"))
 pytestmark = pytest.mark.system  # installs Debian's chromium with apt-get when it is missing
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 CHECK = """<script>

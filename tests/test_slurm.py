@@ -22,8 +22,8 @@ from conftest import IJR_TRAIN, ROOT
 
 pytestmark = [pytest.mark.slurm, pytest.mark.system, pytest.mark.timeout(600)]
 
-IJR_SWEEP = str(Path(sys.executable).with_name("ijr-sweep"))
-IJR_STATUS = str(Path(sys.executable).with_name("ijr-status"))
+from helpers import IJR_STATUS, IJR_SWEEP  # noqa: E402
+
 # the site settings of this test cluster, given the way a user gives them (environment variables)
 SITE = {
     "IJR_SLURM_PARTITION": "debug",

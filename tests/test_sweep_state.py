@@ -6,17 +6,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import cli
 
 from ijr_cli.core import records
 from ijr_cli.sweep import state as sweep_state
 from ijr_cli.sweep.state import classify
-
-IJR_STATUS = str(Path(sys.executable).with_name("ijr-status"))
 
 
 def _run(tmp_path, name, status=None, rows=(), attempts=None, raw=None):
@@ -136,7 +132,7 @@ def test_ijr_status_prints_counts_and_failures_with_their_overrides(tmp_path):
     )
     _run(tmp_path, "lr=1,seed=0", "COMPLETED")
     _run(tmp_path, "lr=2,seed=0", "FAILED")
-    r = subprocess.run([IJR_STATUS, str(tmp_path)], capture_output=True, text=True)
+    r = cli("ijr-status", [tmp_path])
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert "of sweep s" in lines[0] and lines[1].split() == [
@@ -153,7 +149,7 @@ def test_ijr_status_prints_counts_and_failures_with_their_overrides(tmp_path):
     ]
     assert any(ln.split()[:3] == ["FAILED", "lr=2", "seed=0"] and "ValueError: bad lr" in ln for ln in lines)
     assert not any(ln.strip().startswith("COMPLETED lr=1") for ln in lines)  # listed only with --all
-    r = subprocess.run([IJR_STATUS, str(tmp_path), "--json"], capture_output=True, text=True)
+    r = cli("ijr-status", [tmp_path, "--json"])
     assert json.loads(r.stdout)["counts"]["FAILED"] == 1
 
 
@@ -161,6 +157,6 @@ def test_ijr_status_prints_counts_and_failures_with_their_overrides(tmp_path):
     "make,message", [(lambda p: p / "nothere", "is not a directory"), (lambda p: p, "holds no runs and no sweep plan")]
 )
 def test_ijr_status_bad_input_is_one_line_and_exit_2(tmp_path, make, message):
-    r = subprocess.run([IJR_STATUS, str(make(tmp_path))], capture_output=True, text=True)
+    r = cli("ijr-status", [make(tmp_path)])
     err = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(err) == 1 and message in err[0], r.stderr

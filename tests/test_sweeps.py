@@ -1,12 +1,10 @@
 """Named sweeps (sweeps/*.yaml): loading, expansion, pre-flight, the paper's Table 1 settings, and a real tiny run."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from helpers import cli
 from omegaconf import OmegaConf
 
 from ijr_cli.cli.sweep import preflight
@@ -15,11 +13,10 @@ from ijr_cli.core.errors import UserError
 from ijr_cli.sweep import study as sweeps
 
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
-IJR_SWEEP = str(Path(sys.executable).with_name("ijr-sweep"))
 
 
 def _sweep_cli(args, timeout=600):
-    return subprocess.run([IJR_SWEEP, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return cli("ijr-sweep", args, timeout=timeout)
 
 
 def test_there_are_named_sweeps():

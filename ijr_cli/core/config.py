@@ -324,6 +324,10 @@ def validate(cfg: TrainConfig) -> None:
         cfg.model.dropout >= 0 and cfg.model.dropout < 1, f"model.dropout must be in [0, 1), got {cfg.model.dropout}"
     )
     _validate_ownership(cfg)
+    m = cfg.model
+    check_architecture(m.name.value, list(m.widths), m.depth, m.width_factor)
+    if d.name == DatasetName.synthetic:
+        check_synthetic(list(d.input_shape), d.num_classes, d.num_train_examples, d.num_test_examples)
     facts = known_data(d)
     if facts is not None:
         check_against_data(cfg, *facts)
@@ -401,6 +405,35 @@ def check_against_data(cfg: TrainConfig, n_train: int, n_test: int, input_shape:
         standardize=d.standardize.value,
         dataset=d.name.value,
     )
+
+
+def check_synthetic(input_shape: Sequence[int], num_classes: int, num_train: int, num_test: int) -> None:
+    """dataset=synthetic's task is well defined."""
+    _require(
+        num_classes >= 2
+        and num_train >= 1
+        and num_test >= 1
+        and len(input_shape) > 0
+        and all(s >= 1 for s in input_shape),
+        f"dataset=synthetic needs num_classes >= 2, positive sizes and a non-empty input_shape; got "
+        f"num_classes={num_classes}, num_train_examples={num_train}, num_test_examples={num_test}, "
+        f"input_shape={list(input_shape)}",
+    )
+
+
+def check_architecture(name: str, widths: Sequence[int], depth: int, width_factor: int) -> None:
+    """The architecture's own sizes: fcn3's hidden widths, a WRN's depth (6n+4) and width factor."""
+    if name == ModelName.fcn3.value:
+        _require(
+            bool(widths) and all(w >= 1 for w in widths),
+            f"model.widths must be a non-empty list of positive widths, got {list(widths)}",
+        )
+    if name == ModelName.wrn.value:
+        _require(
+            (depth - 4) % 6 == 0 and depth >= 10,
+            f"model.depth={depth}: a WRN depth must be 6n+4 with n >= 1 (e.g. 16, 22, 28, 40)",
+        )
+        _require(width_factor >= 1, f"model.width_factor must be >= 1, got {width_factor}")
 
 
 def check_metric_names(names: Sequence[str]) -> List[str]:

@@ -1,13 +1,14 @@
 """Synthetic sweep directories for ijr-report: the files a real `ijr-sweep` leaves, with made-up dynamics.
 
-    python bench/report_data.py OUT_DIR [--runs 1000] [--steps 2000] [--metrics 20]
+    python tests/synthetic_sweep.py OUT_DIR [--runs 1000] [--steps 2000] [--metrics 20]
 
 Writes OUT_DIR/sweep.yaml and one run directory per job, named as `ijr-sweep` names them
 (`optimizer.batch_size=64,optimizer.lr=0.01,seed=3`), each with config.yaml (the schema's defaults with the
 job's values), overrides.yaml, status.json, summary.json and a metrics.jsonl of `--steps` rows holding
 `--metrics` metric columns (plus step, lr, batch_loss, elapsed_s). The trajectories are smooth functions of
 (lr, batch size, seed) with the shapes the papers describe (sharpness rising to 2/lr, a ∩-shaped impurity),
-so that the report's figures look like figures. `tests/test_report*.py` import `write_run` for small cases.
+so that the report's figures look like figures. `tests/test_report*.py` import `write_run` and `make_sweep`;
+`bench/report_speed.py` runs this file for the 1,000-run benchmark.
 """
 
 from __future__ import annotations
