@@ -43,6 +43,14 @@ def compose():
         )
 
 
+@pytest.fixture(params=sorted(__import__("helpers").ORACLE_CASES))
+def oracle_case(request, float64):
+    """One case of helpers.ORACLE_CASES in float64: (model, x, y, objective, chunk)."""
+    from helpers import oracle_case as make
+
+    return make(request.param)
+
+
 @pytest.fixture
 def float64():
     """Exact comparisons in float64; the default dtype is restored afterwards for other tests."""

@@ -53,3 +53,65 @@ def measurer(model, data, objective, names, **settings):
         seed=0,
     )
     return Measurer(model=model, data=data, objective=objective, names=list(names), **{**defaults, **settings})
+
+
+# ------------------------------------------------------------------------------------------ tiny models and data
+def tiny_mlp(seed=0, d=4, h=5, c=3, act=None):
+    """Linear(d, h), act (tanh), Linear(h, c), initialised from `seed`."""
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(d, h), (act or torch.nn.Tanh)(), torch.nn.Linear(h, c))
+
+
+def tiny_data(n=11, d=4, c=3, seed=1):
+    """n Gaussian inputs of dimension d (or shape d) and labels in range(c)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, *d) if isinstance(d, tuple) else (n, d)
+    return torch.randn(*shape, generator=g), torch.randint(0, c, (n,), generator=g)
+
+
+# ------------------------------------------------------------------------------------------ the oracle cases
+def _relu_mlp():
+    import torch
+
+    return tiny_mlp(seed=3, act=torch.nn.ReLU)
+
+
+def _conv():
+    import torch
+
+    torch.manual_seed(4)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+
+
+def _batchnorm_eval():
+    import torch
+
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.BatchNorm1d(5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    model[1].running_mean.uniform_(-0.5, 0.5)
+    model[1].running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+# curvlinops' way: one table of cases, served by one fixture (conftest.oracle_case) to every float64 oracle test.
+# Uneven chunks on purpose (7 = 3 + 3 + 1, 8 = 6 + 2): a result must not depend on how the probe set is split.
+ORACLE_CASES = {
+    "tanh-mlp-ce-3+3+1": dict(model=tiny_mlp, input_dim=4, n=7, chunk=3, loss=("ce", 0.0, 1.0)),
+    "relu-mlp-smoothed-ce-6+2": dict(model=_relu_mlp, input_dim=4, n=8, chunk=6, loss=("ce", 0.2, 1.0)),
+    "conv-mse-scaled-3+3+1": dict(model=_conv, input_dim=(1, 4, 4), n=7, chunk=3, loss=("mse", 0.0, 1.5)),
+    "batchnorm-eval-ce-6+2": dict(model=_batchnorm_eval, input_dim=4, n=8, chunk=6, loss=("ce", 0.1, 1.0)),
+}
+
+
+def oracle_case(name):
+    """(model, x, y, objective, chunk) of one ORACLE_CASES entry, in the current default dtype."""
+    from ijr_cli.objectives import Objective
+
+    case = ORACLE_CASES[name]
+    kind, smoothing, scale = case["loss"]
+    x, y = tiny_data(n=case["n"], d=case["input_dim"], c=3, seed=1)
+    return case["model"](), x, y, Objective(kind, 3, label_smoothing=smoothing, target_scale=scale), case["chunk"]

@@ -4,6 +4,8 @@ import copy
 
 import pytest
 import torch
+from helpers import tiny_data as _data
+from helpers import tiny_mlp as _mlp
 from torch.func import functional_call, hessian, jacrev
 
 from ijr_cli.curvature.impurity import gini, top_impurity, top_impurity_eigvalsh
@@ -20,16 +22,6 @@ from ijr_cli.curvature.params import ParameterVector
 from ijr_cli.objectives import Objective
 
 pytestmark = pytest.mark.usefixtures("float64")  # conftest.py: exact comparisons in float64
-
-
-def _mlp(seed=0, d=4, h=5, c=3, act=torch.nn.Tanh):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(d, h), act(), torch.nn.Linear(h, c))
-
-
-def _data(n=11, d=4, c=3, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g), torch.randint(0, c, (n,), generator=g)
 
 
 def _dense(op, dim):
@@ -312,3 +304,30 @@ def test_train_mode_batchnorm_on_the_torch_func_paths():
     )
     assert norm == pytest.approx(gram_summaries(k)["jac_op_norm"], rel=1e-6)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+# ------------------------------------------------------------------------------- every operator on every case
+@pytest.mark.parametrize("path", ["cached_double_backward", "forward_over_reverse", "double_backward"])
+def test_every_hvp_path_is_the_dense_hessian_on_every_case(oracle_case, path):
+    model, x, y, obj, chunk = oracle_case
+    mode, state = model.training, {k: v.clone() for k, v in model.state_dict().items()}
+    op = hessian_operator(model, x, y, obj, chunk=chunk, path=path)
+    assert torch.allclose(_dense(op, op.dim), _exact_hessian(model, x, y, obj), rtol=1e-10, atol=1e-13)
+    assert model.training == mode and all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_gauss_newton_gradient_and_mean_jacobian_on_every_case(oracle_case):
+    model, x, y, obj, chunk = oracle_case
+    op = gauss_newton_operator(model, x, y, obj, chunk=chunk)
+    g_ref, j = _exact_ggn(model, x, obj)
+    assert torch.allclose(_dense(op, op.dim), g_ref, rtol=1e-10, atol=1e-13)
+    grad_ref = torch.autograd.grad(obj.sum(model(x), y) / x.shape[0], list(model.parameters()))
+    assert torch.allclose(
+        loss_gradient(model, x, y, obj, chunk=chunk),
+        torch.cat([t.reshape(-1) for t in grad_ref]),
+        rtol=1e-12,
+        atol=1e-15,
+    )
+    k, passes = mean_jacobian_gram(model, x, chunk=chunk)
+    jm = j.mean(0).T  # (m, C): <J>
+    assert torch.allclose(k, jm.T @ jm, rtol=1e-10, atol=1e-13) and passes == 3 * -(-x.shape[0] // chunk)
