@@ -17,25 +17,19 @@ import torch
 from ijr_cli.core.metric_names import (
     COS_GRAD_TOP_EIG,
     DIST_INIT,
-    GINI_MEAN,
     GN_SHARPNESS,
     GN_SHARPNESS_MATVECS,
     GN_SHARPNESS_RESID,
     GRAD_NORM,
+    GROUPS,
     IJR_PROXY,
     IMPURITY_MEAN,
-    IMPURITY_Q25,
-    IMPURITY_Q50,
-    IMPURITY_Q75,
     INPUT_JAC_MAX,
     INPUT_JAC_MEAN,
     JAC_FRO_SQ,
     JAC_OP_NORM,
     JAC_U_NORM_SQ,
     JACOBIAN_PASSES,
-    LOGIT_NORM_MEAN,
-    LOGIT_SUM_ABS_MEAN,
-    P1_MEAN,
     SHARPNESS,
     SHARPNESS_K,
     SHARPNESS_MATVECS,
@@ -107,17 +101,7 @@ def probe_outputs(m: "Measurer", lr: float) -> Dict[str, object]:
             torch.cat(sums).mean(),
         ]
     ).tolist()  # one host sync
-    keys = (
-        IMPURITY_MEAN,
-        IMPURITY_Q25,
-        IMPURITY_Q50,
-        IMPURITY_Q75,
-        GINI_MEAN,
-        P1_MEAN,
-        LOGIT_NORM_MEAN,
-        LOGIT_SUM_ABS_MEAN,
-    )
-    return dict(zip(keys, values))
+    return dict(zip(GROUPS["probe_outputs"], values))  # (impurity mean, q25, q50, q75, gini, p1, |z|, |sum z|)
 
 
 def probe_gradient(m: "Measurer") -> torch.Tensor:
