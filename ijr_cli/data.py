@@ -19,12 +19,14 @@ import torch
 
 from ijr_cli.core.config import (
     TORCHVISION_FILES,
+    DatasetConfig,
     DatasetName,
     check_batch_size,
     check_data_files,
     check_image_inputs,
     check_subset,
     check_synthetic,
+    schema_default,
 )
 from ijr_cli.core.errors import UserError
 
@@ -210,19 +212,19 @@ def standardize_inputs(x_train: torch.Tensor, x_test: torch.Tensor, mode: str):
 def load_dataset(
     name: str,
     *,
-    data_dir: str = "data",
-    download: bool = False,
-    path: Optional[str] = None,
-    n_train: Optional[int] = None,
-    n_test: Optional[int] = None,
-    standardize: str = "none",
-    input_scale: float = 1.0,
-    input_shape: Sequence[int] = (20,),
-    num_classes: int = 10,
-    num_train_examples: int = 1000,
-    num_test_examples: int = 1000,
-    class_separation: float = 3.0,
-    generator_seed: int = 0,
+    data_dir: str = schema_default(DatasetConfig, "data_dir"),
+    download: bool = schema_default(DatasetConfig, "download"),
+    path: Optional[str] = schema_default(DatasetConfig, "path"),
+    n_train: Optional[int] = schema_default(DatasetConfig, "n_train"),
+    n_test: Optional[int] = schema_default(DatasetConfig, "n_test"),
+    standardize: str = schema_default(DatasetConfig, "standardize"),
+    input_scale: float = schema_default(DatasetConfig, "input_scale"),
+    input_shape: Sequence[int] = schema_default(DatasetConfig, "input_shape"),
+    num_classes: int = schema_default(DatasetConfig, "num_classes"),
+    num_train_examples: int = schema_default(DatasetConfig, "num_train_examples"),
+    num_test_examples: int = schema_default(DatasetConfig, "num_test_examples"),
+    class_separation: float = schema_default(DatasetConfig, "class_separation"),
+    generator_seed: int = schema_default(DatasetConfig, "generator_seed"),
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Dataset:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ijr_cli.core.config import ModelName, check_architecture, check_image_inputs
+from ijr_cli.core.config import ModelConfig, ModelName, check_architecture, check_image_inputs, schema_default
 from ijr_cli.core.errors import UserError
 
 MODELS = tuple(n.value for n in ModelName)
@@ -29,7 +29,12 @@ def _flat_size(features: nn.Module, input_shape: Sequence[int]) -> int:
         return features(torch.zeros(1, *input_shape)).numel()
 
 
-def fcn3(input_dim: int, num_classes: int, widths: Sequence[int] = (200, 200), activation: str = "relu") -> nn.Module:
+def fcn3(
+    input_dim: int,
+    num_classes: int,
+    widths: Sequence[int] = schema_default(ModelConfig, "widths"),
+    activation: str = schema_default(ModelConfig, "activation"),
+) -> nn.Module:
     """3FCN (paper 000 App. E.2): Flatten, Linear(n, 200), act, Linear(200, 200), act, Linear(200, C).
 
     With tanh this is Cohen et al.'s fc-tanh. `widths` sets the hidden layers (any number of them).
@@ -92,7 +97,13 @@ class VGG(nn.Module):
 
     CFG_A = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, batch_norm: bool = False, dropout: float = 0.0):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        batch_norm: bool = schema_default(ModelConfig, "batch_norm"),
+        dropout: float = schema_default(ModelConfig, "dropout"),
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         c = input_shape[0]
@@ -142,7 +153,9 @@ class _CifarBasicBlock(nn.Module):
 class ResNet20(nn.Module):
     """ResNet-20 for CIFAR (He et al. 2016; the Cohen et al. / akamaster layout), BN optional (off by default)."""
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, batch_norm: bool = False):
+    def __init__(
+        self, input_shape: Sequence[int], num_classes: int, batch_norm: bool = schema_default(ModelConfig, "batch_norm")
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(input_shape[0], 16, 3, padding=1, bias=False)
         self.bn1 = _norm(16, batch_norm)
@@ -214,7 +227,13 @@ class ResNet18(nn.Module):
 class WideResNet(nn.Module):
     """WRN-depth-k (Zagoruyko & Komodakis 2016), no dropout; 28-10 is paper 000's WRN-28-10."""
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, depth: int = 28, width_factor: int = 10):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        depth: int = schema_default(ModelConfig, "depth"),
+        width_factor: int = schema_default(ModelConfig, "width_factor"),
+    ):
         super().__init__()
         check_architecture("wrn", (), depth, width_factor)
         n = (depth - 4) // 6
@@ -244,12 +263,12 @@ def build_model(
     input_shape: Sequence[int],
     num_classes: int,
     *,
-    activation: str = "relu",
-    widths: Sequence[int] = (200, 200),
-    batch_norm: bool = False,
-    dropout: float = 0.0,
-    depth: int = 28,
-    width_factor: int = 10,
+    activation: str = schema_default(ModelConfig, "activation"),
+    widths: Sequence[int] = schema_default(ModelConfig, "widths"),
+    batch_norm: bool = schema_default(ModelConfig, "batch_norm"),
+    dropout: float = schema_default(ModelConfig, "dropout"),
+    depth: int = schema_default(ModelConfig, "depth"),
+    width_factor: int = schema_default(ModelConfig, "width_factor"),
 ) -> nn.Module:
     """The model `name` for inputs of `input_shape` (without batch dimension) and `num_classes` outputs."""
     if name not in MODELS:

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ijr_cli.core.config import LossConfig, RegularizerConfig, schema_default
+
 
 @dataclass(frozen=True)
 class Objective:
@@ -26,8 +28,8 @@ class Objective:
 
     kind: str
     num_classes: int
-    label_smoothing: float = 0.0
-    target_scale: float = 1.0
+    label_smoothing: float = schema_default(RegularizerConfig, "label_smoothing")
+    target_scale: float = schema_default(LossConfig, "target_scale")
 
     def soft_targets(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         eps, c = self.label_smoothing, self.num_classes

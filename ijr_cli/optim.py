@@ -12,13 +12,15 @@ from typing import Iterable, List, Sequence
 
 import torch
 
+from ijr_cli.core.config import OptimizerConfig, ScheduleConfig, schema_default
+
 
 def build_sgd(
     params: Iterable[torch.nn.Parameter],
     lr: float,
-    momentum: float = 0.0,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
+    momentum: float = schema_default(OptimizerConfig, "momentum"),
+    nesterov: bool = schema_default(OptimizerConfig, "nesterov"),
+    weight_decay: float = schema_default(OptimizerConfig, "weight_decay"),
 ) -> torch.optim.SGD:
     """torch's SGD: heavy-ball v <- beta v + g (+ wd theta), theta <- theta - lr v (Nesterov: g + beta v)."""
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
@@ -29,10 +31,10 @@ def lr_factor(
     total_steps: int,
     name: str,
     *,
-    gamma: float = 0.2,
-    milestones: Sequence[float] = (0.3, 0.6, 0.8),
-    warmup_steps: int = 0,
-    min_lr_factor: float = 0.0,
+    gamma: float = schema_default(ScheduleConfig, "gamma"),
+    milestones: Sequence[float] = schema_default(ScheduleConfig, "milestones"),
+    warmup_steps: int = schema_default(ScheduleConfig, "warmup_steps"),
+    min_lr_factor: float = schema_default(ScheduleConfig, "min_lr_factor"),
 ) -> float:
     """Multiplier of the base learning rate for 0-based `step` of `total_steps`.
 
@@ -54,7 +56,11 @@ def lr_factor(
     return f
 
 
-def stability_threshold(lr: float, momentum: float = 0.0, nesterov: bool = False) -> float:
+def stability_threshold(
+    lr: float,
+    momentum: float = schema_default(OptimizerConfig, "momentum"),
+    nesterov: bool = schema_default(OptimizerConfig, "nesterov"),
+) -> float:
     """Sharpness above which GD on a quadratic diverges (SCIENCE.md `threshold`).
 
     GD/SGD: 2/lr; heavy ball with beta: (2 + 2 beta)/lr; Nesterov: (2 + 2 beta)/(lr (1 + 2 beta)).
@@ -67,7 +73,10 @@ def stability_threshold(lr: float, momentum: float = 0.0, nesterov: bool = False
 
 
 def sam_perturbation(
-    params: List[torch.Tensor], grads: List[torch.Tensor], rho: float, adaptive: bool = False
+    params: List[torch.Tensor],
+    grads: List[torch.Tensor],
+    rho: float,
+    adaptive: bool = schema_default(OptimizerConfig, "adaptive"),
 ) -> List[torch.Tensor]:
     """SAM's ascent step e = rho g / ||g|| (ASAM: e = rho T^2 g / ||T g|| with T = |theta|), all on the device.
 

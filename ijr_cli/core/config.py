@@ -13,6 +13,7 @@ only one option reads, set while another option is chosen, is refused with the o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -254,6 +255,16 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name=SCHEMA_NAME, node=TrainConfig)
+
+
+def schema_default(schema: type, name: str):
+    """The schema's default of one field, for the signatures of the library functions that take it: defaults live
+    here only (enums as their values, lists as tuples so that a signature default is never mutated)."""
+    f = schema.__dataclass_fields__[name]
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if isinstance(value, Enum):
+        return value.value
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _require(ok: bool, message: str) -> None:

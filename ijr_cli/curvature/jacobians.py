@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from ijr_cli.core.config import ProbeConfig, schema_default
 from ijr_cli.core.metric_names import JAC_FRO_SQ, JAC_OP_NORM, JAC_U_NORM_SQ
 from ijr_cli.curvature.params import ParameterVector
 from ijr_cli.curvature.probe import functional_model, probe_chunks
@@ -24,7 +25,7 @@ def weighted_mean_logit_gradients(
     x: torch.Tensor,
     weights: Callable[[int], torch.Tensor],
     chunk: Optional[int] = None,
-    bn_mode: str = "eval",
+    bn_mode: str = schema_default(ProbeConfig, "bn_mode"),
 ) -> Tuple[torch.Tensor, int]:
     """Rows grad_theta (w_k^T <z>) = <J> w_k for each row w_k of W = weights(C) (K x C), i.e. (<J> W^T)^T, and the
     backward passes used (K per chunk). W = I gives <J>^T; W = u^T gives (<J> u)^T. The chunks are summed in the
@@ -47,7 +48,10 @@ def weighted_mean_logit_gradients(
 
 
 def mean_jacobian_gram(
-    model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None, bn_mode: str = "eval"
+    model: nn.Module,
+    x: torch.Tensor,
+    chunk: Optional[int] = None,
+    bn_mode: str = schema_default(ProbeConfig, "bn_mode"),
 ) -> Tuple[torch.Tensor, int]:
     """K = <J>^T <J> (C x C, float64) and the number of backward passes (C per chunk)."""
     rows, passes = weighted_mean_logit_gradients(model, x, torch.eye, chunk, bn_mode)
@@ -65,7 +69,10 @@ def gram_summaries(k: torch.Tensor) -> dict:
 
 
 def mean_jacobian_u_norm_sq(
-    model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None, bn_mode: str = "eval"
+    model: nn.Module,
+    x: torch.Tensor,
+    chunk: Optional[int] = None,
+    bn_mode: str = schema_default(ProbeConfig, "bn_mode"),
 ) -> Tuple[float, int]:
     """||<J> u||^2 with u = 1_C / sqrt(C) (paper 000 App. G) from ONE backward pass per chunk:
     <J> u = grad_theta (u^T <z>). For C > 100, where the Gram matrix is not formed."""
@@ -77,7 +84,7 @@ def mean_jacobian_top_singular(
     model: nn.Module,
     x: torch.Tensor,
     chunk: Optional[int] = None,
-    bn_mode: str = "eval",
+    bn_mode: str = schema_default(ProbeConfig, "bn_mode"),
     max_iters: int = 100,
     tol: float = 1e-6,
     generator: Optional[torch.Generator] = None,

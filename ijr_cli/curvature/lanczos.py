@@ -14,6 +14,8 @@ from typing import Callable, Optional
 
 import torch
 
+from ijr_cli.core.config import MetricsConfig, schema_default
+
 
 @dataclass
 class LanczosResult:
@@ -28,9 +30,9 @@ def lanczos_top(
     matvec: Callable[[torch.Tensor], torch.Tensor],
     dim: int,
     *,
-    k: int = 1,
-    max_iters: int = 100,
-    tol: float = 1e-3,
+    k: int = schema_default(MetricsConfig, "sharpness_k"),
+    max_iters: int = schema_default(MetricsConfig, "lanczos_max_iters"),
+    tol: float = schema_default(MetricsConfig, "lanczos_tol"),
     v0: Optional[torch.Tensor] = None,
     generator: Optional[torch.Generator] = None,
     device: torch.device | str = "cpu",

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp
 
+from ijr_cli.core.config import ProbeConfig, schema_default
 from ijr_cli.curvature.params import ParameterVector
 from ijr_cli.curvature.probe import chunk_sum, functional_model, has_batchnorm, probe_chunks
 from ijr_cli.objectives import Objective
@@ -70,7 +71,7 @@ def loss_gradient(
     y: torch.Tensor,
     objective: Objective,
     chunk: Optional[int],
-    bn_mode: str = "eval",
+    bn_mode: str = schema_default(ProbeConfig, "bn_mode"),
 ) -> torch.Tensor:
     """Flat gradient of L_S (for `grad_norm`, `cos_grad_top_eig`): n summed chunks, one division."""
     pv = ParameterVector(model)
@@ -95,9 +96,9 @@ def hessian_operator(
     y: torch.Tensor,
     objective: Objective,
     chunk: Optional[int] = None,
-    bn_mode: str = "eval",
+    bn_mode: str = schema_default(ProbeConfig, "bn_mode"),
     path: str = "auto",
-    cache_graph: bool = True,
+    cache_graph: bool = schema_default(ProbeConfig, "cache_graph"),
 ) -> ProbeOperator:
     """v -> H v for the Hessian of L_S. `path`: "auto" (cached double backward if `cache_graph`, else
     forward-over-reverse with a fallback to double backward), or one of the three paths by name."""
@@ -169,7 +170,7 @@ def gauss_newton_operator(
     y: torch.Tensor,
     objective: Objective,
     chunk: Optional[int] = None,
-    bn_mode: str = "eval",
+    bn_mode: str = schema_default(ProbeConfig, "bn_mode"),
 ) -> ProbeOperator:
     """v -> G v, G = (1/n) sum_x J(x)^T M(x) J(x), J = d logits / d theta (SCIENCE.md `gn_sharpness`)."""
     pv, n, params, fmodel, buffers = _operator_setup(model, x, chunk, bn_mode)

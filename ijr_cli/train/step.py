@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ijr_cli.core.config import OptimizerConfig, RegularizerConfig, TrainerConfig, schema_default
 from ijr_cli.data import BatchSampler, Dataset, chunks, random_crop_flip, stream_seed
 from ijr_cli.models import frozen_batchnorm_statistics
 from ijr_cli.objectives import Objective, mixup, mixup_lambda
@@ -27,15 +28,15 @@ class StepSpec:
     objective: Objective
     sampler: BatchSampler
     seed: int
-    augment: bool = False
-    mixup_alpha: float = 0.0
-    grad_chunk: Optional[int] = None  # most examples per forward/backward (gradients accumulate)
+    augment: bool = schema_default(RegularizerConfig, "augment")
+    mixup_alpha: float = schema_default(RegularizerConfig, "mixup_alpha")
+    grad_chunk: Optional[int] = schema_default(TrainerConfig, "grad_chunk")  # most examples per forward/backward
     sam_rho: Optional[float] = None  # None: a plain step
-    sam_adaptive: bool = False
+    sam_adaptive: bool = schema_default(OptimizerConfig, "adaptive")
     ejr: Optional[str] = None  # None | "ejr" | "ejr_sam" | "ejr_v2" (paper 000 App. N; see `ijr_cli.train.ejr`)
-    lambda_reg: float = 0.0  # ejr: penalty weight
-    rho_reg: float = 0.0  # ejr_sam / ejr_v2: perturbation radius along <J>u
-    mu_reg: float = 0.0  # ejr_v2: weight of u^T <z> at the perturbed point
+    lambda_reg: float = schema_default(RegularizerConfig, "lambda_reg")  # ejr: penalty weight
+    rho_reg: float = schema_default(RegularizerConfig, "rho_reg")  # ejr_sam / ejr_v2: radius along <J>u
+    mu_reg: float = schema_default(RegularizerConfig, "mu_reg")  # ejr_v2: weight of u^T <z> at the perturbed point
     generator: Optional[torch.Generator] = None  # re-seeded per step and stream; on the data's device
 
     def __post_init__(self):

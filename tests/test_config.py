@@ -1,0 +1,68 @@
+"""Defaults live in the schema only: the library functions that take a config field's value default to the schema's
+value of that field (through `config.schema_default`), so a default is changed in one place."""
+
+import inspect
+
+import pytest
+
+from ijr_cli.core import config as C
+from ijr_cli.curvature import jacobians, lanczos, operators
+from ijr_cli.data import load_dataset
+from ijr_cli.models import VGG, ResNet20, WideResNet, build_model, fcn3
+from ijr_cli.objectives import Objective
+from ijr_cli.optim import build_sgd, lr_factor, sam_perturbation, stability_threshold
+from ijr_cli.train.step import StepSpec
+
+SAME_NAMES = {  # callable -> the schema whose fields its parameters of the same name take
+    load_dataset: C.DatasetConfig,
+    build_model: C.ModelConfig,
+    fcn3: C.ModelConfig,
+    VGG: C.ModelConfig,
+    ResNet20: C.ModelConfig,
+    WideResNet: C.ModelConfig,
+    lr_factor: C.ScheduleConfig,
+    build_sgd: C.OptimizerConfig,
+    stability_threshold: C.OptimizerConfig,
+}
+RENAMED = [  # (callable, parameter, schema, field)
+    (lanczos.lanczos_top, "k", C.MetricsConfig, "sharpness_k"),
+    (lanczos.lanczos_top, "max_iters", C.MetricsConfig, "lanczos_max_iters"),
+    (lanczos.lanczos_top, "tol", C.MetricsConfig, "lanczos_tol"),
+    (operators.hessian_operator, "bn_mode", C.ProbeConfig, "bn_mode"),
+    (operators.hessian_operator, "cache_graph", C.ProbeConfig, "cache_graph"),
+    (operators.gauss_newton_operator, "bn_mode", C.ProbeConfig, "bn_mode"),
+    (operators.loss_gradient, "bn_mode", C.ProbeConfig, "bn_mode"),
+    (jacobians.mean_jacobian_gram, "bn_mode", C.ProbeConfig, "bn_mode"),
+    (jacobians.mean_jacobian_top_singular, "bn_mode", C.ProbeConfig, "bn_mode"),
+    (sam_perturbation, "adaptive", C.OptimizerConfig, "adaptive"),
+    (Objective, "label_smoothing", C.RegularizerConfig, "label_smoothing"),
+    (Objective, "target_scale", C.LossConfig, "target_scale"),
+    (StepSpec, "augment", C.RegularizerConfig, "augment"),
+    (StepSpec, "mixup_alpha", C.RegularizerConfig, "mixup_alpha"),
+    (StepSpec, "lambda_reg", C.RegularizerConfig, "lambda_reg"),
+    (StepSpec, "rho_reg", C.RegularizerConfig, "rho_reg"),
+    (StepSpec, "mu_reg", C.RegularizerConfig, "mu_reg"),
+    (StepSpec, "grad_chunk", C.TrainerConfig, "grad_chunk"),
+    (StepSpec, "sam_adaptive", C.OptimizerConfig, "adaptive"),
+]
+
+
+def _cases():
+    for fn, schema in SAME_NAMES.items():
+        fields = schema.__dataclass_fields__
+        named = [p for p in inspect.signature(fn).parameters.values() if p.name in fields and p.default is not p.empty]
+        assert named, fn
+        yield from ((fn, p.name, schema, p.name) for p in named)
+    yield from RENAMED
+
+
+@pytest.mark.parametrize("fn,param,schema,field", list(_cases()), ids=lambda v: getattr(v, "__name__", str(v)))
+def test_signature_defaults_are_the_schemas(fn, param, schema, field):
+    default = inspect.signature(fn).parameters[param].default
+    assert default == C.schema_default(schema, field)
+
+
+def test_schema_default_gives_plain_immutable_values():
+    assert C.schema_default(C.DatasetConfig, "standardize") == "none"  # an enum as its value
+    assert C.schema_default(C.ScheduleConfig, "milestones") == (0.3, 0.6, 0.8)  # a list as a tuple
+    assert C.schema_default(C.ModelConfig, "widths") == (200, 200)
