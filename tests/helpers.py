@@ -115,3 +115,19 @@ def oracle_case(name):
     kind, smoothing, scale = case["loss"]
     x, y = tiny_data(n=case["n"], d=case["input_dim"], c=3, seed=1)
     return case["model"](), x, y, Objective(kind, 3, label_smoothing=smoothing, target_scale=scale), case["chunk"]
+
+
+def run_in_process(compose, run_dir, overrides):
+    """`ijr-train OVERRIDES hydra.run.dir=RUN_DIR` in this process, on the composed config (`compose` is
+    conftest's fixture); returns the exit code. Tests monkeypatch the run's parts this way."""
+    from omegaconf import OmegaConf
+
+    from ijr_cli.run import experiment
+
+    cfg = compose(list(overrides))
+    return experiment.run(
+        OmegaConf.to_object(cfg),
+        run_dir=Path(run_dir),
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        overrides=list(overrides),
+    )

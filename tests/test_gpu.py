@@ -5,19 +5,14 @@ import json
 import pytest
 import torch
 from conftest import TINY
-from omegaconf import OmegaConf
-
-from ijr_cli.run import experiment
+from helpers import run_in_process
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
 def _summary(compose, tmp, device, extra):
     over = TINY + ["trainer.dtype=float64", f"trainer.device={device}", *extra]
-    cfg = compose(over)
-    experiment.run(
-        OmegaConf.to_object(cfg), run_dir=tmp / device, config_yaml=OmegaConf.to_yaml(cfg, resolve=True), overrides=over
-    )
+    run_in_process(compose, tmp / device, over)
     return json.loads((tmp / device / "summary.json").read_text())
 
 

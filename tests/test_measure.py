@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from conftest import TINY
+from helpers import run_in_process
 from omegaconf import OmegaConf
 from torch.func import functional_call, hessian, jacrev
 
@@ -101,13 +102,7 @@ def test_a_runs_metrics_match_exact_computations(compose, tmp_path):
 
 def test_eos_rows_carry_costs_and_cadence(compose, tmp_path):
     over = TINY + ["metrics=eos", "+metrics.every.sharpness=20", "trainer.eval_every=10"]
-    cfg = compose(over)
-    experiment.run(
-        OmegaConf.to_object(cfg),
-        run_dir=tmp_path / "r",
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        overrides=over,
-    )
+    run_in_process(compose, tmp_path / "r", over)
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     with_sharpness = [r["step"] for r in rows if "sharpness" in r]
     assert with_sharpness == [0, 20, 40]

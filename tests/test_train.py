@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY
+from helpers import run_in_process
 from omegaconf import OmegaConf
 
 from ijr_cli.core import records
@@ -15,14 +16,7 @@ from ijr_cli.run import experiment
 
 
 def _run(compose, tmp: Path, overrides, name="run"):
-    cfg = compose(overrides)
-    code = experiment.run(
-        OmegaConf.to_object(cfg),
-        run_dir=tmp / name,
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        overrides=list(overrides),
-    )
-    return code, tmp / name
+    return run_in_process(compose, tmp / name, overrides), tmp / name
 
 
 def _stable(row):
