@@ -56,12 +56,13 @@ def measurer(model, data, objective, names, **settings):
 
 
 # ------------------------------------------------------------------------------------------ tiny models and data
-def tiny_mlp(seed=0, d=4, h=5, c=3, act=None):
-    """Linear(d, h), act (tanh), Linear(h, c), initialised from `seed`."""
+def tiny_mlp(seed=0, d=4, h=5, c=3, act=None, batch_norm=False):
+    """Linear(d, h), [BatchNorm1d(h)], act (tanh), Linear(h, c), initialised from `seed`."""
     import torch
 
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(d, h), (act or torch.nn.Tanh)(), torch.nn.Linear(h, c))
+    layers = [torch.nn.Linear(d, h)] + ([torch.nn.BatchNorm1d(h)] if batch_norm else [])
+    return torch.nn.Sequential(*layers, (act or torch.nn.Tanh)(), torch.nn.Linear(h, c))
 
 
 def tiny_data(n=11, d=4, c=3, seed=1):
@@ -71,6 +72,14 @@ def tiny_data(n=11, d=4, c=3, seed=1):
     g = torch.Generator().manual_seed(seed)
     shape = (n, *d) if isinstance(d, tuple) else (n, d)
     return torch.randn(*shape, generator=g), torch.randint(0, c, (n,), generator=g)
+
+
+def tiny_dataset(n, d, c):
+    """tiny_data as a Dataset (its first two examples are the test set), for the training-step tests."""
+    from ijr_cli.data import Dataset
+
+    x, y = tiny_data(n=n, d=d, c=c, seed=1)
+    return Dataset("t", x, y, x[:2], y[:2], c)
 
 
 # ------------------------------------------------------------------------------------------ the oracle cases

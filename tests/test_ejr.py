@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_dataset, tiny_mlp
 from torch.func import functional_call, grad
 
 from ijr_cli.data import BatchSampler, Dataset
@@ -20,19 +21,11 @@ C = 4
 
 
 def _model(batch_norm=False, seed=0):
-    torch.manual_seed(seed)
-    layers = (
-        [torch.nn.Linear(3, 5)]
-        + ([torch.nn.BatchNorm1d(5)] if batch_norm else [])
-        + [torch.nn.Tanh(), torch.nn.Linear(5, C)]
-    )
-    return torch.nn.Sequential(*layers)
+    return tiny_mlp(seed=seed, d=3, h=5, c=C, batch_norm=batch_norm)
 
 
 def _data(n=12):
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(n, 3, generator=g), torch.randint(0, C, (n,), generator=g)
-    return Dataset("t", x, y, x[:2], y[:2], C)
+    return tiny_dataset(n, d=3, c=C)
 
 
 def _u(step=0, seed=0):

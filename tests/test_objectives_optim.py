@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_dataset, tiny_mlp
 
-from ijr_cli.data import BatchSampler, Dataset
+from ijr_cli.data import BatchSampler
 from ijr_cli.models import frozen_batchnorm_statistics
 from ijr_cli.objectives import Objective, mixup
 from ijr_cli.optim import build_sgd, lr_factor, sam_perturbation, stability_threshold
@@ -80,19 +81,11 @@ def test_heavy_ball_threshold_is_the_divergence_edge_on_a_quadratic():
 
 
 def _tiny(batch_norm=False):
-    torch.manual_seed(0)
-    layers = (
-        [torch.nn.Linear(3, 4)]
-        + ([torch.nn.BatchNorm1d(4)] if batch_norm else [])
-        + [torch.nn.Tanh(), torch.nn.Linear(4, 2)]
-    )
-    return torch.nn.Sequential(*layers)
+    return tiny_mlp(seed=0, d=3, h=4, c=2, batch_norm=batch_norm)
 
 
 def _dataset(n=8):
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(n, 3, generator=g), torch.randint(0, 2, (n,), generator=g)
-    return Dataset("t", x, y, x[:2], y[:2], 2)
+    return tiny_dataset(n, d=3, c=2)
 
 
 def test_sam_step_is_gradient_at_the_perturbed_point():
