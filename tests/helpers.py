@@ -36,21 +36,11 @@ def measurer(model, data, objective, names, **settings):
     from ijr_cli.core.config import MetricsConfig, OptimizerConfig, ProbeConfig
     from ijr_cli.curvature.params import flat_parameters
     from ijr_cli.measure.measurer import Measurer
+    from ijr_cli.run.build import measurer_settings
 
-    mc, pc, oc = MetricsConfig(), ProbeConfig(), OptimizerConfig()
     defaults = dict(
         init_params=flat_parameters(model).clone(),
-        probe_n=pc.n,
-        probe_chunk=pc.chunk,
-        probe_bn_mode=pc.bn_mode.value,
-        probe_cache_graph=pc.cache_graph,
-        sharpness_k=mc.sharpness_k,
-        lanczos_tol=mc.lanczos_tol,
-        lanczos_max_iters=mc.lanczos_max_iters,
-        n_input_jac=mc.n_input_jac,
-        momentum=oc.momentum,
-        nesterov=oc.nesterov,
-        seed=0,
+        **measurer_settings(MetricsConfig(), ProbeConfig(), OptimizerConfig(), seed=0),
     )
     return Measurer(model=model, data=data, objective=objective, names=list(names), **{**defaults, **settings})
 

@@ -181,3 +181,13 @@ def test_stream_seed_stable():
     assert stream_seed(0, "order", 1) == stream_seed(0, "order", 1) != stream_seed(0, "order", 2)
     assert stream_seed(0, "order", 1) != stream_seed(0, "augment", 1)
     assert 0 <= stream_seed(123, "x", 10**9) < 2**63
+
+
+def test_the_sizes_known_before_loading_are_the_loaded_ones():
+    """config.DATA_FACTS (what the pre-flight checks sizes and shapes against) for the datasets that load offline;
+    the torchvision ones are their published sizes (MNIST 60,000/10,000, CIFAR 50,000/10,000, SVHN 73,257/26,032)."""
+    from ijr_cli.core.config import DATA_FACTS, DatasetName
+
+    for name in (DatasetName.digits, DatasetName.mnist1d):
+        d = load_dataset(name.value)
+        assert (d.n_train, int(d.x_test.shape[0]), d.input_shape) == DATA_FACTS[name]

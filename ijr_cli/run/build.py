@@ -11,7 +11,15 @@ from typing import List
 
 import torch
 
-from ijr_cli.core.config import OptimizerName, TrainConfig, check_against_data, check_metric_names
+from ijr_cli.core.config import (
+    MetricsConfig,
+    OptimizerConfig,
+    OptimizerName,
+    ProbeConfig,
+    TrainConfig,
+    check_against_data,
+    check_metric_names,
+)
 from ijr_cli.core.metric_names import GROUP_OF, GROUPS
 from ijr_cli.curvature.params import flat_parameters
 from ijr_cli.data import BatchSampler, Dataset, load_dataset, resolve_device
@@ -97,25 +105,14 @@ def build(cfg: TrainConfig) -> Built:
     )
     total = math.ceil(t.epochs * sampler.steps_per_epoch) if t.epochs is not None else t.max_steps
     state = RunState(model=model, optimizer=optimizer)
-    mc, pc = cfg.metrics, cfg.probe
     measurer = Measurer(
         model=model,
         data=data,
         objective=objective,
         names=names,
         init_params=flat_parameters(model).clone(),
-        probe_n=pc.n,
-        probe_chunk=pc.chunk,
-        probe_bn_mode=pc.bn_mode.value,
-        probe_cache_graph=pc.cache_graph,
-        sharpness_k=mc.sharpness_k,
-        lanczos_tol=mc.lanczos_tol,
-        lanczos_max_iters=mc.lanczos_max_iters,
-        n_input_jac=mc.n_input_jac,
-        momentum=o.momentum,
-        nesterov=o.nesterov,
-        seed=cfg.seed,
         warm=state.measure_state,
+        **measurer_settings(cfg.metrics, cfg.probe, o, cfg.seed),
     )
     return Built(
         data=data,
@@ -126,6 +123,24 @@ def build(cfg: TrainConfig) -> Built:
         device=device,
         measurer=measurer,
         schedule=metric_schedule(cfg, names, total),
+    )
+
+
+def measurer_settings(metrics: MetricsConfig, probe: ProbeConfig, optimizer: OptimizerConfig, seed: int) -> dict:
+    """The Measurer's settings, unpacked from the config's metrics.*, probe.* and the optimizer's momentum (for the
+    stability threshold); the tests call it with the schema's defaults."""
+    return dict(
+        probe_n=probe.n,
+        probe_chunk=probe.chunk,
+        probe_bn_mode=probe.bn_mode.value,
+        probe_cache_graph=probe.cache_graph,
+        sharpness_k=metrics.sharpness_k,
+        lanczos_tol=metrics.lanczos_tol,
+        lanczos_max_iters=metrics.lanczos_max_iters,
+        n_input_jac=metrics.n_input_jac,
+        momentum=optimizer.momentum,
+        nesterov=optimizer.nesterov,
+        seed=seed,
     )
 
 
