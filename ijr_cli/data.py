@@ -115,36 +115,128 @@ def _load_synthetic(
     return x[:num_train], y[:num_train], x[num_train:], y[num_train:], num_classes
 
 
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+NPZ_LAYOUT = (
+    "an .npz dataset holds exactly x_train, y_train, x_test, y_test: inputs uint8 images (N,H,W) or (N,H,W,C) "
+    "(channels last, as torchvision stores them) or float arrays (N,D) or (N,C,H,W); labels int (N,)"
+)
+
+
+def _npz_contents(f) -> str:
+    """What an open .npz holds, as `name dtype shape` (read from the headers, no pickles executed)."""
+    parts = []
+    for k in f.files:
+        try:
+            a = f[k]
+            parts.append(f"{k} {a.dtype} {tuple(a.shape)}")
+        except ValueError:
+            parts.append(f"{k} object (pickled)")
+    return ", ".join(parts) or "nothing"
+
+
 def _load_npz(path: Optional[str]):
     """Arrays x_train, y_train, x_test, y_test; uint8 images (N,H,W[,C]) become float (N,C,H,W) in [0, 1]."""
     check_data_files("npz", "", False, path)
     p = Path(path).expanduser()
     try:
         with np.load(p, allow_pickle=False) as f:
-            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
-            if missing:
-                raise UserError(
-                    f"{p}: missing arrays {', '.join(missing)} (an npz dataset needs x_train, y_train, x_test, y_test)"
+            if sorted(f.files) != sorted(NPZ_KEYS):
+                missing = [k for k in NPZ_KEYS if k not in f.files]
+                extra = [k for k in f.files if k not in NPZ_KEYS]
+                what = "; ".join(
+                    w
+                    for w in (
+                        f"missing arrays {', '.join(missing)}" if missing else "",
+                        f"unexpected arrays {', '.join(extra)}" if extra else "",
+                    )
+                    if w
                 )
-            arrays = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+                raise UserError(f"{p} holds {_npz_contents(f)} ({what}); {NPZ_LAYOUT}")
+            try:
+                arrays = [f[k] for k in NPZ_KEYS]
+            except ValueError:
+                raise UserError(
+                    f"{p} holds object (pickled) arrays: {_npz_contents(f)}; ijr reads numeric arrays only "
+                    f"(no pickles): {NPZ_LAYOUT}"
+                ) from None
     except UserError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise UserError(f"{p}: not a readable .npz file ({type(e).__name__}: {e}); re-create or re-copy it") from None
     x_tr, y_tr, x_te, y_te = arrays
-    if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
-        raise UserError(
-            f"{p}: x and y lengths differ (train {len(x_tr)} vs {len(y_tr)}, test {len(x_te)} vs {len(y_te)})"
-        )
+    check_arrays(str(p), x_tr, y_tr, x_te, y_te, None)
     if x_tr.dtype == np.uint8:
         x_tr, x_te = _images_to_float(x_tr), _images_to_float(x_te)
     else:
         x_tr, x_te = x_tr.astype(np.float32), x_te.astype(np.float32)
     y_tr, y_te = y_tr.astype(np.int64), y_te.astype(np.int64)
-    if len(y_tr) == 0 or y_tr.min() < 0 or (len(y_te) and y_te.min() < 0):
-        raise UserError(f"{p}: labels must be integers >= 0 and the training set non-empty")
     num_classes = int(max(y_tr.max(), y_te.max() if len(y_te) else 0)) + 1
     return x_tr, y_tr, x_te, y_te, num_classes
+
+
+def check_arrays(source: str, x_tr, y_tr, x_te, y_te, num_classes: Optional[int], every_class_seen=True) -> None:
+    """The loaded arrays are a classification dataset ijr can train on, or a UserError naming the problem and the
+    fix: numeric finite inputs of one shape in both splits (uint8 images channels last, float images channels
+    first), integer class-index labels (N,) in [0, num_classes) (when the count is known), every test class seen
+    in training, matching lengths, a non-empty training set."""
+    for key, x in (("x_train", x_tr), ("x_test", x_te)):
+        if x.dtype.kind not in "biuf":
+            raise UserError(f"{source}: {key} has dtype {x.dtype}; inputs must be numbers (uint8 images or floats)")
+        if x.ndim < 2:
+            raise UserError(f"{source}: {key} has shape {x.shape}; inputs must be (N, ...) with one row per example")
+    for key, y, x in (("y_train", y_tr, x_tr), ("y_test", y_te, x_te)):
+        if y.ndim != 1:
+            hint = "; one-hot labels: save y.argmax(1)" if y.ndim == 2 else ""
+            raise UserError(f"{source}: {key} has shape {y.shape}; labels must be class indices of shape (N,){hint}")
+        if y.dtype.kind not in "iu":
+            frac = y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y)))
+            what = "non-integer float labels" if frac else f"labels of dtype {y.dtype}"
+            raise UserError(
+                f"{source}: {key} holds {what}; labels must be integer class indices (save y.astype(np.int64) "
+                f"if they are whole numbers)"
+            )
+        if len(y) != len(x):
+            raise UserError(f"{source}: {key} has {len(y)} labels for {len(x)} inputs; they must be equally many")
+    if len(y_tr) == 0:
+        raise UserError(f"{source}: the training set is empty")
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise UserError(
+            f"{source}: train inputs are {tuple(x_tr.shape[1:])} but test inputs {tuple(x_te.shape[1:])}; both "
+            f"splits must have one input shape"
+        )
+    if x_tr.ndim == 4:
+        first, last = x_tr.shape[1] in (1, 3), x_tr.shape[3] in (1, 3)
+        if x_tr.dtype == np.uint8 and first and not last:
+            raise UserError(
+                f"{source}: uint8 images of shape {tuple(x_tr.shape[1:])} look channels-first; uint8 images are "
+                f"read channels last (N,H,W,C): save x.transpose(0, 2, 3, 1)"
+            )
+        if x_tr.dtype != np.uint8 and last and not first:
+            raise UserError(
+                f"{source}: float images of shape {tuple(x_tr.shape[1:])} look channels-last; float images are "
+                f"read channels first (N,C,H,W): save x.transpose(0, 3, 1, 2)"
+            )
+    for key, x in (("x_train", x_tr), ("x_test", x_te)):
+        if x.dtype.kind == "f":
+            bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+            if bad.any():
+                rows = np.flatnonzero(bad)
+                raise UserError(
+                    f"{source}: {key} holds NaN or inf in {len(rows)} example(s) (first: index {rows[0]}); clean "
+                    f"or drop them"
+                )
+    low = min(int(y_tr.min()), int(y_te.min()) if len(y_te) else 0)
+    high = max(int(y_tr.max()), int(y_te.max()) if len(y_te) else 0)
+    if low < 0 or (num_classes is not None and high >= num_classes):
+        span = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+        raise UserError(f"{source}: labels range over [{low}, {high}] but must be class indices {span}")
+    unseen = every_class_seen and sorted(set(np.unique(y_te).tolist()) - set(np.unique(y_tr).tolist()))
+    if unseen:
+        shown = ", ".join(map(str, unseen[:10])) + (" ..." if len(unseen) > 10 else "")
+        raise UserError(
+            f"{source}: test labels {shown} never occur in the training set; a model cannot learn them (check the "
+            f"split, or use a larger dataset.n_train)"
+        )
 
 
 def _load_torchvision(name: str, data_dir: str, download: bool):
@@ -244,6 +336,8 @@ def load_dataset(
     else:
         raw = _load_torchvision(name, data_dir, download)
     x_tr, y_tr, x_te, y_te, classes = raw
+    if name != "npz":  # (an npz is checked as stored, before its images are converted)
+        check_arrays(f"dataset={name}", x_tr, y_tr, x_te, y_te, classes, every_class_seen=name != "synthetic")
     check_subset("n_train", n_train, len(x_tr), name)
     check_subset("n_test", n_test, len(x_te), name)
     if n_train is not None:

@@ -53,6 +53,25 @@ def _a_file(tmp):
     return p
 
 
+def _bad_npz(tmp):
+    """Two data bugs in real-looking files: a NaN in the inputs, and uint8 CIFAR-like images stored channels-first."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 6)).astype(np.float32)
+    x[3, 2] = np.nan
+    y = np.arange(20) % 3
+    np.savez(tmp / "nan.npz", x_train=x, y_train=y, x_test=np.zeros((4, 6), np.float32), y_test=y[:4])
+    img = rng.integers(0, 256, (20, 3, 8, 8), dtype=np.uint8)
+    np.savez(tmp / "chw.npz", x_train=img, y_train=y, x_test=img[:4], y_test=y[:4])
+    np.savez(tmp / "onehot.npz", x_train=x, y_train=np.eye(3)[y], x_test=x[:4], y_test=np.eye(3)[y[:4]])
+    return {"nan": tmp / "nan.npz", "chw": tmp / "chw.npz", "onehot": tmp / "onehot.npz"}
+
+
+def _subs(tmp):
+    return {"tmp": tmp, "corrupt": _corrupt_npz(tmp), "file": _a_file(tmp), **_bad_npz(tmp)}
+
+
 BAD_INPUTS = {
     "unknown group option": (["model=fcn4"], "Could not find 'model/fcn4'"),
     "wrong type": (["optimizer.lr=abc"], "optimizer.lr=abc"),
@@ -114,17 +133,46 @@ BAD_INPUTS = {
     "wrn depth not 6n+4": (["model=wrn", "model.depth=27"], "model.depth=27: a WRN depth must be 6n+4"),
     "no hidden layer": (["model.widths=[]"], "model.widths must be a non-empty list of positive widths"),
     "one synthetic class": (["dataset=synthetic", "dataset.num_classes=1"], "dataset=synthetic needs num_classes >= 2"),
+    # bad data content: refused before training (not recorded as DIVERGED, not trained in the wrong layout)
+    "NaN in the inputs": (
+        ["dataset=npz", "dataset.path={nan}"],
+        "x_train holds NaN or inf in 1 example(s) (first: index 3)",
+    ),
+    "channel-first uint8 images": (["dataset=npz", "dataset.path={chw}", "model=cnn6"], "save x.transpose(0, 2, 3, 1)"),
+    "one-hot labels": (["dataset=npz", "dataset.path={onehot}"], "labels must be class indices of shape (N,)"),
+    # contradictions and typos: refused with the closest valid name
+    "download with npz": (
+        ["dataset=npz", "dataset.path=x.npz", "dataset.download=true"],
+        "dataset.download=true is used only",
+    ),
+    "two jacobian regularizers": (["regularizer=[ejr_sam,ejr_v2]"], "ejr_sam and ejr_v2 both set regularizer.jacobian"),
+    "added unknown key": (
+        ["+optimizer.lrr=0.1"],
+        "optimizer.lrr is not a field of optimizer (did you mean optimizer.lr?)",
+    ),
+    "added unknown top-level key": (["+sed=1"], "sed is not a field of the config (did you mean seed?)"),
+    "misspelt key": (["optimizer.momentun=0.9"], "(did you mean optimizer.momentum?)"),
+    "misspelt group": (["optimiser=sgd"], "(did you mean optimizer?)"),
+    "misspelt option": (["optimizer=sdg"], "Available options in 'optimizer': gd, sam, sgd (did you mean sgd?)"),
+    "misspelt launcher": (["launcher=slurmm"], "(did you mean slurm?)"),
+    "misspelt metric name": (["metrics.names=[sharpnes]"], "sharpnes (did you mean sharpness?)"),
 }
 
 # Every case but these two is known before any data is read, so ijr-sweep's pre-flight refuses it too.
-NEEDS_THE_RUN = ("corrupt npz", "unwritable output dir")
+NEEDS_THE_RUN = (
+    "corrupt npz",
+    "unwritable output dir",
+    "NaN in the inputs",
+    "channel-first uint8 images",
+    "one-hot labels",
+    "misspelt launcher",  # (ijr-sweep takes the launcher apart from the jobs: tested in test_sweeps)
+)
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS), ids=lambda c: c.replace(" ", "-"))
 def test_bad_input_one_line_exit_2_nothing_half_written(tmp_path, case):
     args, expected = BAD_INPUTS[case]
-    subs = {"tmp": tmp_path, "corrupt": _corrupt_npz(tmp_path), "file": _a_file(tmp_path)}
-    args = [a.format(**subs) for a in args]
+    args = [a.format(**_subs(tmp_path)) for a in args]
     run_dir = tmp_path / "run"
     if not any(a.startswith("hydra.run.dir") for a in args):
         args.append(f"hydra.run.dir={run_dir}")
@@ -142,7 +190,7 @@ def test_the_sweep_preflight_refuses_the_same_bad_input_in_one_line(tmp_path, ca
     from ijr_cli.cli import sweep as sweep_cli
 
     args, expected = BAD_INPUTS[case]
-    subs = {"tmp": tmp_path, "corrupt": _corrupt_npz(tmp_path), "file": _a_file(tmp_path)}
+    subs = _subs(tmp_path)
     study = tmp_path / "study.yaml"
     study.write_text(
         "description: d\nreference: r\nfixed: [trainer.max_steps=2]\ngrids: [{optimizer.lr: [0.05]}]\nseeds: [0]\n"

@@ -70,7 +70,7 @@ def test_mnist_idx_format_through_torchvision(tmp_path, name, folder):
     raw = tmp_path / folder / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    x_tr, y_tr = rng.integers(0, 256, (12, 28, 28)), rng.integers(0, 10, 12)
+    x_tr, y_tr = rng.integers(0, 256, (12, 28, 28)), rng.permutation(np.arange(12) % 10)  # every class in training
     x_te, y_te = rng.integers(0, 256, (5, 28, 28)), rng.integers(0, 10, 5)
     _write_idx(raw / "train-images-idx3-ubyte", x_tr)
     _write_idx(raw / "train-labels-idx1-ubyte", y_tr)
@@ -93,9 +93,10 @@ def test_cifar10_pickle_format_through_torchvision(tmp_path, monkeypatch):
     folder.mkdir()
     rng = np.random.default_rng(1)
     batches = {}
-    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+    names = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+    for i, name in enumerate(names):
         data = rng.integers(0, 256, (2, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, 2).tolist()
+        labels = rng.integers(0, 10, 2).tolist() if name == "test_batch" else [2 * i, 2 * i + 1]  # every class
         batches[name] = (data, labels)
         with open(folder / name, "wb") as f:
             pickle.dump({"data": data, "labels": labels}, f)
@@ -191,3 +192,76 @@ def test_the_sizes_known_before_loading_are_the_loaded_ones():
     for name in (DatasetName.digits, DatasetName.mnist1d):
         d = load_dataset(name.value)
         assert (d.n_train, int(d.x_test.shape[0]), d.input_shape) == DATA_FACTS[name]
+
+
+def _npz(path, **arrays):
+    rng = np.random.default_rng(3)
+    base = {
+        "x_train": rng.normal(size=(8, 5)).astype(np.float32),
+        "y_train": np.arange(8) % 4,
+        "x_test": rng.normal(size=(4, 5)).astype(np.float32),
+        "y_test": np.arange(4) % 4,
+    }
+    base.update(arrays)
+    np.savez(path, **{k: v for k, v in base.items() if v is not None})
+    return str(path)
+
+
+_rng = np.random.default_rng(4)
+BAD_NPZ = {
+    "NaN input": ({"x_train": np.where(np.eye(8, 5) > 0, np.nan, 0.0)}, "x_train holds NaN or inf in 5 example(s)"),
+    "inf input": ({"x_test": np.full((4, 5), np.inf)}, "x_test holds NaN or inf in 4 example(s) (first: index 0)"),
+    "negative labels": ({"y_train": np.arange(8) % 4 - 1}, "labels range over [-1, 3] but must be class indices"),
+    "float labels": ({"y_train": np.arange(8) % 4 + 0.5}, "y_train holds non-integer float labels"),
+    "whole-number float labels": ({"y_train": (np.arange(8) % 4).astype(float)}, "y.astype(np.int64)"),
+    "one-hot labels": ({"y_train": np.eye(4)[np.arange(8) % 4]}, "shape (8, 4); labels must be class indices"),
+    "unseen test label": ({"y_test": np.array([0, 1, 2, 7])}, "test labels 7 never occur in the training set"),
+    "train/test shapes differ": (
+        {"x_test": np.zeros((4, 6), np.float32)},
+        "train inputs are (5,) but test inputs (6,)",
+    ),
+    "lengths differ": ({"y_test": np.arange(3)}, "y_test has 3 labels for 4 inputs"),
+    "channel-first uint8": (
+        {
+            "x_train": _rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8),
+            "x_test": _rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8),
+        },
+        "look channels-first; uint8 images are read channels last (N,H,W,C): save x.transpose(0, 2, 3, 1)",
+    ),
+    "channel-last float": (
+        {"x_train": np.zeros((8, 32, 32, 3), np.float32), "x_test": np.zeros((4, 32, 32, 3), np.float32)},
+        "look channels-last; float images are read channels first (N,C,H,W): save x.transpose(0, 3, 1, 2)",
+    ),
+    "extra key": ({"x_val": np.zeros(3)}, "x_val float64 (3,) (unexpected arrays x_val); an .npz dataset holds"),
+    "missing key": ({"y_test": None}, "(missing arrays y_test)"),
+    "object arrays": ({"y_train": np.array([[0], "a"] * 4, dtype=object)}, "holds object (pickled) arrays"),
+    "string inputs": ({"x_train": np.array([["a"] * 5] * 8)}, "x_train has dtype <U1; inputs must be numbers"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_NPZ), ids=lambda c: c.replace(" ", "-"))
+def test_bad_npz_content_is_refused_with_the_fix(tmp_path, case):
+    arrays, expected = BAD_NPZ[case]
+    path = _npz(tmp_path / "d.npz", **arrays)
+    with pytest.raises(UserError) as e:
+        load_dataset("npz", path=path)
+    assert expected in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_valid_npz_passes_the_checks(tmp_path):
+    d = load_dataset("npz", path=_npz(tmp_path / "d.npz"))
+    assert d.num_classes == 4 and d.input_shape == (5,)
+
+
+def test_torchvision_labels_outside_the_class_count(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    _write_idx(raw / "train-images-idx3-ubyte", np.zeros((3, 28, 28)))
+    _write_idx(raw / "train-labels-idx1-ubyte", [0, 11, 2])
+    _write_idx(raw / "t10k-images-idx3-ubyte", np.zeros((2, 28, 28)))
+    _write_idx(raw / "t10k-labels-idx1-ubyte", [0, 2])
+    with pytest.raises(
+        UserError, match=r"dataset=mnist: labels range over \[0, 11\] but must be class indices \[0, 10\)"
+    ):
+        load_dataset("mnist", data_dir=str(tmp_path))

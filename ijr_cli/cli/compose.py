@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Iterator
+from typing import Callable, Dict, Iterator, List
 
 from omegaconf import OmegaConf
 
+from ijr_cli.core.errors import UserError
 from ijr_cli.core.resources import conf_dir
 
 
@@ -50,3 +51,43 @@ def composer() -> Iterator[Callable]:
             yield compose
     finally:
         GlobalHydra.instance().clear()
+
+
+def _leaves(node, prefix: str = "") -> Dict[str, object]:
+    """A nested mapping as dotted keys -> values."""
+    out: Dict[str, object] = {}
+    for k, v in (node or {}).items():
+        if isinstance(v, dict):
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_group_lists(overrides: List[str]) -> None:
+    """`group=[a,b]` merges the options in order (regularizer=[mixup,augment] sets both fields); two options that
+    set the same field differently would leave the last one's value silently, so that is refused, naming both."""
+    import yaml
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # noqa: BLE001 - a malformed override is Hydra's to report, in its own words
+        return
+    for o in parsed:
+        chosen, group = o.value(), o.key_or_group
+        folder = conf_dir() / group
+        if o.is_add() or o.is_delete() or not isinstance(chosen, list) or not folder.is_dir():
+            continue
+        set_by: Dict[str, tuple] = {}
+        for option in chosen:
+            path = folder / f"{option}.yaml"
+            if not path.exists():
+                continue  # Hydra names the unknown option
+            for key, value in _leaves(yaml.safe_load(path.read_text()) or {}).items():
+                if key in set_by and set_by[key][1] != value and key != "defaults":
+                    raise UserError(
+                        f"{group}=[{','.join(map(str, chosen))}]: {set_by[key][0]} and {option} both set {group}.{key} "
+                        f"({set_by[key][1]} vs {value}), and the last would win silently; choose one of them"
+                    )
+                set_by[key] = (option, value)

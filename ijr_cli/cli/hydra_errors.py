@@ -8,6 +8,13 @@ is folded into one line (`one_line`).
 from __future__ import annotations
 
 import io
+import re
+
+from ijr_cli.core.config import fields_at
+from ijr_cli.core.errors import did_you_mean
+
+# the config groups that are not sections of the schema (they choose how jobs run, or a preset of many fields)
+OTHER_GROUPS = ("launcher", "experiment")
 
 
 class HeldStderr(io.TextIOBase):
@@ -73,7 +80,21 @@ def one_line(report: str) -> str:
         text += ln if not text else ((" " if text.endswith((".", ":")) else ": ") + ln)
     if options:
         text += " " + ", ".join(options)
-    if append_hint:
+        missing = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+        if missing:
+            text += did_you_mean(missing.group(2), options)
+    unknown = re.search(r"Could not override '([^']+)'", text)
+    fields = None
+    if unknown:
+        parent, _, key = unknown.group(1).rpartition(".")
+        fields = fields_at(parent)
+    if unknown and fields is not None:
+        # a typed section: adding the key with + would be refused too, so name the closest field instead
+        candidates = [*fields, *OTHER_GROUPS] if not parent else fields
+        prefix = f"{parent}." if parent else ""
+        close = did_you_mean(key, candidates).replace("mean ", "mean " + prefix)
+        text += close or " (ijr-train --cfg job lists every field with its value)"
+    elif append_hint:
         text += f" (the key is not in the config: {append_hint} adds it)"
     elif text.startswith(("Error merging override", "Could not override")):
         text += " (ijr-train --cfg job lists every field with its value)"

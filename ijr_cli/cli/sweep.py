@@ -20,10 +20,10 @@ from typing import Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
-from ijr_cli.cli.compose import composer
+from ijr_cli.cli.compose import check_group_lists, composer
 from ijr_cli.cli.hydra_errors import one_line
 from ijr_cli.core import records
-from ijr_cli.core.config import DatasetName, check_data_files, validate
+from ijr_cli.core.config import DatasetName, check_data_files, check_known_keys, validate
 from ijr_cli.core.errors import UserError
 from ijr_cli.core.resources import sweeps_dir
 from ijr_cli.sweep import state as sweep_state
@@ -56,7 +56,9 @@ def preflight(
     with composer() as compose:
         for job in jobs:
             try:
+                check_group_lists(fixed + job)
                 cfg = compose(config_name="train", overrides=fixed + job)
+                check_known_keys(OmegaConf.to_container(cfg, resolve=False))
                 typed = OmegaConf.to_object(cfg)
                 validate(typed)
                 d = typed.dataset

@@ -18,9 +18,10 @@ from typing import List, Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ijr_cli.cli.compose import register
+from ijr_cli.cli.compose import check_group_lists, register
 from ijr_cli.cli.hydra_errors import HeldStderr, one_line
 from ijr_cli.core import errors
+from ijr_cli.core.config import check_known_keys
 from ijr_cli.core.errors import Terminated, UserError
 from ijr_cli.core.resources import conf_dir
 
@@ -55,6 +56,8 @@ def _train_task(cfg: DictConfig) -> Optional[errors.JobFailure]:
     overrides: List[str] = list(hc.overrides.task)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
+        check_group_lists(overrides)
+        check_known_keys(OmegaConf.to_container(cfg, resolve=False))
         from ijr_cli.run.experiment import run  # heavy imports (torch) only once composition succeeded
 
         typed = OmegaConf.to_object(cfg)

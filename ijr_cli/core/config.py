@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 
 from omegaconf import MISSING
 
-from ijr_cli.core.errors import UserError
+from ijr_cli.core.errors import UserError, did_you_mean
 from ijr_cli.core.metric_names import EVAL_METRICS, GROUP_OF, GROUPS, MEASURABLE
 
 
@@ -267,6 +267,45 @@ def schema_default(schema: type, name: str):
     return tuple(value) if isinstance(value, list) else value
 
 
+def _sections(schema: type) -> Dict[str, type]:
+    """The fields of a schema dataclass that are schema dataclasses themselves (its sub-sections)."""
+    import typing
+
+    hints = typing.get_type_hints(schema)
+    return {f.name: hints[f.name] for f in dataclasses.fields(schema) if dataclasses.is_dataclass(hints[f.name])}
+
+
+def fields_at(path: str) -> Optional[List[str]]:
+    """The field names of the schema section at dotted `path` ("" the top level, "optimizer"), or None when the
+    path is not a typed section (a dict-valued field such as metrics.every, or no field at all)."""
+    schema: type = TrainConfig
+    for part in [p for p in path.split(".") if p]:
+        schema = _sections(schema).get(part)
+        if schema is None:
+            return None
+    return [f.name for f in dataclasses.fields(schema)]
+
+
+def check_known_keys(composed: Dict[str, object], schema: type = TrainConfig, prefix: str = "") -> None:
+    """Every key of the composed config (a plain dict) is a field of the schema: a key added with `+` under a typed
+    section (`+optimizer.lrr=0.1`) would be ignored silently, so it is refused with the closest field's name.
+    Dict-valued fields (metrics.every) take any key; their keys are checked by `validate`."""
+    fields = [f.name for f in dataclasses.fields(schema)]
+    sections = _sections(schema)
+    for key, value in composed.items():
+        if key == "hydra" and not prefix:
+            continue
+        if key not in fields:
+            where = prefix.rstrip(".") or "the config"
+            raise UserError(
+                f"{prefix}{key} is not a field of {where}"
+                f"{did_you_mean(key, fields).replace('mean ', 'mean ' + prefix)}; "
+                f"ijr-train --cfg job lists every field"
+            )
+        if key in sections and isinstance(value, dict):
+            check_known_keys(value, sections[key], f"{prefix}{key}.")
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise UserError(message)
@@ -344,10 +383,11 @@ def validate(cfg: TrainConfig) -> None:
         check_against_data(cfg, *facts)
     check_metric_names(mc.names)
     unknown_keys = [k for k in mc.every if k not in GROUP_OF and k not in GROUPS]
+    close = did_you_mean(unknown_keys[0], [*GROUP_OF, *GROUPS]) if unknown_keys else ""
     _require(
         not unknown_keys,
-        f"metrics.every has unknown key(s) {', '.join(unknown_keys)}; use metric names from metrics.names (or group "
-        f"names: {', '.join(GROUPS)})",
+        f"metrics.every has unknown key(s) {', '.join(unknown_keys)}{close}; use metric names from metrics.names (or "
+        f"group names: {', '.join(GROUPS)})",
     )
 
 
@@ -452,7 +492,8 @@ def check_metric_names(names: Sequence[str]) -> List[str]:
     unknown = [n for n in names if n not in GROUP_OF]
     _require(
         not unknown,
-        f"unknown metric name(s) in metrics.names: {', '.join(unknown)}; known: {', '.join(MEASURABLE)} "
+        f"unknown metric name(s) in metrics.names: {', '.join(unknown)}"
+        f"{did_you_mean(unknown[0], GROUP_OF) if len(unknown) == 1 else ''}; known: {', '.join(MEASURABLE)} "
         f"(and {', '.join(EVAL_METRICS)}, always evaluated)",
     )
     return list(dict.fromkeys(names))

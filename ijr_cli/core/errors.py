@@ -1,13 +1,20 @@
 """Bad input (one line on stderr, exit code 2), a stop by a signal, and the failures of a multirun's jobs."""
 
+import difflib
 from dataclasses import dataclass
-from typing import List
+from typing import Iterable, List
 
 
 class UserError(Exception):
     """A problem with what the user asked for (a config value, a missing file), stated with its fix."""
 
     exit_code = 2
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """ " (did you mean X?)" for the closest candidate (difflib's ratio >= 0.6), or "" when none is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 class Terminated(BaseException):

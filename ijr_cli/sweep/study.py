@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from ijr_cli.core.errors import UserError
+from ijr_cli.core.errors import UserError, did_you_mean
 
 STUDY_KEYS = {"description", "reference", "fixed", "grids", "seeds", "tiny", "notes"}
 TINY_KEYS = {"fixed", "grids", "seeds"}
@@ -208,8 +208,11 @@ def find_study(name: str, sweeps_dir: Path) -> Path:
         return as_path
     path = sweeps_dir / f"{name}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in sweeps_dir.glob("*.yaml"))) or "none"
-        raise UserError(f"no sweep named {name!r} in {sweeps_dir}; known sweeps: {known}")
+        stems = sorted(p.stem for p in sweeps_dir.glob("*.yaml"))
+        raise UserError(
+            f"no sweep named {name!r} in {sweeps_dir}{did_you_mean(name, stems)}; known sweeps: "
+            f"{', '.join(stems) or 'none'}"
+        )
     return path
 
 
