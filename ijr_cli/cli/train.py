@@ -40,7 +40,7 @@ def _remove_fresh_run_dir(run_dir: Path) -> None:
     """A run directory that Hydra made for this call and that holds no run is removed (nothing half-written)."""
     if not run_dir.is_dir() or (run_dir / "status.json").exists():
         return
-    if all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+    if all(p.name in (".hydra", ".lock") or p.suffix == ".log" for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -63,12 +63,15 @@ def _train_task(cfg: DictConfig) -> Optional[errors.JobFailure]:
         typed = OmegaConf.to_object(cfg)
         code = run(typed, run_dir=run_dir, config_yaml=OmegaConf.to_yaml(cfg, resolve=True), overrides=overrides)
     except UserError as e:
-        _remove_fresh_run_dir(run_dir)
+        in_use = isinstance(e, errors.RunDirectoryInUse)  # (that directory is another process's: left alone)
+        if not in_use:
+            _remove_fresh_run_dir(run_dir)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         if not multirun:
             _fail(str(e))
-        _record_failed_job(run_dir, overrides, str(e))
+        if not in_use:
+            _record_failed_job(run_dir, overrides, str(e))
         return _job_failed(overrides, str(e))
     except Exception as e:  # noqa: BLE001 - in a multirun, one job's crash must not stop the others
         if not multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":

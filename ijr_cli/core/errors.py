@@ -11,6 +11,10 @@ class UserError(Exception):
     exit_code = 2
 
 
+class RunDirectoryInUse(UserError):
+    """Another process holds the run directory: refused, and the directory is left exactly as it is."""
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """ " (did you mean X?)" for the closest candidate (difflib's ratio >= 0.6), or "" when none is close."""
     close = difflib.get_close_matches(word, list(candidates), n=1)

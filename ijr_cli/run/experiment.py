@@ -20,6 +20,7 @@ from ijr_cli.models import count_parameters
 from ijr_cli.optim import lr_factor
 from ijr_cli.run import lifecycle
 from ijr_cli.run.build import Built, build
+from ijr_cli.run.lock import RunLock
 from ijr_cli.run.signals import StopSignals
 from ijr_cli.run.summary import environment, summary_table
 from ijr_cli.train.loop import fit
@@ -28,8 +29,15 @@ from ijr_cli.train.step import step_passes, train_step
 
 
 def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[str]) -> int:
-    """Train (or resume, or report a finished run); returns the process exit code (0 also for DIVERGED)."""
+    """Train (or resume, or report a finished run); returns the process exit code (0 also for DIVERGED).
+
+    The run directory's lock (`lock.RunLock`) is held from before its status is read until the run ends."""
     validate(cfg)
+    with RunLock(run_dir):
+        return _run(cfg, run_dir, config_yaml, overrides)
+
+
+def _run(cfg: TrainConfig, run_dir: Path, config_yaml: str, overrides: List[str]) -> int:
     rd, stored = lifecycle.open_run_directory(run_dir, config_yaml)
     if lifecycle.is_finished(stored):
         print(f"ijr-train: {rd.path} already {stored.status}; not run again (use another hydra.run.dir to train anew)")

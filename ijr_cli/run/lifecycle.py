@@ -18,7 +18,7 @@ import yaml
 
 from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
-from ijr_cli.core.errors import Terminated, UserError
+from ijr_cli.core.errors import RunDirectoryInUse, Terminated, UserError
 from ijr_cli.core.status import FINISHED, Attempt, Status, read_status, write_status
 from ijr_cli.train.loop import FitResult
 from ijr_cli.train.state import RunState, load_checkpoint
@@ -45,7 +45,9 @@ def open_run_directory(run_dir: Path, config_yaml: str) -> Tuple[records.RunDire
         and last.pid not in (None, os.getpid())
         and last.alive_on_this_host()
     ):
-        raise UserError(f"run directory {rd.path} is in use by process {last.pid} on this host; wait for it or stop it")
+        raise RunDirectoryInUse(
+            f"run directory {rd.path} is in use by process {last.pid} on this host; wait for it or stop it"
+        )
     return rd, status
 
 
