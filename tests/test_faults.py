@@ -4,14 +4,18 @@ import errno
 import fcntl
 import json
 import os
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from conftest import IJR_TRAIN, ROOT, TINY, run_cli
+from helpers import IJR_STATUS, IJR_SWEEP
 
 from ijr_cli.core.errors import RunDirectoryInUse
+from ijr_cli.core.records import same_process_alive
 from ijr_cli.run.lock import RunLock
 
 
@@ -74,3 +78,86 @@ def test_two_processes_started_at_once_into_one_run_directory_one_writes(tmp_pat
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(0, 401, 10))
     assert json.loads((run_dir / "status.json").read_text())["status"] == "COMPLETED"
+
+
+def _rows(path):
+    try:
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def _wait_for(predicate, timeout=120.0, every=0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.mark.parametrize(
+    "sig,launcher",
+    [
+        (signal.SIGKILL, "local"),
+        pytest.param(signal.SIGTERM, "local", marks=pytest.mark.slow),
+        pytest.param(signal.SIGKILL, "local_parallel", marks=pytest.mark.slow),
+    ],
+    ids=["SIGKILL-local", "SIGTERM-local", "SIGKILL-local_parallel"],
+)
+def test_a_killed_sweep_takes_its_jobs_with_it_and_resumes_from_their_checkpoints(tmp_path, sig, launcher):
+    """kill -9 (or SIGTERM) of ijr-sweep: the running job stops at a step boundary with a checkpoint (STOPPED),
+    no further job starts, ijr-status tells so, and the same command resumes the stopped job and runs the rest."""
+    study = tmp_path / "three.yaml"
+    fixed = [o for o in TINY if not o.startswith(("optimizer.lr=", "trainer."))]
+    fixed += ["trainer.max_steps=10000", "trainer.eval_every=100", "trainer.checkpoint_every=5000"]
+    fixed += ["trainer.progress=false"]
+    study.write_text(
+        "description: three jobs\nreference: test\n"
+        f"fixed: {json.dumps(fixed)}\ngrids: [{{optimizer.lr: [0.01, 0.02, 0.03]}}]\nseeds: [0]\n"
+    )
+    sweep_dir = tmp_path / "sweep"
+    cmd = [IJR_SWEEP, str(study), "--sweep-dir", str(sweep_dir), f"launcher={launcher}"]
+    if launcher == "local_parallel":
+        cmd += ["hydra.launcher.max_parallel=1", "trainer.num_threads=1"]
+    sweep = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+    def running_job():
+        for run in sweep_dir.glob("optimizer.lr=*"):
+            if any(r.get("step", 0) >= 500 for r in _rows(run / "metrics.jsonl")):
+                return run
+        return None
+
+    run = _wait_for(running_job)
+    pid = json.loads((run / "status.json").read_text())["attempts"][-1]["pid"]
+    sweep.send_signal(sig)
+    sweep.wait(timeout=60)
+    _wait_for(lambda: not same_process_alive(pid, None), timeout=60)  # the job did not outlive the sweep
+    status = _wait_for(lambda: json.loads((run / "status.json").read_text()))
+    assert status["status"] == "STOPPED" and (run / "checkpoint.pt").exists(), status
+    time.sleep(3)  # nothing goes on in the background
+    started = [d.name for d in sweep_dir.glob("optimizer.lr=*") if (d / "status.json").exists()]
+    assert started == [run.name], started
+    report = subprocess.run([IJR_STATUS, str(sweep_dir), "--no-slurm"], capture_output=True, text=True, cwd=ROOT)
+    assert "stopped by signal SIGTERM at step" in report.stdout and "MISSING 2" in report.stdout, report.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "3 job(s): 3 to run (2 new, 1 to resume)" in again.stdout, again.stdout
+    final = json.loads((run / "status.json").read_text())
+    assert final["status"] == "COMPLETED" and final["attempts"][-1]["resumed_from_step"] >= 500
+    steps = [r["step"] for r in _rows(run / "metrics.jsonl")]
+    assert steps == list(range(0, 10001, 100))
+
+
+def test_ctrl_c_stops_a_run_at_a_step_boundary_with_a_checkpoint(tmp_path):
+    """The first Ctrl-C (SIGINT) stops like SIGTERM: STOPPED, a checkpoint of that step, exit 130; resumable."""
+    args = [*TINY, "trainer.max_steps=20000", "trainer.eval_every=100", "trainer.checkpoint_every=10000"]
+    run = subprocess.Popen([IJR_TRAIN, *args, f"hydra.run.dir={tmp_path}"], stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    _wait_for(lambda: any(r.get("step", 0) >= 300 for r in _rows(tmp_path / "metrics.jsonl")))
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert run.returncode == 130, err
+    assert status["status"] == "STOPPED" and status["stop_reason"] == "Ctrl-C (SIGINT)", status
+    assert (tmp_path / "checkpoint.pt").exists() and "stopping at the end of this step" in err

@@ -12,7 +12,9 @@ scan): keep imports light.
 
 import logging
 import os
+import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +111,33 @@ def _visible_gpus() -> List[int]:
     return list(range(sum(line.startswith("GPU ") for line in out.splitlines())))
 
 
+class _StopForwarding:
+    """While the local jobs run: SIGTERM, SIGINT or SIGUSR2 sent to the launcher (by ijr-sweep, or PR_SET_PDEATHSIG
+    when ijr-sweep died) is passed to every running job as SIGTERM (submitit's controller hands it to the job,
+    which stops at a step boundary with a checkpoint), and no further job starts."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+
+    def __init__(self, running: Dict[int, tuple]):
+        self.running, self.signum, self.previous = running, None, {}
+
+    def __enter__(self) -> "_StopForwarding":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handler(self, signum, frame) -> None:
+        self.signum = self.signum or signum
+        for _, _, job in self.running.values():
+            process = getattr(job, "_process", None)  # submitit's LocalJob keeps its controller's Popen here
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+
+
 class LocalParallelLauncher(BaseSubmititLauncher):
     """Runs a multirun's jobs as submitit local jobs, `max_parallel` at a time (one per GPU when there are
     GPUs), and waits for them: a workstation's sweep."""
@@ -134,20 +163,30 @@ class LocalParallelLauncher(BaseSubmititLauncher):
         running: Dict[int, tuple] = {}
         returns: Dict[int, JobReturn] = {}
         log.info(f"running {len(todo)} job(s), {slots} at a time" + (f" on GPUs {gpus[:slots]}" if gpus else ""))
-        while todo or running:
-            for slot in [s for s in range(slots) if s not in running]:
-                if not todo:
-                    break
-                idx, overrides = todo.pop(0)
-                executor = submitit.LocalExecutor(folder=p["submitit_folder"])
-                one_gpu = {"gpus_per_node": 1, "visible_gpus": [gpus[slot]]} if gpus else {}
-                executor.update_parameters(**params, **one_gpu)
-                running[slot] = (idx, overrides, executor.submit(self, *_job_args(overrides, idx)))
-            time.sleep(p.get("poll_s", 0.5))
-            for slot, (idx, overrides, job) in list(running.items()):
-                if job.done():
-                    del running[slot]
-                    returns[idx] = self._collect(job, overrides)
+        with _StopForwarding(running) as stop:
+            while (todo and stop.signum is None) or running:
+                for slot in [s for s in range(slots) if s not in running]:
+                    if not todo or stop.signum is not None:
+                        break
+                    idx, overrides = todo.pop(0)
+                    executor = submitit.LocalExecutor(folder=p["submitit_folder"])
+                    one_gpu = {"gpus_per_node": 1, "visible_gpus": [gpus[slot]]} if gpus else {}
+                    executor.update_parameters(**params, **one_gpu)
+                    running[slot] = (idx, overrides, executor.submit(self, *_job_args(overrides, idx)))
+                time.sleep(p.get("poll_s", 0.5))
+                for slot, (idx, overrides, job) in list(running.items()):
+                    if job.done():
+                        del running[slot]
+                        if stop.signum is None:
+                            returns[idx] = self._collect(job, overrides)
+        if stop.signum is not None:
+            from ijr_cli.core.errors import Terminated
+
+            name = signal.Signals(stop.signum).name
+            raise Terminated(
+                f"stopped by {name}: the running jobs checkpointed, {len(todo)} job(s) not started",
+                exit_code=130 if stop.signum == signal.SIGINT else Terminated.exit_code,
+            )
         return [returns[i] for i in sorted(returns)]
 
     @staticmethod

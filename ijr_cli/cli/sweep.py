@@ -9,10 +9,12 @@ With `launcher=slurm` it returns once SLURM has queued the jobs; `ijr-status SWE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -278,11 +280,14 @@ def sweep(argv: Optional[List[str]] = None) -> None:
         *launch,
         f"hydra.sweep.dir={sweep_dir}",
     ]
-    try:
-        rc = subprocess.call(cmd)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; running the same command again resumes the sweep", file=sys.stderr)
-        raise SystemExit(130) from None
+    rc, stopped_by = run_owned_child(cmd)
+    if stopped_by is not None:
+        print(
+            f"{prog}: stopped by {signal.Signals(stopped_by).name}; the running job checkpointed; ijr-status "
+            f"{sweep_dir} shows where each job is, and the same command resumes the sweep",
+            file=sys.stderr,
+        )
+        raise SystemExit(130 if stopped_by == signal.SIGINT else 143)
     if launcher == "slurm":
         if rc == 0:
             print(f"{prog}: {len(to_run)} job(s) queued on SLURM; follow them with: ijr-status {sweep_dir}")
@@ -292,6 +297,44 @@ def sweep(argv: Optional[List[str]] = None) -> None:
     failed = [s for s in states if s.name in set(to_run) and s.bucket in ("FAILED", "MISSING")]
     if rc or failed:
         raise SystemExit(1)
+
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+
+def _child_setup(parent: int) -> None:
+    """In the child, before it runs: its own process group (a terminal's Ctrl-C reaches only ijr-sweep, which
+    forwards it once), and SIGTERM when ijr-sweep dies, even by kill -9 (Linux's PR_SET_PDEATHSIG)."""
+    os.setpgid(0, 0)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(143)
+
+
+def run_owned_child(cmd: List[str]) -> Tuple[int, Optional[int]]:
+    """Run the sweep's `ijr-train -m` as a child that cannot outlive ijr-sweep; returns its exit code and the
+    signal that stopped the sweep (None when none did). SIGINT, SIGTERM and SIGUSR2 sent to ijr-sweep reach the
+    child as SIGTERM (SIGUSR2 as itself), which stops the running job at a step boundary with a checkpoint and
+    ends the multirun; a second one stops the job at once."""
+    parent = os.getpid()
+    child = subprocess.Popen(cmd, preexec_fn=lambda: _child_setup(parent))
+    received: List[int] = []
+
+    def forward(signum, frame) -> None:
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGUSR2 if signum == signal.SIGUSR2 else signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    try:
+        rc = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return rc, (received[0] if received else None)
 
 
 # ------------------------------------------------------------------------------------------------ ijr-status

@@ -140,7 +140,7 @@ def train() -> None:
             file=sys.stderr,
             flush=True,
         )
-        raise SystemExit(Terminated.exit_code if isinstance(e, Terminated) else 130) from None
+        raise SystemExit(e.exit_code if isinstance(e, Terminated) else 130) from None
     except SystemExit as e:
         if not held.released and e.code not in (0, None):
             report = "".join(held.held)

@@ -30,6 +30,10 @@ class Terminated(BaseException):
 
     exit_code = 143
 
+    def __init__(self, message: str = "terminated", exit_code: int = 143):
+        super().__init__(message)
+        self.exit_code = exit_code  # 130 for Ctrl-C, 143 for SIGTERM
+
 
 @dataclass
 class JobFailure:
