@@ -4,15 +4,17 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from conftest import IJR_TRAIN, ROOT, TINY, run_cli
-from helpers import IJR_STATUS, IJR_SWEEP
+from helpers import IJR_REPORT, IJR_STATUS, IJR_SWEEP
 
 from ijr_cli.core.errors import RunDirectoryInUse
 from ijr_cli.core.records import same_process_alive
@@ -161,3 +163,111 @@ def test_ctrl_c_stops_a_run_at_a_step_boundary_with_a_checkpoint(tmp_path):
     assert run.returncode == 130, err
     assert status["status"] == "STOPPED" and status["stop_reason"] == "Ctrl-C (SIGINT)", status
     assert (tmp_path / "checkpoint.pt").exists() and "stopping at the end of this step" in err
+
+
+# ------------------------------------------------------------------------------------------ I/O failures
+def _can_mount_tmpfs() -> bool:
+    """A private mount namespace (unshare -rm) in which a small tmpfs can be mounted: root, or user namespaces."""
+    try:
+        r = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+needs_tmpfs = pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs here (unshare -rm)")
+
+
+def _in_small_disk(tmp_path, size: str, script: str) -> subprocess.CompletedProcess:
+    """Run `script` (sh) with DISK, a fresh tmpfs of `size`, mounted at tmp_path/disk in a private mount namespace;
+    what the test inspects must be copied out of it into tmp_path/out by the script."""
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "out").mkdir()
+    full = f"set -u\nmount -t tmpfs -o size={size} tmpfs {tmp_path / 'disk'}\nDISK={tmp_path / 'disk'}\n"
+    full += f"OUT={tmp_path / 'out'}\n" + script
+    return subprocess.run(["unshare", "-rm", "sh", "-c", full], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+BIG_MODEL = [o for o in TINY if not o.startswith(("dataset.input_shape", "model.widths"))]
+BIG_MODEL += ["dataset.input_shape=[100]", "model.widths=[3000]"]  # a checkpoint of about 2.5 MB
+
+
+@needs_tmpfs
+def test_a_full_disk_fails_the_run_in_one_line_with_the_reason_recorded(tmp_path):
+    script = f"""
+{IJR_TRAIN} {" ".join(BIG_MODEL)} hydra.run.dir=$DISK/run > $OUT/stdout 2> $OUT/stderr
+echo $? > $OUT/rc
+ls -a $DISK/run > $OUT/listing
+cp $DISK/run/status.json $OUT/
+{IJR_STATUS} $DISK --no-slurm > $OUT/ijr-status
+"""
+    r = _in_small_disk(tmp_path, "2m", script)
+    out = tmp_path / "out"
+    assert r.returncode == 0, r.stderr
+    stderr = (out / "stderr").read_text().strip().splitlines()
+    assert (out / "rc").read_text().strip() == "1", stderr
+    assert len(stderr) == 1 and stderr[0].startswith("ijr-train: error: disk full: cannot write "), stderr
+    assert "checkpoint.pt (ENOSPC: No space left on device)" in stderr[0]
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "FAILED" and status["error"].startswith("disk full: cannot write")
+    listing = (out / "listing").read_text().split()
+    assert not [f for f in listing if f.endswith(".tmp") or f == ".reserve"], listing  # nothing left behind
+    assert "FAILED 1" in (out / "ijr-status").read_text() and "disk full" in (out / "ijr-status").read_text()
+
+
+def test_a_run_directory_made_unwritable_mid_run_fails_in_one_line(tmp_path):
+    """The directory refuses new files (chmod 555 mid-run): the checkpoint cannot be written; status.json, which
+    still exists, is rewritten in place with the reason; exit 1. (Root ignores modes: then the run is nobody's.)"""
+    prefix = []
+    if os.geteuid() == 0:  # (pytest's tmp_path is private to root: the run goes in a folder nobody may enter)
+        tmp_path = Path(tempfile.mkdtemp(prefix="ijr-unwritable-", dir="/tmp"))
+        os.chmod(tmp_path, 0o777)
+        prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    run_dir = tmp_path / "run"
+    args = [*TINY, "trainer.max_steps=20000", "trainer.eval_every=100", "trainer.checkpoint_every=2000"]
+    run = subprocess.Popen(
+        [*prefix, IJR_TRAIN, *args, f"hydra.run.dir={run_dir}"], stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    _wait_for(lambda: run.poll() is not None or any(r.get("step", 0) >= 500 for r in _rows(run_dir / "metrics.jsonl")))
+    assert run.poll() is None, run.communicate()[1]
+    os.chmod(run_dir, 0o555)
+    try:
+        _, err = run.communicate(timeout=120)
+    finally:
+        os.chmod(run_dir, 0o755)
+    lines = err.strip().splitlines()
+    assert run.returncode == 1 and len(lines) == 1, err
+    assert "permission denied: cannot write" in lines[0] and "(EACCES: Permission denied)" in lines[0]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "FAILED" and "permission denied" in status["error"]
+    assert not list(run_dir.glob("*.tmp"))
+    if prefix:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@needs_tmpfs
+def test_a_report_into_a_full_disk_leaves_the_previous_report(tmp_path):
+    from synthetic_sweep import make_sweep
+
+    sweep = tmp_path / "sweep"
+    make_sweep(sweep, lrs=[0.01, 0.02], batches=[32, 64], seeds=[0], steps=50)
+    script = f"""
+{IJR_REPORT} {sweep} --out $DISK/report --no-slurm --no-figures 2> /dev/null
+cp $DISK/report/report.json $OUT/before.json
+avail=$(df --output=avail -B1 $DISK | tail -1)
+head -c $((avail - 20000)) /dev/zero > $DISK/filler 2>/dev/null
+{IJR_REPORT} {sweep} --out $DISK/report --no-slurm > $OUT/stdout 2> $OUT/stderr
+echo $? > $OUT/rc
+cp $DISK/report/report.json $OUT/after.json
+ls -a $DISK > $OUT/listing
+"""
+    r = _in_small_disk(tmp_path, "8m", script)
+    out = tmp_path / "out"
+    assert r.returncode == 0, r.stderr
+    assert (out / "rc").read_text().strip() == "1"
+    errors = [ln for ln in (out / "stderr").read_text().splitlines() if "error" in ln]
+    assert len(errors) == 1 and "disk full: cannot write" in errors[0] and "previous report" in errors[0], errors
+    assert (out / "before.json").read_text() == (out / "after.json").read_text()  # the old report, intact
+    assert sorted((out / "listing").read_text().split()) == [".", "..", "filler", "report"]

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ijr_cli.core.errors import UserError
+from ijr_cli.core.errors import StorageError, UserError
 from ijr_cli.report import tables
 from ijr_cli.report.build import ReportOptions, build
 
@@ -86,6 +86,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; nothing was replaced", file=sys.stderr)
         raise SystemExit(130) from None
+    except OSError as exc:  # a full disk, a read-only or unwritable --out: the previous report is left as it was
+        error = StorageError(exc.filename or args.out or "the report directory", exc)
+        print(f"{PROG}: error: {error}; the previous report (if any) is unchanged", file=sys.stderr)
+        raise SystemExit(StorageError.exit_code) from None
     print(
         f"{PROG}: {result['runs']} run(s) -> {result['out'] / 'index.html'}"
         + (f" ({result['warnings']} warning(s))" if result["warnings"] else "")

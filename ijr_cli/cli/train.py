@@ -73,6 +73,14 @@ def _train_task(cfg: DictConfig) -> Optional[errors.JobFailure]:
         if not in_use:
             _record_failed_job(run_dir, overrides, str(e))
         return _job_failed(overrides, str(e))
+    except errors.StorageError as e:
+        message = f"{e}; free space or fix the directory, then the same command resumes from the last checkpoint"
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if not multirun:
+            print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(errors.StorageError.exit_code) from None
+        return _job_failed(overrides, message)
     except Exception as e:  # noqa: BLE001 - in a multirun, one job's crash must not stop the others
         if not multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -1,6 +1,7 @@
 """Bad input (one line on stderr, exit code 2), a stop by a signal, and the failures of a multirun's jobs."""
 
 import difflib
+import errno
 from dataclasses import dataclass
 from typing import Iterable, List
 
@@ -19,6 +20,27 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """ " (did you mean X?)" for the closest candidate (difflib's ratio >= 0.6), or "" when none is close."""
     close = difflib.get_close_matches(word, list(candidates), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+class StorageError(Exception):
+    """A write that the filesystem refused (disk full, quota, read-only, permission): one line naming the path and
+    the errno, exit code 1; the run is marked FAILED with the reason and resumes once the cause is fixed."""
+
+    exit_code = 1
+    REASONS = {
+        errno.ENOSPC: "disk full",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only filesystem",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EIO: "I/O error",
+    }
+
+    def __init__(self, path, error: OSError):
+        self.path, self.errno = str(path), error.errno
+        self.reason = self.REASONS.get(error.errno, "cannot write")
+        code = errno.errorcode.get(error.errno, str(error.errno))
+        super().__init__(f"{self.reason}: cannot write {self.path} ({code}: {error.strerror or error})")
 
 
 class Terminated(BaseException):

@@ -10,6 +10,7 @@ Layout (the directory is Hydra's output dir):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -18,7 +19,9 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from ijr_cli.core.errors import StorageError
 
 STATUSES = ("RUNNING", "COMPLETED", "FAILED", "DIVERGED", "STOPPED")  # STOPPED: by a signal, checkpointed
 FINISHED = ("COMPLETED", "DIVERGED")
@@ -82,14 +85,47 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def storage_errors(path: Path) -> Iterator[None]:
+    """OSErrors of writing `path` as one StorageError (disk full, read-only, ...) naming it and the errno."""
+    try:
+        yield
+    except OSError as e:
+        raise StorageError(path, e) from None
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write `data` to a temporary file beside `path`, fsync, rename it over `path`: readers see the old file or
+    the new one, never a part. On failure the temporary file is removed, the old file is untouched, and a
+    StorageError names the path and the errno."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with storage_errors(path):
+            with open(tmp, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def overwrite_in_place(path: Path, data: str) -> None:
+    """Rewrite an existing file through its open handle: the last resort when its directory refuses new files
+    (made unwritable mid-run), where `write_atomic`'s temporary file cannot be created. Not atomic."""
+    with storage_errors(path):
+        with open(path, "r+b") as f:
+            f.truncate(0)
+            f.write(data.encode())
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(json_safe(obj), f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(json_safe(obj), indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: Path) -> Optional[dict]:
@@ -177,12 +213,14 @@ class MetricsLog:
         self._file = None
 
     def open(self) -> "MetricsLog":
-        self._file = open(self.path, "a", buffering=1)
+        with storage_errors(self.path):
+            self._file = open(self.path, "a", buffering=1)
         return self
 
     def write(self, row: Dict[str, Any]) -> None:
-        self._file.write(json.dumps(json_safe(row)) + "\n")
-        self._file.flush()
+        with storage_errors(self.path):
+            self._file.write(json.dumps(json_safe(row)) + "\n")
+            self._file.flush()
 
     def __enter__(self) -> "MetricsLog":
         return self
@@ -192,8 +230,9 @@ class MetricsLog:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            with contextlib.suppress(OSError):  # (a row that could not be flushed was reported by `write`)
+                file.close()
 
     def truncate_after(self, step: int) -> None:
         """Keep rows with step <= `step` (rows written after the last checkpoint are redone on resume);
@@ -202,9 +241,7 @@ class MetricsLog:
         for row in read_rows(self.path):
             if row.get("step", math.inf) <= step:
                 kept.append(json.dumps(row))
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, "".join(line + "\n" for line in kept))
 
 
 def read_rows(path: Path) -> List[Dict[str, Any]]:

@@ -85,6 +85,7 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
     log(f"read {len(runs)} run(s) in {len(data.sweep_dirs)} sweep(s) ({timings['collect_s']:.1f} s)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700); the report is for collaborators too
     try:
         t1 = time.perf_counter()
         with ThreadPoolExecutor(1) as pool:  # polars writes history.parquet without the GIL while pandas works
@@ -132,6 +133,12 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"out": out, "runs": len(runs), "warnings": len(data.warnings), "timings": timings}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _replace_dir(new: Path, out: Path) -> None:

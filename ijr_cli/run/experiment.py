@@ -14,6 +14,7 @@ from typing import Dict, List
 from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
 from ijr_cli.core.config import TrainConfig, validate
+from ijr_cli.core.errors import StorageError
 from ijr_cli.core.status import write_status
 from ijr_cli.measure.evaluate import evaluate
 from ijr_cli.models import count_parameters
@@ -57,24 +58,31 @@ def _run(cfg: TrainConfig, run_dir: Path, config_yaml: str, overrides: List[str]
     }
     status, attempt = lifecycle.begin_attempt(rd, stored, config_yaml, overrides, facts)
     log = records.MetricsLog(rd.metrics_path)
-    lifecycle.resume(b.state, checkpoint, log, attempt)
-    write_status(rd.status_path, status)
     earlier_s = status.wall_time_s  # (this attempt has not ended: it adds nothing yet)
     t0 = time.perf_counter()
     last_row: Dict[str, object] = {}
     stops = StopSignals()
     try:
+        lifecycle.resume(b.state, checkpoint, log, attempt)
+        write_status(rd.status_path, status)
         with log.open(), stops:
             result = _fit(cfg, b, log, last_row, rd, stops, started=t0, earlier_s=earlier_s)
+        if result.status == "STOPPED":
+            message = lifecycle.record_stop(rd, status, attempt, result, b.state.step, time.perf_counter() - t0)
+        else:
+            summary = lifecycle.finish(
+                rd, status, attempt, result, b.state, last_row, b.spec.sampler.steps_per_epoch, time.perf_counter() - t0
+            )
+    except StorageError as e:
+        lifecycle.record_storage_failure(rd, status, attempt, e, time.perf_counter() - t0)
+        raise
     except BaseException as e:
         lifecycle.record_failure(rd, status, attempt, e, time.perf_counter() - t0)
         raise
+    finally:
+        lifecycle.release_reserve(rd)
     if result.status == "STOPPED":
-        message = lifecycle.record_stop(rd, status, attempt, result, b.state.step, time.perf_counter() - t0)
         stops.pass_on(message)
-    summary = lifecycle.finish(
-        rd, status, attempt, result, b.state, last_row, b.spec.sampler.steps_per_epoch, time.perf_counter() - t0
-    )
     print(summary_table(records.json_safe(summary), rd.path, status))
     return 0
 

@@ -7,6 +7,7 @@ checkpoint) happens before `begin_attempt`, the first function that writes.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
@@ -18,7 +19,7 @@ import yaml
 
 from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
-from ijr_cli.core.errors import RunDirectoryInUse, Terminated, UserError
+from ijr_cli.core.errors import RunDirectoryInUse, StorageError, Terminated, UserError
 from ijr_cli.core.status import FINISHED, Attempt, Status, read_status, write_status
 from ijr_cli.train.loop import FitResult
 from ijr_cli.train.state import RunState, load_checkpoint
@@ -75,10 +76,12 @@ def begin_attempt(
     """The first writes: the directory, config.yaml and overrides.yaml (once). Returns the Status, RUNNING with a new
     attempt by this process and the run's facts (host, device, versions, ...), for the caller to write once
     `resume` has said where the attempt starts."""
-    rd.path.mkdir(parents=True, exist_ok=True)
+    with records.storage_errors(rd.path):
+        rd.path.mkdir(parents=True, exist_ok=True)
     if not rd.config_path.exists():
-        rd.config_path.write_text(config_yaml)
-        rd.overrides_path.write_text(yaml.safe_dump(list(overrides)))
+        records.write_atomic(rd.config_path, config_yaml)
+        records.write_atomic(rd.overrides_path, yaml.safe_dump(list(overrides)))
+    _hold_reserve(rd)
     status = stored or Status(status="RUNNING")
     status.status, status.error, status.traceback = "RUNNING", None, None
     status.facts.update({"command": sys.argv, "cwd": os.getcwd(), **facts})
@@ -86,6 +89,29 @@ def begin_attempt(
     status.facts["host"] = attempt.host
     status.attempts.append(attempt)
     return status, attempt
+
+
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 256 * 1024  # room for status.json (a few KiB) when the disk fills up mid-run
+
+
+def _hold_reserve(rd: records.RunDirectory) -> None:
+    """Claim a little disk space for the run's last word: if the disk fills up mid-run, the reserve is deleted and
+    status.json can still say FAILED (disk full) instead of staying RUNNING."""
+    path = rd.path / RESERVE_NAME
+    with records.storage_errors(path):
+        with open(path, "wb") as f:
+            f.write(b"\0" * RESERVE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def release_reserve(rd: records.RunDirectory) -> None:
+    """Give the reserved space back (at the end of every attempt, or to write the status of a full disk)."""
+    try:
+        (rd.path / RESERVE_NAME).unlink()
+    except OSError:
+        pass
 
 
 def resume(state: RunState, checkpoint: Optional[dict], log: records.MetricsLog, attempt: Attempt) -> None:
@@ -112,6 +138,23 @@ def record_failure(
         status.error = "".join(traceback.format_exception_only(type(error), error)).strip()
         status.traceback = traceback.format_exc()
     write_status(rd.status_path, status)
+
+
+def record_storage_failure(
+    rd: records.RunDirectory, status: Status, attempt: Attempt, error: StorageError, train_s: float
+) -> None:
+    """FAILED with the reason ("disk full: cannot write PATH (ENOSPC: ...)"), written into the space of the reserve;
+    when even that cannot be written (a read-only filesystem) the message on stderr says so."""
+    release_reserve(rd)
+    attempt.end(train_s)
+    status.status, status.error, status.traceback = "FAILED", str(error), None
+    try:
+        write_status(rd.status_path, status)
+    except StorageError:
+        try:  # a directory that refuses new files may still let status.json itself be rewritten
+            records.overwrite_in_place(rd.status_path, json.dumps(records.json_safe(status.as_dict()), indent=2) + "\n")
+        except StorageError as again:
+            error.args = (f"{error}; the run's status could not be recorded either ({again.reason})",)
 
 
 def record_stop(

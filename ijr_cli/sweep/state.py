@@ -64,10 +64,7 @@ def read_submissions(sweep_dir: Path) -> Dict[str, dict]:
 
 
 def write_plan(sweep_dir: Path, plan: dict) -> None:
-    path = Path(sweep_dir) / PLAN_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(plan, sort_keys=False, width=120))
-    os.replace(tmp, path)
+    records.write_atomic(Path(sweep_dir) / PLAN_FILE, yaml.safe_dump(plan, sort_keys=False, width=120))
 
 
 def read_plan(sweep_dir: Path) -> Optional[dict]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
 import torch
 from torch import nn
+
+from ijr_cli.core import records
 
 
 @dataclass
@@ -55,14 +57,12 @@ class RunState:
 
 
 def save_checkpoint(path: Path, ckpt: dict) -> None:
-    """Write atomically: a temporary file in the same folder, fsync, then rename over the old checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write atomically (`records.write_atomic`: a temporary file, fsync, rename over the old checkpoint). Serialised
+    in memory first, so that a full disk is an OSError of one write (torch.save into a file wraps it in a
+    RuntimeError) and the StorageError names the path."""
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    records.write_atomic(Path(path), buffer.getbuffer())
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict:
