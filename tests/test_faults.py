@@ -143,9 +143,13 @@ def test_a_killed_sweep_takes_its_jobs_with_it_and_resumes_from_their_checkpoint
     assert started == [run.name], started
     report = subprocess.run([IJR_STATUS, str(sweep_dir), "--no-slurm"], capture_output=True, text=True, cwd=ROOT)
     assert "stopped by signal SIGTERM at step" in report.stdout and "MISSING 2" in report.stdout, report.stdout
+    line = next(ln for ln in report.stdout.splitlines() if "stopped by" in ln)
+    assert line.split()[0] == "STOPPED" and " step " in line and "test_acc " in line, line
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "3 job(s): 3 to run (2 new, 1 to resume)" in again.stdout, again.stdout
+    assert "ijr-sweep: job 1/3 " in again.stdout and "ijr-sweep: job 3/3 " in again.stdout  # with a sweep ETA
+    assert "(2 done in " in again.stdout and "sweep ETA" in again.stdout
     final = json.loads((run / "status.json").read_text())
     assert final["status"] == "COMPLETED" and final["attempts"][-1]["resumed_from_step"] >= 500
     steps = [r["step"] for r in _rows(run / "metrics.jsonl")]
@@ -271,3 +275,19 @@ ls -a $DISK > $OUT/listing
     assert len(errors) == 1 and "disk full: cannot write" in errors[0] and "previous report" in errors[0], errors
     assert (out / "before.json").read_text() == (out / "after.json").read_text()  # the old report, intact
     assert sorted((out / "listing").read_text().split()) == [".", "..", "filler", "report"]
+
+
+def test_a_repeated_job_error_is_printed_once_with_the_count():
+    from ijr_cli.core.errors import JobFailure, failure_summary, report_failure
+
+    failures = []
+    lines = [report_failure(JobFailure([f"seed={i}"], "CUDA out of memory"), failures) for i in range(3)]
+    lines.append(report_failure(JobFailure(["seed=9"], "another error"), failures))
+    assert lines[0] == "ijr-train: job failed: seed=0: CUDA out of memory"
+    assert lines[1:3] == [
+        "ijr-train: job failed: seed=1: the same error as above (2 jobs so far)",
+        "ijr-train: job failed: seed=2: the same error as above (3 jobs so far)",
+    ]
+    summary = failure_summary(failures)
+    assert sum("CUDA out of memory" in ln for ln in summary) == 1 and "[3 jobs]" in summary[0]
+    assert summary[3] == "ijr-train: job failed: seed=9: another error"

@@ -453,6 +453,8 @@ def test_report_on_runs_written_by_ijr_train(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = report(sweep, "--out", tmp_path / "rep")
     assert proc.returncode == 0, proc.stderr
+    drawn = [ln for ln in proc.stderr.splitlines() if ln.startswith("ijr-report: figure ")]  # progress, per figure
+    assert drawn and drawn[0].startswith("ijr-report: figure 1/") and "paper000_fig2" in drawn[-1], proc.stderr
     out = tmp_path / "rep"
     runs = pd.read_parquet(out / "runs.parquet")
     assert len(runs) == 4 and set(runs["status"]) == {"COMPLETED"}

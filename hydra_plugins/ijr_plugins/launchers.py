@@ -27,7 +27,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
-from hydra_plugins.ijr_plugins.sweeper import run_dir_name
+from hydra_plugins.ijr_plugins.sweeper import progress_line, run_dir_name
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +163,15 @@ class LocalParallelLauncher(BaseSubmititLauncher):
         running: Dict[int, tuple] = {}
         returns: Dict[int, JobReturn] = {}
         log.info(f"running {len(todo)} job(s), {slots} at a time" + (f" on GPUs {gpus[:slots]}" if gpus else ""))
+        started = time.perf_counter()
         with _StopForwarding(running) as stop:
             while (todo and stop.signum is None) or running:
                 for slot in [s for s in range(slots) if s not in running]:
                     if not todo or stop.signum is not None:
                         break
                     idx, overrides = todo.pop(0)
+                    number = len(job_overrides) - len(todo)
+                    print(progress_line(number, len(job_overrides), len(returns), started, run_dir_name(overrides)))
                     executor = submitit.LocalExecutor(folder=p["submitit_folder"])
                     one_gpu = {"gpus_per_node": 1, "visible_gpus": [gpus[slot]]} if gpus else {}
                     executor.update_parameters(**params, **one_gpu)
@@ -194,7 +197,7 @@ class LocalParallelLauncher(BaseSubmititLauncher):
         """The job's result. A job that failed (its task returned a JobFailure) or died is added to this process's
         FAILED_JOBS and printed, so the multirun ends with the failure list and exit code 1 as with the basic
         launcher; its JobReturn stays COMPLETED (a FAILED one makes Hydra's sweeper raise, stopping the report)."""
-        from ijr_cli.core.errors import FAILED_JOBS, JobFailure
+        from ijr_cli.core.errors import FAILED_JOBS, JobFailure, report_failure
 
         try:
             ret = job.results()[0]
@@ -208,8 +211,7 @@ class LocalParallelLauncher(BaseSubmititLauncher):
             ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=failure)
         failure = ret._return_value
         if isinstance(failure, JobFailure):
-            FAILED_JOBS.append(failure)
-            print(failure.line(), flush=True)
+            print(report_failure(failure, FAILED_JOBS), flush=True)
         return ret
 
 

@@ -4,6 +4,7 @@ to run (a study is a union of grids, and a partly finished grid is no longer a p
 SLURM array). Hydra imports this module at every start (its plugin scan): keep imports light.
 """
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
@@ -11,6 +12,8 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
+
+from ijr_cli.core.humanize import duration
 
 
 @dataclass
@@ -67,11 +70,15 @@ class JobListSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        size = self.max_batch_size or len(jobs)
-        returns, first = [], 0
+        # the basic launcher runs the jobs here one after another: one at a time, each announced as "job i/N"
+        one_by_one = type(self.launcher).__name__ == "BasicLauncher"
+        size = self.max_batch_size or (1 if one_by_one else len(jobs))
+        returns, first, started = [], 0, time.perf_counter()
         for batch in (jobs[i : i + size] for i in range(0, len(jobs), size)):
             if self.validate:
                 self.validate_batch_is_legal(batch)
+            if one_by_one:
+                print(progress_line(first + 1, len(jobs), first, started, run_dir_name(batch[0])), flush=True)
             returns.append(self.launcher.launch(batch, initial_job_idx=first))
             first += len(batch)
         return returns
@@ -95,6 +102,17 @@ def _job_overrides(job) -> List[str]:
         return list(job)
     quoted = "'" + job["name"].replace("\\", "\\\\").replace("'", "\\'") + "'"
     return list(job["overrides"]) + [f"hydra.sweep.subdir={quoted}"]
+
+
+def progress_line(number: int, total: int, done: int, started: float, name: Optional[str]) -> str:
+    """`ijr-sweep: job 3/12 NAME (2 done in 1m10s; sweep ETA 5m50s)`: the ETA is the mean wall time per finished
+    job times the jobs left (with parallel jobs, the mean time between completions)."""
+    elapsed = time.perf_counter() - started
+    text = f"ijr-sweep: job {number}/{total}" + (f" {name}" if name else "")
+    if done:
+        eta = elapsed / done * (total - done)
+        text += f" ({done} done in {duration(elapsed)}; sweep ETA {duration(eta)})"
+    return text
 
 
 def run_dir_name(job_overrides) -> Optional[str]:

@@ -349,9 +349,9 @@ def status_report(sweep_dir: Path, states: List[sweep_state.JobState], show_all:
     for st in sorted(states, key=lambda s: (order[s.bucket], s.name)):
         if st.bucket == "COMPLETED" and not show_all:
             continue
-        progress = f"step {st.step}/{st.total_steps}  " if st.step is not None and st.total_steps else ""
+        measures = st.measures()
         label = " ".join(st.overrides) if st.bucket in ("FAILED", "MISSING") and st.overrides else st.name
-        lines.append(f"  {st.bucket:9} {label}  {progress}{st.detail}".rstrip())
+        lines.append(f"  {st.label:9} {label}  {measures + '  ' if measures else ''}{st.detail}".rstrip())
     return "\n".join(lines)
 
 

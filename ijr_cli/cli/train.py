@@ -115,8 +115,7 @@ FAILED_JOBS = errors.FAILED_JOBS  # a multirun's failed jobs, reported when it e
 def _job_failed(overrides: List[str], message: str) -> errors.JobFailure:
     """Record and print a failed job; the task returns it (a local_parallel launcher reads it from the job)."""
     failure = errors.JobFailure(list(overrides), message)
-    FAILED_JOBS.append(failure)
-    print(failure.line(), file=sys.stderr, flush=True)
+    print(errors.report_failure(failure, FAILED_JOBS), file=sys.stderr, flush=True)
     return failure
 
 
@@ -136,8 +135,8 @@ def train() -> None:
         if FAILED_JOBS:
             held.release()  # (a launcher that ran the jobs elsewhere never started a task here)
             print(f"{PROG}: {len(FAILED_JOBS)} job(s) of the multirun failed; the others ran:", file=sys.stderr)
-            for failure in FAILED_JOBS:
-                print("  " + failure.line(), file=sys.stderr)
+            for line in errors.failure_summary(FAILED_JOBS):
+                print("  " + line, file=sys.stderr)
             raise SystemExit(1)
     except (KeyboardInterrupt, Terminated) as e:
         held.release()

@@ -3,7 +3,7 @@
 import difflib
 import errno
 from dataclasses import dataclass
-from typing import Iterable, List
+from typing import Dict, Iterable, List
 
 
 class UserError(Exception):
@@ -67,6 +67,35 @@ class JobFailure:
 
     def line(self) -> str:
         return f"ijr-train: job failed: {' '.join(self.overrides)}: {self.message}"
+
+    def short_line(self, times: int) -> str:
+        """The line of a failure whose message was printed before: the overrides and the count only."""
+        return f"ijr-train: job failed: {' '.join(self.overrides)}: the same error as above ({times} jobs so far)"
+
+
+def report_failure(failure: JobFailure, failures: List[JobFailure]) -> str:
+    """Add a job's failure to `failures`; returns the line to print: in full the first time its message is
+    seen, as a short line with the count after that (a sweep where every job hits one error prints it once)."""
+    times = sum(f.message == failure.message for f in failures) + 1
+    failures.append(failure)
+    return failure.line() if times == 1 else failure.short_line(times)
+
+
+def failure_summary(failures: List[JobFailure]) -> List[str]:
+    """The end-of-multirun list: each distinct message in full once (with how many jobs had it), then the jobs
+    that repeated it by their overrides."""
+    counts: Dict[str, int] = {}
+    for f in failures:
+        counts[f.message] = counts.get(f.message, 0) + 1
+    lines, shown = [], set()
+    for f in failures:
+        if f.message in shown:
+            lines.append(f"ijr-train: job failed: {' '.join(f.overrides)}: the same error")
+            continue
+        shown.add(f.message)
+        n = counts[f.message]
+        lines.append(f.line() + (f" [{n} jobs]" if n > 1 else ""))
+    return lines
 
 
 # This process's failed multirun jobs, in the order they ended: the basic launcher's jobs run in this process and

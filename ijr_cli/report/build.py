@@ -13,6 +13,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -106,7 +107,7 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
         theory = []
         if args.figures:
             t2 = time.perf_counter()
-            theory = write_figures(data, sections, tmp / "figures")
+            theory = write_figures(data, sections, tmp / "figures", log)
             timings["figures_s"] = time.perf_counter() - t2
             log(f"{sum(len(s.figures) for s in sections) + len(theory)} figures drawn ({timings['figures_s']:.1f} s)")
         generated = generation_facts(args.command, out, data, timings)
@@ -220,12 +221,15 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text)).strip("_") or "all"
 
 
-def write_figures(data: collect.Collection, sections, out: Path):
+def write_figures(data: collect.Collection, sections, out: Path, log: Callable[[str], None] = lambda m: None):
+    """Every figure of every sweep section, then the theory figures; `log` hears "figure i/N name (elapsed)" as
+    each is drawn (drawing is most of a report's time)."""
     from ijr_cli.report import figures
 
     out.mkdir()
     runs = data.runs
     wide = data.wide
+    planned = []  # (section or None, name, draw)
     for section in sections:
         sweep = section.name
         sub = runs[runs["sweep"] == sweep]
@@ -238,26 +242,32 @@ def write_figures(data: collect.Collection, sections, out: Path):
             history = wide.filter(pl.col("run").is_in(list(sub.index))).select(cols).to_pandas()
             for k in keys or [None]:
                 hue = k or "sweep"
+                name = f"{slug}_trajectories_{_slug(hue)}"
                 title = f"{sweep}: trajectories by {hue}"
-                fig = figures.trajectories(history, sub, hue, out, f"{slug}_trajectories_{_slug(hue)}", title)
-                section.figures += [fig] if fig else []
+                planned.append((section, name, partial(figures.trajectories, history, sub, hue, out, name, title)))
         for x in keys:
             hue = next((k for k in keys if k != x), None)
-            fig = figures.finals(sub, x, hue, out, f"{slug}_finals_vs_{_slug(x)}", f"{sweep}: final metrics vs {x}")
-            section.figures += [fig] if fig else []
+            name = f"{slug}_finals_vs_{_slug(x)}"
+            title = f"{sweep}: final metrics vs {x}"
+            planned.append((section, name, partial(figures.finals, sub, x, hue, out, name, title)))
         if len(keys) == 2:
             for metric in (M.TEST_ACC, M.GEN_GAP_LOSS, M.SHARPNESS):
-                fig = figures.heatmap(
-                    sub,
-                    keys[0],
-                    keys[1],
-                    metric,
-                    out,
-                    f"{slug}_heatmap_{metric}",
-                    f"{sweep}: {metric} over {keys[0]} × {keys[1]}",
+                name = f"{slug}_heatmap_{metric}"
+                title = f"{sweep}: {metric} over {keys[0]} × {keys[1]}"
+                planned.append(
+                    (section, name, partial(figures.heatmap, sub, keys[0], keys[1], metric, out, name, title))
                 )
-                section.figures += [fig] if fig else []
-    return [figures.paper000_fig1(out), figures.paper000_fig2(out)]
+    planned += [(None, "paper000_fig1", partial(figures.paper000_fig1, out))]
+    planned += [(None, "paper000_fig2", partial(figures.paper000_fig2, out))]
+    theory, started = [], time.perf_counter()
+    for i, (section, name, draw) in enumerate(planned, 1):
+        fig = draw()
+        log(f"figure {i}/{len(planned)} {name} ({time.perf_counter() - started:.1f} s)")
+        if section is None:
+            theory.append(fig)
+        elif fig:
+            section.figures.append(fig)
+    return theory
 
 
 _TRAJECTORY_COLUMNS = (

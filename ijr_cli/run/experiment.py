@@ -28,6 +28,8 @@ from ijr_cli.train.loop import fit
 from ijr_cli.train.state import save_checkpoint
 from ijr_cli.train.step import step_passes, train_step
 
+LOG_NAME = "ijr-train.log"  # (the name of Hydra's job log: `${hydra.job.name}.log`)
+
 
 def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[str]) -> int:
     """Train (or resume, or report a finished run); returns the process exit code (0 also for DIVERGED).
@@ -140,5 +142,6 @@ def _fit(
         sync_every=cfg.trainer.sync_every,
         train_acc_goal=cfg.trainer.train_acc_goal,
         progress=cfg.trainer.progress,
+        log_path=rd.path / LOG_NAME,
         stop_requested=stops.requested,
     )

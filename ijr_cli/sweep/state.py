@@ -22,6 +22,7 @@ from typing import Dict, Iterable, List, Optional
 
 import yaml
 
+from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
 from ijr_cli.core.status import read_status
 
@@ -77,22 +78,38 @@ def read_plan(sweep_dir: Path) -> Optional[dict]:
     return plan if isinstance(plan, dict) else None
 
 
-def last_row(metrics_path: Path, tail_bytes: int = 8192) -> Optional[dict]:
-    """The last complete row of a metrics.jsonl, reading only its end."""
+def last_rows(metrics_path: Path, tail_bytes: int = 65536) -> List[dict]:
+    """The complete rows at the end of a metrics.jsonl (reading only its last `tail_bytes`), oldest first."""
     try:
         with open(metrics_path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - tail_bytes))
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
-        return None
-    for line in reversed(lines):
+        return []
+    rows = []
+    for line in lines:
         try:
             row = json.loads(line)
         except ValueError:
             continue
         if isinstance(row, dict):
-            return row
+            rows.append(row)
+    return rows
+
+
+def last_row(metrics_path: Path, tail_bytes: int = 8192) -> Optional[dict]:
+    """The last complete row of a metrics.jsonl, reading only its end."""
+    rows = last_rows(metrics_path, tail_bytes)
+    return rows[-1] if rows else None
+
+
+def _latest(rows: List[dict], key: str) -> Optional[float]:
+    """The latest value of `key` among the rows (measured metrics are not in every row)."""
+    for row in reversed(rows):
+        value = row.get(key)
+        if isinstance(value, (int, float)):
+            return value
     return None
 
 
@@ -129,6 +146,28 @@ class JobState:
     job_id: Optional[str] = None
     step: Optional[int] = None
     total_steps: Optional[int] = None
+    run_status: Optional[str] = None  # the run's own status.json status (STOPPED is in the FAILED bucket)
+    stop_reason: Optional[str] = None
+    test_acc: Optional[float] = None  # the latest logged values
+    sharpness: Optional[float] = None
+    threshold: Optional[float] = None
+
+    @property
+    def label(self) -> str:
+        """The bucket, or STOPPED for a run a signal stopped with a checkpoint (it resumes when launched again)."""
+        return "STOPPED" if self.run_status == "STOPPED" and self.bucket == "FAILED" else self.bucket
+
+    def measures(self) -> str:
+        """`step 700/3000  test_acc 0.912  S/2η 18.2/20` (what is known)."""
+        parts = []
+        if self.step is not None and self.total_steps:
+            parts.append(f"step {self.step}/{self.total_steps}")
+        if self.test_acc is not None:
+            parts.append(f"test_acc {self.test_acc:.4f}")
+        if self.sharpness is not None:
+            ratio = f"/{self.threshold:.4g}" if self.threshold is not None else ""
+            parts.append(f"S/2η {self.sharpness:.4g}{ratio}")
+        return "  ".join(parts)
 
     def as_dict(self) -> dict:
         return {
@@ -139,6 +178,11 @@ class JobState:
             "job_id": self.job_id,
             "step": self.step,
             "total_steps": self.total_steps,
+            "run_status": self.run_status,
+            "stop_reason": self.stop_reason,
+            "test_acc": self.test_acc,
+            "sharpness": self.sharpness,
+            "threshold": self.threshold,
         }
 
 
@@ -161,9 +205,12 @@ def classify(
             state.detail = f"SLURM job {job_id} {slurm_state or 'no longer known to SLURM'}; the run never started"
         return state
     s = status.status
+    state.run_status, state.stop_reason = s, status.stop_reason
     state.total_steps = status.facts.get("total_steps")
-    row = last_row(run_dir / "metrics.jsonl")
-    state.step = row.get("step") if row else None
+    rows = last_rows(run_dir / "metrics.jsonl")
+    state.step = rows[-1].get("step") if rows else None
+    state.test_acc = _latest(rows, M.TEST_ACC)
+    state.sharpness, state.threshold = _latest(rows, M.SHARPNESS), _latest(rows, M.THRESHOLD)
     if s in ("COMPLETED", "DIVERGED"):
         state.bucket = s
         state.detail = status.stop_reason or ""

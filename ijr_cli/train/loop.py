@@ -7,13 +7,14 @@ The loop never reads a device value back per step: batch losses accumulate on th
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
 
 from ijr_cli.core import metric_names as M
+from ijr_cli.train.progress import Progress
 from ijr_cli.train.state import RunState
 
 
@@ -22,13 +23,6 @@ class FitResult:
     status: str  # COMPLETED, DIVERGED or STOPPED
     stop_reason: str  # max_steps | train_acc_goal | non_finite_loss | what `stop_requested` returned
     diverged_at_step: Optional[int] = None
-
-
-def _progress_bar(enabled: Optional[bool], total: int, initial: int):
-    from tqdm.auto import tqdm
-
-    disable = (not sys.stderr.isatty()) if enabled is None else (not enabled)
-    return tqdm(total=total, initial=initial, disable=disable, unit="step", dynamic_ncols=True, leave=True)
 
 
 def fit(
@@ -45,6 +39,7 @@ def fit(
     sync_every: int,
     train_acc_goal: Optional[float] = None,
     progress: Optional[bool] = None,
+    log_path: Optional[Path] = None,
     stop_requested: Callable[[], Optional[str]] = lambda: None,
 ) -> FitResult:
     """Train from `state.step` to `total_steps`, logging a row at step 0, at every step where `row_due(step)`
@@ -53,7 +48,8 @@ def fit(
     reason (a signal arrived), checkpoint and return STOPPED with that reason.
 
     `step_fn(s)` performs 0-based step s and returns its batch loss; `lr_at(s)` is the lr step s uses;
-    `evaluate(step)` returns the metrics of a row (whatever is due then), `log(row)` stores it.
+    `evaluate(step)` returns the metrics of a row (whatever is due then), `log(row)` stores it. `progress` and
+    `log_path`: see `train.progress.Progress` (a bar on a terminal, one line per row elsewhere and in the log).
     """
 
     def log_row() -> Dict[str, float]:
@@ -67,6 +63,7 @@ def fit(
         if acc is not None and math.isfinite(acc) and (state.best_test_acc is None or acc > state.best_test_acc):
             state.best_test_acc = acc
         log(row)
+        bar.row(row)
         return row
 
     def diverged(row: Optional[dict]) -> bool:
@@ -74,14 +71,14 @@ def fit(
             return True
         return row is not None and not math.isfinite(row.get(M.TRAIN_LOSS, 0.0))
 
-    if state.step == 0 and state.last_logged_step < 0:  # the row of the initial parameters
-        row = log_row()
-        if diverged(row):
-            return FitResult("DIVERGED", "non_finite_loss", state.step)
-        if train_acc_goal is not None and row.get(M.TRAIN_ACC, 0.0) >= train_acc_goal:
-            return FitResult("COMPLETED", "train_acc_goal")
-    bar = _progress_bar(progress, total_steps, state.step)
+    bar = Progress(total_steps, state.step, progress, log_path)
     try:
+        if state.step == 0 and state.last_logged_step < 0:  # the row of the initial parameters
+            row = log_row()
+            if diverged(row):
+                return FitResult("DIVERGED", "non_finite_loss", state.step)
+            if train_acc_goal is not None and row.get(M.TRAIN_ACC, 0.0) >= train_acc_goal:
+                return FitResult("COMPLETED", "train_acc_goal")
         while state.step < total_steps:
             s = state.step
             lr = lr_at(s)
@@ -100,12 +97,10 @@ def fit(
                 if diverged(None):
                     log_row()
                     return FitResult("DIVERGED", "non_finite_loss", state.step)
-                if not due_eval:
-                    bar.set_postfix(loss=f"{float(state.loss_sum) / state.loss_count:.4g}", refresh=False)
+                if not due_eval and bar.use_bar:
+                    bar.batch_loss(float(state.loss_sum) / state.loss_count)
             if due_eval:
                 row = log_row()
-                if M.TRAIN_LOSS in row and M.TRAIN_ACC in row:
-                    bar.set_postfix(loss=f"{row[M.TRAIN_LOSS]:.4g}", acc=f"{row[M.TRAIN_ACC]:.3f}", refresh=False)
                 if diverged(row):
                     return FitResult("DIVERGED", "non_finite_loss", state.step)
                 if train_acc_goal is not None and row.get(M.TRAIN_ACC, 0.0) >= train_acc_goal:
