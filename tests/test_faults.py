@@ -291,3 +291,56 @@ def test_a_repeated_job_error_is_printed_once_with_the_count():
     summary = failure_summary(failures)
     assert sum("CUDA out of memory" in ln for ln in summary) == 1 and "[3 jobs]" in summary[0]
     assert summary[3] == "ijr-train: job failed: seed=9: another error"
+
+
+# ------------------------------------------------------------------------------------------ extending a run
+EXTEND = [*TINY, "trainer.eval_every=100", "metrics.names=[sharpness,threshold]", "metrics.default_every=100"]
+
+
+def _history(run_dir):
+    return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in _rows(run_dir / "metrics.jsonl")]
+
+
+def test_a_completed_run_extended_to_more_steps_equals_the_longer_run(tmp_path):
+    short, whole = tmp_path / "short", tmp_path / "whole"
+    assert run_cli([*EXTEND, "trainer.max_steps=300", f"hydra.run.dir={short}"]).returncode == 0
+    r = run_cli([*EXTEND, "trainer.max_steps=600", f"hydra.run.dir={short}"])
+    assert r.returncode == 0, r.stderr
+    assert run_cli([*EXTEND, "trainer.max_steps=600", f"hydra.run.dir={whole}"]).returncode == 0
+    assert _history(short) == _history(whole)  # every row, every value, exactly
+    status = json.loads((short / "status.json").read_text())
+    assert status["status"] == "COMPLETED" and status["total_steps"] == 600 and status["extended_from_steps"] == 300
+    assert status["attempts"][-1]["resumed_from_step"] == 300
+    summary = json.loads((short / "summary.json").read_text())
+    assert summary["steps"] == 600 and summary["train_loss"] == _history(whole)[-1]["train_loss"]
+    assert "max_steps: 600" in (short / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (["trainer.max_steps=200"], "already ran 300 steps; extending it needs more"),
+        (["trainer.max_steps=600", "optimizer.lr=0.1"], "holds a run with a different config (differs in optimizer.lr"),
+        (["trainer.max_steps=600", "metrics.default_every=200"], "holds a run with a different config"),
+        (["trainer.max_steps=650", "+metrics.every.sharpness=200"], "holds a run with a different config"),
+    ],
+    ids=["shorter", "another-lr", "another-cadence", "cadence-and-length"],
+)
+def test_only_a_longer_length_extends_a_completed_run(tmp_path, change, message):
+    run_dir = tmp_path / "run"
+    assert run_cli([*EXTEND, "trainer.max_steps=300", f"hydra.run.dir={run_dir}"]).returncode == 0
+    before = (run_dir / "metrics.jsonl").read_text()
+    r = run_cli([*EXTEND, *change, f"hydra.run.dir={run_dir}"])
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert (run_dir / "metrics.jsonl").read_text() == before
+
+
+def test_extension_refused_when_the_schedule_depends_on_the_length(tmp_path):
+    run_dir = tmp_path / "run"
+    base = [*EXTEND, "schedule=cosine"]
+    assert run_cli([*base, "trainer.max_steps=300", f"hydra.run.dir={run_dir}"]).returncode == 0
+    r = run_cli([*base, "trainer.max_steps=600", f"hydra.run.dir={run_dir}"])
+    assert r.returncode == 2 and "schedule=cosine depends on the run's length" in r.stderr, r.stderr
+    r = run_cli([*EXTEND, "trainer.max_steps=350", f"hydra.run.dir={tmp_path / 'odd'}"])
+    r = run_cli([*EXTEND, "trainer.max_steps=700", f"hydra.run.dir={tmp_path / 'odd'}"])
+    assert r.returncode == 2 and "its last step 350 is not a measurement step of the longer run" in r.stderr

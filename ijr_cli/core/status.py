@@ -134,6 +134,7 @@ FACT_KEYS = (
     "torch_threads",
     "git",
     "versions",
+    "extended_from_steps",
 )
 _STATUS_FIELDS = {f.name for f in dataclasses.fields(Status)} - {"facts", "other"}
 _ATTEMPT_FIELDS = {f.name for f in dataclasses.fields(Attempt)} - {"other"}

@@ -41,14 +41,16 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
 
 
 def _run(cfg: TrainConfig, run_dir: Path, config_yaml: str, overrides: List[str]) -> int:
-    rd, stored = lifecycle.open_run_directory(run_dir, config_yaml)
-    if lifecycle.is_finished(stored):
+    rd, stored, extending = lifecycle.open_run_directory(run_dir, config_yaml)
+    if lifecycle.is_finished(stored) and not extending:
         print(f"ijr-train: {rd.path} already {stored.status}; not run again (use another hydra.run.dir to train anew)")
         summary = rd.read_summary()
         if summary:
             print(summary_table(summary, rd.path, stored))
         return 0
     b = build(cfg)
+    if extending:
+        lifecycle.check_extension(rd, stored, b.total_steps, cfg.schedule.name.value, b.schedule)
     checkpoint = lifecycle.read_checkpoint(rd, stored, b.device)
     # ---- from here on, files are written
     facts = {
@@ -58,7 +60,7 @@ def _run(cfg: TrainConfig, run_dir: Path, config_yaml: str, overrides: List[str]
         "step_passes": step_passes(b.spec),
         **environment(b.device, cfg.trainer.dtype.value),
     }
-    status, attempt = lifecycle.begin_attempt(rd, stored, config_yaml, overrides, facts)
+    status, attempt = lifecycle.begin_attempt(rd, stored, config_yaml, overrides, facts, extending)
     log = records.MetricsLog(rd.metrics_path)
     earlier_s = status.wall_time_s  # (this attempt has not ended: it adds nothing yet)
     t0 = time.perf_counter()

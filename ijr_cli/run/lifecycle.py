@@ -24,19 +24,27 @@ from ijr_cli.core.status import FINISHED, Attempt, Status, read_status, write_st
 from ijr_cli.train.loop import FitResult
 from ijr_cli.train.state import RunState, load_checkpoint
 
+EXTENDABLE = ("trainer.max_steps", "trainer.epochs")  # a COMPLETED run may be continued to a longer length
 
-def open_run_directory(run_dir: Path, config_yaml: str) -> Tuple[records.RunDirectory, Optional[Status]]:
-    """The directory and the Status of the run it holds (None: a new run); a UserError when this command may not
-    use it: an unreadable status.json, a run with another config, or a RUNNING run whose process is alive here."""
+
+def open_run_directory(run_dir: Path, config_yaml: str) -> Tuple[records.RunDirectory, Optional[Status], bool]:
+    """The directory, the Status of the run it holds (None: a new run) and whether this command extends it (a
+    COMPLETED run asked for more steps: `check_extension` decides once the run is built); a UserError when this
+    command may not use it: an unreadable status.json, a run with another config, or a RUNNING run whose process
+    is alive here."""
     rd = records.RunDirectory(run_dir)
     status = read_status(rd.status_path)
     if rd.status_path.exists() and status is None:
         raise UserError(f"{rd.status_path} is unreadable; move the run directory away or choose another hydra.run.dir")
-    conflict = records.config_conflict(rd.config_path, config_yaml)
-    if conflict:
+    diff = records.config_differences(rd.config_path.read_text(), config_yaml) if rd.config_path.exists() else []
+    extending = bool(diff) and set(diff) <= set(EXTENDABLE) and status is not None and status.status == "COMPLETED"
+    if diff and not extending:
+        conflict = records.config_conflict(rd.config_path, config_yaml)
+        only_length = set(diff) <= set(EXTENDABLE)
         raise UserError(
             f"run directory {rd.path} holds a run with a different config ({conflict}); "
             f"use the same overrides to resume, or another hydra.run.dir"
+            + (" (only a COMPLETED run can be extended to a larger trainer.max_steps)" if only_length else "")
         )
     last = status.last_attempt if status else None
     if (
@@ -49,7 +57,32 @@ def open_run_directory(run_dir: Path, config_yaml: str) -> Tuple[records.RunDire
         raise RunDirectoryInUse(
             f"run directory {rd.path} is in use by process {last.pid} on this host; wait for it or stop it"
         )
-    return rd, status
+    return rd, status, extending
+
+
+def check_extension(rd: records.RunDirectory, stored: Status, total_steps: int, schedule_name: str, due) -> None:
+    """A COMPLETED run continued to `total_steps` must end exactly as a run of that length from the start would:
+    it stopped at its max_steps (not at a train-accuracy goal), the new length is longer, the learning rate does not
+    depend on the length (a constant schedule), and every metric group is due at the old last step in the longer
+    run too (its row, measured in full as a last row, is then the longer run's row). Otherwise a UserError."""
+    old = stored.facts.get("total_steps")
+    where = f"run directory {rd.path}"
+    if stored.stop_reason != "max_steps" or not isinstance(old, int):
+        raise UserError(f"{where} stopped by {stored.stop_reason}, not at its max_steps: it cannot be extended")
+    if total_steps <= old:
+        raise UserError(f"{where} already ran {old} steps; extending it needs more (the new length is {total_steps})")
+    if schedule_name != "constant":
+        raise UserError(
+            f"{where}: schedule={schedule_name} depends on the run's length, so a longer run is not a continuation "
+            f"of this one; train it anew in another hydra.run.dir"
+        )
+    all_groups, due_then = set(due.every), set(due.due(old))
+    if due_then != all_groups:
+        missing = ", ".join(sorted(all_groups - due_then))
+        raise UserError(
+            f"{where}: its last step {old} is not a measurement step of the longer run for {missing} (their "
+            f"cadence does not divide {old}); extend from a run whose length every cadence divides"
+        )
 
 
 def is_finished(status: Optional[Status]) -> bool:
@@ -71,19 +104,29 @@ def read_checkpoint(rd: records.RunDirectory, stored: Optional[Status], device: 
 
 
 def begin_attempt(
-    rd: records.RunDirectory, stored: Optional[Status], config_yaml: str, overrides: List[str], facts: Dict[str, object]
+    rd: records.RunDirectory,
+    stored: Optional[Status],
+    config_yaml: str,
+    overrides: List[str],
+    facts: Dict[str, object],
+    extending: bool = False,
 ) -> Tuple[Status, Attempt]:
-    """The first writes: the directory, config.yaml and overrides.yaml (once). Returns the Status, RUNNING with a new
-    attempt by this process and the run's facts (host, device, versions, ...), for the caller to write once
-    `resume` has said where the attempt starts."""
+    """The first writes: the directory, config.yaml and overrides.yaml (once; again when a COMPLETED run is
+    extended to a longer length, which then becomes the run's). Returns the Status, RUNNING with a new attempt by
+    this process and the run's facts (host, device, versions, ...), for the caller to write once `resume` has said
+    where the attempt starts."""
     with records.storage_errors(rd.path):
         rd.path.mkdir(parents=True, exist_ok=True)
-    if not rd.config_path.exists():
+    if extending:
+        previous = read_status(rd.status_path)
+        facts = {**facts, "extended_from_steps": previous.facts.get("total_steps") if previous else None}
+    if not rd.config_path.exists() or extending:
         records.write_atomic(rd.config_path, config_yaml)
         records.write_atomic(rd.overrides_path, yaml.safe_dump(list(overrides)))
     _hold_reserve(rd)
     status = stored or Status(status="RUNNING")
     status.status, status.error, status.traceback = "RUNNING", None, None
+    status.stop_reason = status.finished = None
     status.facts.update({"command": sys.argv, "cwd": os.getcwd(), **facts})
     attempt = Attempt.begin()
     status.facts["host"] = attempt.host
