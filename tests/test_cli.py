@@ -33,12 +33,13 @@ def test_default_experiment_settings():
         assert line in r.stdout
 
 
-def test_multirun_runs_each_job(tmp_path):
+def test_multirun_runs_each_job_in_a_directory_named_by_its_swept_overrides(tmp_path):
     r = run_cli(["-m", *TINY, "trainer.max_steps=10", "optimizer.lr=0.01,0.02", f"hydra.sweep.dir={tmp_path}"])
     assert r.returncode == 0, r.stderr
-    for job in ("0", "1"):
+    for job in ("optimizer.lr=0.01", "optimizer.lr=0.02"):  # (as ijr-sweep names them; not 0, 1)
         assert json.loads((tmp_path / job / "status.json").read_text())["status"] == "COMPLETED"
-    assert "optimizer.lr=0.02" in (tmp_path / "1" / "overrides.yaml").read_text()
+    assert "optimizer.lr=0.02" in (tmp_path / "optimizer.lr=0.02" / "overrides.yaml").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["optimizer.lr=0.01", "optimizer.lr=0.02"]
 
 
 def _corrupt_npz(tmp):
@@ -323,7 +324,9 @@ def test_a_failing_job_does_not_stop_the_multirun(tmp_path, monkeypatch, capsys)
     err = capsys.readouterr().err
     assert "4 job(s) of the multirun failed" in err  # seed 1 twice, batch 5000 for seeds 0 and 2
     summary = err[err.index("4 job(s) of the multirun failed") :]
-    assert summary.count("seed=1: RuntimeError: boom") == 2 and "Traceback" in err
+    # both seed-1 jobs are listed by their overrides; their identical error is printed once, with the count
+    assert summary.count("seed=1: RuntimeError: boom [2 jobs]") == 1 and summary.count("RuntimeError: boom") == 1
+    assert summary.count("seed=1: the same error") == 1 and "Traceback" in err
     assert "optimizer.batch_size=5000 optimizer.lr=0.05" in summary
     assert "seed=0: optimizer.batch_size=5000 is larger than the 256" in summary
     done = sorted(json.loads(p.read_text())["status"] for p in tmp_path.glob("*/status.json"))

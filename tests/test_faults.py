@@ -148,7 +148,7 @@ def test_a_killed_sweep_takes_its_jobs_with_it_and_resumes_from_their_checkpoint
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "3 job(s): 3 to run (2 new, 1 to resume)" in again.stdout, again.stdout
-    assert "ijr-sweep: job 1/3 " in again.stdout and "ijr-sweep: job 3/3 " in again.stdout  # with a sweep ETA
+    assert "ijr-train -m: job 1/3 " in again.stdout and "ijr-train -m: job 3/3 " in again.stdout  # with a sweep ETA
     assert "(2 done in " in again.stdout and "sweep ETA" in again.stdout
     final = json.loads((run / "status.json").read_text())
     assert final["status"] == "COMPLETED" and final["attempts"][-1]["resumed_from_step"] >= 500
@@ -344,3 +344,36 @@ def test_extension_refused_when_the_schedule_depends_on_the_length(tmp_path):
     r = run_cli([*EXTEND, "trainer.max_steps=350", f"hydra.run.dir={tmp_path / 'odd'}"])
     r = run_cli([*EXTEND, "trainer.max_steps=700", f"hydra.run.dir={tmp_path / 'odd'}"])
     assert r.returncode == 2 and "its last step 350 is not a measurement step of the longer run" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------ naming and sharing
+def test_status_and_report_of_a_sweep_that_exists_only_as_tiny_say_so(tmp_path):
+    (tmp_path / "outputs" / "sweeps" / "eos_lr-tiny").mkdir(parents=True)
+    for command, make in (("ijr-status", "make status"), ("ijr-report", "make report")):
+        r = subprocess.run(
+            [str(Path(IJR_TRAIN).with_name(command)), "outputs/sweeps/eos_lr"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "only the --tiny version of this sweep exists here: outputs/sweeps/eos_lr-tiny" in r.stderr
+        assert f"{make} SWEEP=eos_lr TINY=1" in r.stderr
+
+
+def test_report_and_multirun_directories_follow_the_umask(tmp_path):
+    """Collaborators can read what ijr writes (umask 022: drwxr-xr-x), not only its owner."""
+    sweep = tmp_path / "multi"
+    previous = os.umask(0o022)  # (inherited by the commands)
+    try:
+        r = run_cli(["-m", *TINY, "trainer.max_steps=4", "metrics=none", "seed=0,1", f"hydra.sweep.dir={sweep}"])
+        assert r.returncode == 0, r.stderr
+        out = str(tmp_path / "report")
+        report = subprocess.run(
+            [IJR_REPORT, str(sweep), "--out", out, "--no-figures", "--no-slurm"], capture_output=True, text=True
+        )
+        assert report.returncode == 0, report.stderr
+    finally:
+        os.umask(previous)
+    for d in (sweep, sweep / "seed=0", tmp_path / "report", tmp_path / "report" / "tables"):
+        assert (d.stat().st_mode & 0o777) == 0o755, (d, oct(d.stat().st_mode))

@@ -30,7 +30,7 @@ def test_two_multiruns_started_together_never_share_a_directory(tmp_path):
     assert all(p.wait(120) == 0 for p in procs), [p.stderr.read() for p in procs]
     dirs = sorted((tmp_path / "outputs" / "multirun").iterdir())
     assert len(dirs) == 2  # one per launch, each with both of its jobs
-    assert all(sorted(p.name for p in d.iterdir() if p.is_dir()) == ["0", "1"] for d in dirs)
+    assert all(sorted(p.name for p in d.iterdir() if p.is_dir()) == ["seed=0", "seed=1"] for d in dirs)
 
 
 def test_the_job_list_sweeper_runs_exactly_the_listed_jobs(tmp_path):

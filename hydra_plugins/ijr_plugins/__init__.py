@@ -1,4 +1,5 @@
-"""ijr's Hydra plugins: `sweeper` (hydra/sweeper=ijr_jobs, an explicit list of jobs) and `launchers`
+"""ijr's Hydra plugins: `sweeper` (hydra/sweeper=ijr_jobs, an explicit list of jobs;
+ijr_grid, `ijr-train -m`'s grid with jobs named by their swept overrides) and `launchers`
 (hydra/launcher=ijr_slurm, which returns once SLURM has queued the jobs, and ijr_local_parallel)."""
 
 
@@ -9,9 +10,9 @@ def register() -> None:
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.ijr_plugins.launchers import LocalParallelLauncher, NonBlockingSlurmLauncher
-    from hydra_plugins.ijr_plugins.sweeper import JobListSweeper
+    from hydra_plugins.ijr_plugins.sweeper import JobListSweeper, NamedGridSweeper
 
     plugins = Plugins.instance()
-    for clazz in (JobListSweeper, NonBlockingSlurmLauncher, LocalParallelLauncher):
+    for clazz in (JobListSweeper, NamedGridSweeper, NonBlockingSlurmLauncher, LocalParallelLauncher):
         if f"{clazz.__module__}.{clazz.__name__}" not in plugins.class_name_to_class:
             plugins.register(clazz)

@@ -87,6 +87,43 @@ class JobListSweeper(Sweeper):
 ConfigStore.instance().store(group="hydra/sweeper", name="ijr_jobs", node=JobListSweeperConf, provider="ijr")
 
 
+@dataclass
+class NamedGridSweeperConf:
+    _target_: str = "hydra_plugins.ijr_plugins.sweeper.NamedGridSweeper"
+    validate: bool = True
+    max_batch_size: Optional[int] = None
+
+
+class NamedGridSweeper(JobListSweeper):
+    """`ijr-train -m`'s sweeper (conf/train.yaml): Hydra's grid (the product of the swept overrides, expanded by
+    Hydra's own BasicSweeper.split_arguments), with each job's run directory named by its swept overrides, as
+    ijr-sweep names them (`optimizer.lr=0.1,seed=0`), not 0..N-1, so that ijr-status and ijr-report can say what
+    each job is. A hydra.sweep.subdir given on the command line is respected."""
+
+    def __init__(self, validate: bool = True, max_batch_size: Optional[int] = None):
+        super().__init__(jobs_file=None, validate=validate, max_batch_size=max_batch_size)
+
+    def jobs(self, arguments: List[str]) -> List[List[str]]:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from ijr_cli.sweep.study import job_directory_name
+
+        overrides = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(arguments)
+        swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
+        jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+        if not swept or any(a.startswith("hydra.sweep.subdir=") for a in arguments):
+            return jobs
+        named = []
+        for job in jobs:
+            name = job_directory_name([o for o in job if o.split("=", 1)[0] in swept])
+            named.append(_job_overrides({"name": name, "overrides": job}))
+        return named
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="ijr_grid", node=NamedGridSweeperConf, provider="ijr")
+
+
 def _is_job(job) -> bool:
     """A list of overrides, or {name: its run directory below hydra.sweep.dir, overrides: [...]}."""
     if isinstance(job, dict):
@@ -108,7 +145,7 @@ def progress_line(number: int, total: int, done: int, started: float, name: Opti
     """`ijr-sweep: job 3/12 NAME (2 done in 1m10s; sweep ETA 5m50s)`: the ETA is the mean wall time per finished
     job times the jobs left (with parallel jobs, the mean time between completions)."""
     elapsed = time.perf_counter() - started
-    text = f"ijr-sweep: job {number}/{total}" + (f" {name}" if name else "")
+    text = f"ijr-train -m: job {number}/{total}" + (f" {name}" if name else "")
     if done:
         eta = elapsed / done * (total - done)
         text += f" ({done} done in {duration(elapsed)}; sweep ETA {duration(eta)})"

@@ -370,7 +370,8 @@ def status(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
-        _error("ijr-status", f"{sweep_dir} is not a directory; give a sweep directory such as outputs/sweeps/NAME")
+        hint = sweep_state.tiny_hint(sweep_dir) or "; give a sweep directory such as outputs/sweeps/NAME"
+        _error("ijr-status", f"{sweep_dir} is not a directory{hint}")
     states = sweep_state.sweep_states(sweep_dir, query_slurm=not args.no_slurm)
     if not states:
         _error(

@@ -46,7 +46,12 @@ def check_paths(paths: List[Path], out: Optional[Path], jobs: int = 0) -> Path:
         raise UserError(f"--jobs {jobs}: give a number of threads >= 1, or 0 for one per CPU")
     for p in paths:
         if not p.exists():
-            raise UserError(f"{p} does not exist; give a sweep directory, a run directory or a folder holding them")
+            hint = (
+                sweep_state.tiny_hint(Path(p)).replace("make status", "make report").replace("ijr-status", "ijr-report")
+            )
+            raise UserError(
+                f"{p} does not exist{hint or '; give a sweep directory, a run directory or a folder holding them'}"
+            )
         if not p.is_dir():
             raise UserError(f"{p} is not a directory; give a sweep directory, a run directory or a folder holding them")
     if out is None:

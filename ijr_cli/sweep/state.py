@@ -46,6 +46,18 @@ SLURM_ACTIVE = {
 }
 
 
+def tiny_hint(path: Path) -> str:
+    """For a sweep directory that does not exist while its --tiny version does: where that one is."""
+    path = Path(path)
+    tiny = path.with_name(path.name + "-tiny")
+    if not path.exists() and tiny.is_dir():
+        return (
+            f"; only the --tiny version of this sweep exists here: {tiny} (make status SWEEP={path.name} TINY=1, or "
+            f"ijr-status {tiny})"
+        )
+    return ""
+
+
 # ------------------------------------------------------------------------------------------ files
 def record_submissions(sweep_dir: Path, entries: Iterable[dict]) -> None:
     """Append one line per submitted job: job_id, run_dir (its name below the sweep dir), overrides."""
