@@ -234,8 +234,8 @@ def check_arrays(source: str, x_tr, y_tr, x_te, y_te, num_classes: Optional[int]
     if unseen:
         shown = ", ".join(map(str, unseen[:10])) + (" ..." if len(unseen) > 10 else "")
         raise UserError(
-            f"{source}: test labels {shown} never occur in the training set; a model cannot learn them (check the "
-            f"split, or use a larger dataset.n_train)"
+            f"{source}: test labels {shown} never occur in the training set; a model cannot learn them "
+            f"(check how the data was split)"
         )
 
 

@@ -316,6 +316,7 @@ def test_a_completed_run_extended_to_more_steps_equals_the_longer_run(tmp_path):
     assert "max_steps: 600" in (short / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "change,message",
     [
@@ -335,6 +336,7 @@ def test_only_a_longer_length_extends_a_completed_run(tmp_path, change, message)
     assert (run_dir / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.slow
 def test_extension_refused_when_the_schedule_depends_on_the_length(tmp_path):
     run_dir = tmp_path / "run"
     base = [*EXTEND, "schedule=cosine"]
@@ -377,3 +379,15 @@ def test_report_and_multirun_directories_follow_the_umask(tmp_path):
         os.umask(previous)
     for d in (sweep, sweep / "seed=0", tmp_path / "report", tmp_path / "report" / "tables"):
         assert (d.stat().st_mode & 0o777) == 0o755, (d, oct(d.stat().st_mode))
+
+
+def test_the_bad_input_catalogue_lists_every_case_the_tests_throw():
+    """docs/bad-input.md is generated from the tests' cases (tests/bad_input_catalogue.py): none is missing."""
+    from test_cli import BAD_INPUTS
+    from test_data import BAD_NPZ
+
+    page = (Path(ROOT) / "docs" / "bad-input.md").read_text()
+    rows = {line.split("|")[1].strip() for line in page.splitlines() if line.startswith("| ")}
+    missing = [case for case in [*BAD_INPUTS, *BAD_NPZ] if case not in rows]
+    assert not missing, f"regenerate docs/bad-input.md (python tests/bad_input_catalogue.py): {missing}"
+    assert "(not refused: a bug)" not in page
