@@ -104,9 +104,10 @@ def _wait_for(predicate, timeout=120.0, every=0.2):
     [
         (signal.SIGKILL, "local"),
         pytest.param(signal.SIGTERM, "local", marks=pytest.mark.slow),
+        pytest.param(signal.SIGINT, "local", marks=pytest.mark.slow),  # Ctrl-C of ijr-sweep
         pytest.param(signal.SIGKILL, "local_parallel", marks=pytest.mark.slow),
     ],
-    ids=["SIGKILL-local", "SIGTERM-local", "SIGKILL-local_parallel"],
+    ids=["SIGKILL-local", "SIGTERM-local", "SIGINT-local", "SIGKILL-local_parallel"],
 )
 def test_a_killed_sweep_takes_its_jobs_with_it_and_resumes_from_their_checkpoints(tmp_path, sig, launcher):
     """kill -9 (or SIGTERM) of ijr-sweep: the running job stops at a step boundary with a checkpoint (STOPPED),
