@@ -102,7 +102,7 @@ def _wait_for(predicate, timeout=120.0, every=0.2):
 @pytest.mark.parametrize(
     "sig,launcher",
     [
-        (signal.SIGKILL, "local"),
+        pytest.param(signal.SIGKILL, "local", marks=pytest.mark.slow),
         pytest.param(signal.SIGTERM, "local", marks=pytest.mark.slow),
         pytest.param(signal.SIGINT, "local", marks=pytest.mark.slow),  # Ctrl-C of ijr-sweep
         pytest.param(signal.SIGKILL, "local_parallel", marks=pytest.mark.slow),
@@ -364,6 +364,7 @@ def test_status_and_report_of_a_sweep_that_exists_only_as_tiny_say_so(tmp_path):
         assert f"{make} SWEEP=eos_lr TINY=1" in r.stderr
 
 
+@pytest.mark.slow
 def test_report_and_multirun_directories_follow_the_umask(tmp_path):
     """Collaborators can read what ijr writes (umask 022: drwxr-xr-x), not only its owner."""
     sweep = tmp_path / "multi"
