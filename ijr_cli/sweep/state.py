@@ -46,14 +46,15 @@ SLURM_ACTIVE = {
 }
 
 
-def tiny_hint(path: Path) -> str:
-    """For a sweep directory that does not exist while its --tiny version does: where that one is."""
+def tiny_hint(path: Path, command: str = "status") -> str:
+    """For a sweep directory that does not exist while its --tiny version does: where that one is, and the
+    `make COMMAND` / `ijr-COMMAND` that reads it (status or report)."""
     path = Path(path)
     tiny = path.with_name(path.name + "-tiny")
     if not path.exists() and tiny.is_dir():
         return (
-            f"; only the --tiny version of this sweep exists here: {tiny} (make status SWEEP={path.name} TINY=1, or "
-            f"ijr-status {tiny})"
+            f"; only the --tiny version of this sweep exists here: {tiny} (make {command} SWEEP={path.name} TINY=1, "
+            f"or ijr-{command} {tiny})"
         )
     return ""
 
