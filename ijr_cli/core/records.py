@@ -94,16 +94,17 @@ def storage_errors(path: Path) -> Iterator[None]:
         raise StorageError(path, e) from None
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write `data` to a temporary file beside `path`, fsync, rename it over `path`: readers see the old file or
-    the new one, never a part. On failure the temporary file is removed, the old file is untouched, and a
-    StorageError names the path and the errno."""
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Any]:
+    """`with atomic_file(path) as f:` writes into a temporary file beside `path` (binary), then fsyncs it and
+    renames it over `path`: readers see the old file or the new one, never a part. On failure the temporary file is
+    removed, the old file is untouched, and an OSError becomes a StorageError naming the path and the errno."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with storage_errors(path):
             with open(tmp, "wb") as f:
-                f.write(data.encode() if isinstance(data, str) else data)
+                yield f
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -111,6 +112,12 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """`data` into `path` through `atomic_file`."""
+    with atomic_file(path) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
 
 
 def overwrite_in_place(path: Path, data: str) -> None:

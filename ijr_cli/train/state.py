@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
@@ -77,27 +75,16 @@ class _KeepWriteError:
 
 
 def save_checkpoint(path: Path, ckpt: dict) -> None:
-    """Write atomically: a temporary file in the same folder, fsync, then rename over the old checkpoint; on
-    failure the temporary file is removed and a StorageError names the path and the errno."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with records.storage_errors(path):
-            with open(tmp, "wb") as f:
-                writer = _KeepWriteError(f)
-                try:
-                    torch.save(ckpt, writer)
-                except RuntimeError:
-                    if writer.error is not None:
-                        raise writer.error from None
-                    raise
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    """Write atomically (`records.atomic_file`: a temporary file, fsync, renamed over the old checkpoint; on
+    failure the temporary file is removed and a StorageError names the path and the errno)."""
+    with records.atomic_file(path) as f:
+        writer = _KeepWriteError(f)
+        try:
+            torch.save(ckpt, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict:
