@@ -277,6 +277,8 @@ def build_model(
     check_architecture(name, widths, depth, width_factor)
     if name == "fcn3":
         return fcn3(math.prod(input_shape), num_classes, widths, activation)
+    if name == "linear":  # (fcn3 without hidden layers: the exact oracles of SCIENCE.md's identities)
+        return fcn3(math.prod(input_shape), num_classes, (), activation)
     check_image_inputs(input_shape, model=name)
     try:
         if name == "cnn6":

@@ -46,6 +46,7 @@ class ModelName(str, Enum):
     resnet20 = "resnet20"
     resnet18 = "resnet18"
     wrn = "wrn"
+    linear = "linear"  # softmax / linear regression: H = G for CE, H = (1/N) X~^T X~ (x) I_C for MSE (SCIENCE.md)
 
 
 # what is known of each dataset before loading it: training and test examples, input shape (npz: only once read)
@@ -229,7 +230,9 @@ class MetricsConfig:
     early_steps: int = 0  # extra log-spaced measurement steps before the first cadence point
     sharpness_k: int = 1  # top-k Hessian eigenvalues (sharpness_k)
     lanczos_tol: float = 1e-3  # relative Ritz residual
-    lanczos_max_iters: int = 100
+    lanczos_max_iters: int = 100  # Hessian-vector products per estimate, at most
+    lanczos_block_extra: int = 2  # p: the block has k + p vectors (guards against multiplicity and clusters)
+    lanczos_min_depth: int = 4  # block products before convergence is tested (the fresh directions' reach)
     n_input_jac: int = 100  # examples of S (and of the test set) for input_jac_*
 
 
@@ -360,6 +363,11 @@ def validate(cfg: TrainConfig) -> None:
     _require(mc.sharpness_k >= 1, f"metrics.sharpness_k must be >= 1, got {mc.sharpness_k}")
     _require(0 < mc.lanczos_tol < 1, f"metrics.lanczos_tol must be in (0, 1), got {mc.lanczos_tol}")
     _require(mc.lanczos_max_iters >= 1, f"metrics.lanczos_max_iters must be >= 1, got {mc.lanczos_max_iters}")
+    _require(
+        mc.lanczos_block_extra >= 1,
+        f"metrics.lanczos_block_extra must be >= 1 (a block needs a fresh direction), got {mc.lanczos_block_extra}",
+    )
+    _require(mc.lanczos_min_depth >= 1, f"metrics.lanczos_min_depth must be >= 1, got {mc.lanczos_min_depth}")
     _require(mc.n_input_jac >= 1, f"metrics.n_input_jac must be >= 1, got {mc.n_input_jac}")
     _require(cfg.probe.n >= 1, f"probe.n must be >= 1, got {cfg.probe.n}")
     _require(

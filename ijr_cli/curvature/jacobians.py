@@ -2,8 +2,8 @@
 
 <J> in R^{m x C} is summarised through its C x C Gram matrix K = <J>^T <J>, built from C backward passes of
 the chunked mean logits (exact, memory C x m): ||<J>||_2 = sqrt(lambda_max(K)), ||<J>||_F^2 = tr K,
-||<J> u||^2 = u^T K u. For large C (or memory), `mean_jacobian_top_singular` is paper 000's Algorithm 2: power
-iteration on <J>^T <J> with one vjp and one jvp per step, never forming <J>.
+||<J> u||^2 = u^T K u. For large C (or memory), `mean_jacobian_top_singular` uses paper 000's Algorithm 2's
+products <J>^T <J> u (one vjp and one jvp each), never forming <J>; the iteration is Lanczos with a residual stop.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from ijr_cli.core.config import ProbeConfig, schema_default
 from ijr_cli.core.metric_names import JAC_FRO_SQ, JAC_OP_NORM, JAC_U_NORM_SQ
+from ijr_cli.curvature.lanczos import lanczos_top
 from ijr_cli.curvature.params import ParameterVector
 from ijr_cli.curvature.probe import functional_model, probe_chunks
 
@@ -76,7 +77,9 @@ def mean_jacobian_u_norm_sq(
 ) -> Tuple[float, int]:
     """||<J> u||^2 with u = 1_C / sqrt(C) (paper 000 App. G) from ONE backward pass per chunk:
     <J> u = grad_theta (u^T <z>). For C > 100, where the Gram matrix is not formed."""
-    rows, passes = weighted_mean_logit_gradients(model, x, lambda c: torch.full((1, c), c**-0.5), chunk, bn_mode)
+    # u in float64, cast to the model's dtype once (built in float32 it would carry float32's rounding of 1/sqrt(C))
+    u = lambda c: torch.full((1, c), c**-0.5, dtype=torch.float64)  # noqa: E731
+    rows, passes = weighted_mean_logit_gradients(model, x, u, chunk, bn_mode)
     return float(rows[0].square().sum()), passes
 
 
@@ -89,11 +92,14 @@ def mean_jacobian_top_singular(
     tol: float = 1e-6,
     generator: Optional[torch.Generator] = None,
 ) -> Tuple[float, int]:
-    """||<J>||_2 by power iteration on <J>^T <J> in logit space (paper 000, Algorithm 2); returns (norm, passes).
+    """||<J>||_2 from the products of paper 000's Algorithm 2, in logit space; returns (norm, passes).
 
-    With <J> in R^{m x C}, each iteration maps u in logit space to <J> u in parameter space (a vjp of the mean
-    logits, cotangent u) and back to <J>^T <J> u (a jvp, tangent <J> u); stops when the estimate changes by less
-    than `tol` relatively.
+    With <J> in R^{m x C}, one product maps u in logit space to <J> u in parameter space (a vjp of the mean logits,
+    cotangent u) and back to <J>^T <J> u (a jvp, tangent <J> u): two passes. Algorithm 2 iterates these products as
+    a power iteration and stops when the estimate changes by less than a tolerance, which leaves an error of that
+    tolerance divided by (1 - sigma_2/sigma_1) when the top two singular values are close. Here block Lanczos
+    (`curvature.lanczos`) runs on the same products and stops when the relative residual of the top Ritz pair is
+    <= `tol` (at most `max_iters` products): an eigenvalue error of about tol^2, whatever the gap.
     """
     pv = ParameterVector(model)
     params = pv.detached()
@@ -106,20 +112,19 @@ def mean_jacobian_top_singular(
             return sum(functional_call(fmodel, (p, buffers), (x[sl],)).sum(dim=0) for sl in slices) / n
 
         z, pullback = vjp(mean_logits, params)
-        u = torch.randn(z.shape[0], generator=generator, dtype=z.dtype).to(z.device)
-        u /= torch.linalg.vector_norm(u)
-        est, passes = 0.0, 0
-        for _ in range(max_iters):
-            (ju,) = pullback(u)
-            _, w = jvp(mean_logits, (params,), (ju,))
+        passes = 0
+
+        def gram_product(u: torch.Tensor) -> torch.Tensor:
+            nonlocal passes
             passes += 2
-            new = float(torch.linalg.vector_norm(w))
-            u = w / max(new, 1e-300)
-            if abs(new - est) <= tol * new:
-                est = new
-                break
-            est = new
-    return est**0.5, passes
+            (ju,) = pullback(u)
+            return jvp(mean_logits, (params,), (ju,))[1]
+
+        r = lanczos_top(
+            gram_product, z.shape[0], k=1, max_iters=max_iters, tol=tol, generator=generator,
+            device=z.device, dtype=z.dtype,
+        )  # fmt: skip
+    return float(r.eigenvalues[0].clamp_min(0)) ** 0.5, passes
 
 
 @torch.no_grad()

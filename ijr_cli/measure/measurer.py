@@ -39,6 +39,8 @@ class Measurer:
     sharpness_k: int
     lanczos_tol: float
     lanczos_max_iters: int
+    lanczos_block_extra: int
+    lanczos_min_depth: int
     n_input_jac: int
     momentum: float
     nesterov: bool

@@ -118,31 +118,35 @@ def grad(m: "Measurer", lr: float) -> Dict[str, object]:
     return {GRAD_NORM: float(torch.linalg.vector_norm(probe_gradient(m)))}
 
 
-def _lanczos(m: "Measurer", op: ProbeOperator, key: str) -> LanczosResult:
-    """Top-k algebraic eigenpairs of `op`, warm-started from this group's last top eigenvector (checkpointed, so a
-    resumed run repeats the estimates exactly); the cold start is Gaussian from the run's seed."""
+def _lanczos(m: "Measurer", op: ProbeOperator, key: str, k: int) -> LanczosResult:
+    """Top-k algebraic eigenpairs of `op` by block Lanczos, warm-started from this group's last Ritz vectors
+    (checkpointed, so a resumed run repeats the estimates exactly) beside fresh Gaussian directions from the run's
+    seed."""
     r = lanczos_top(
         op,
         op.dim,
-        k=m.sharpness_k,
+        k=k,
         max_iters=m.lanczos_max_iters,
         tol=m.lanczos_tol,
         v0=m.warm.get(key),
         generator=torch.Generator().manual_seed(m.seed),
         device=m.x_probe.device,
         dtype=m.x_probe.dtype,
+        block_extra=m.lanczos_block_extra,
+        min_depth=m.lanczos_min_depth,
     )
-    m.warm[key] = r.eigenvectors[:, 0].detach().clone()
+    m.warm[key] = r.ritz_vectors.detach().clone()
     return r
 
 
 def sharpness(m: "Measurer", lr: float) -> Dict[str, object]:
     """The largest ALGEBRAIC eigenvalue of H = grad^2 L_S (and the top k) by Lanczos on Hessian-vector products,
-    its relative Ritz residual and the products used; cos(grad L_S, top eigenvector) when asked for."""
+    its relative Ritz residual and the products used; |cos(grad L_S, top eigenvector)| when asked for: an eigenvector's
+    sign is arbitrary, so the cosine is recorded without it (in [0, 1])."""
     op = hessian_operator(
         m.model, m.x_probe, m.y_probe, m.objective, m.probe_chunk, m.probe_bn_mode, cache_graph=m.probe_cache_graph
     )
-    r = _lanczos(m, op, SHARPNESS)
+    r = _lanczos(m, op, SHARPNESS, m.sharpness_k)
     out = {
         SHARPNESS: float(r.eigenvalues[0]),
         SHARPNESS_K: [float(v) for v in r.eigenvalues],
@@ -153,7 +157,7 @@ def sharpness(m: "Measurer", lr: float) -> Dict[str, object]:
     if COS_GRAD_TOP_EIG in m.wanted:
         g, v = probe_gradient(m), r.eigenvectors[:, 0]
         out[COS_GRAD_TOP_EIG] = float(
-            torch.dot(g, v) / (torch.linalg.vector_norm(g) * torch.linalg.vector_norm(v)).clamp_min(1e-30)
+            torch.dot(g, v).abs() / (torch.linalg.vector_norm(g) * torch.linalg.vector_norm(v)).clamp_min(1e-30)
         )
     return out
 
@@ -162,7 +166,7 @@ def gn_sharpness(m: "Measurer", lr: float) -> Dict[str, object]:
     """The top eigenvalue of the Gauss-Newton matrix G = (1/n) sum J^T M J by Lanczos on one jvp and one vjp per
     chunk and product."""
     op = gauss_newton_operator(m.model, m.x_probe, m.y_probe, m.objective, m.probe_chunk, m.probe_bn_mode)
-    r = _lanczos(m, op, GN_SHARPNESS)
+    r = _lanczos(m, op, GN_SHARPNESS, 1)
     return {
         GN_SHARPNESS: float(r.eigenvalues[0]),
         GN_SHARPNESS_RESID: float(r.residuals[0]),

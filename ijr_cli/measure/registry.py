@@ -53,7 +53,7 @@ REGISTRY: Dict[str, MetricGroup] = {
             metrics.jacobian,
             GROUPS["jacobian"],
             True,
-            "C backward passes over S, C x m memory (jacobian_passes); C > 100: power iteration",
+            "C backward passes over S, C x m memory (jacobian_passes); C > 100: Lanczos on vjp+jvp products",
         ),
         MetricGroup(
             "input_jacobian",

@@ -137,6 +137,8 @@ def measurer_settings(metrics: MetricsConfig, probe: ProbeConfig, optimizer: Opt
         sharpness_k=metrics.sharpness_k,
         lanczos_tol=metrics.lanczos_tol,
         lanczos_max_iters=metrics.lanczos_max_iters,
+        lanczos_block_extra=metrics.lanczos_block_extra,
+        lanczos_min_depth=metrics.lanczos_min_depth,
         n_input_jac=metrics.n_input_jac,
         momentum=optimizer.momentum,
         nesterov=optimizer.nesterov,
