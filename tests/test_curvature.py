@@ -238,6 +238,16 @@ def test_mean_jacobian_gram_and_algorithm_2():
     assert u_norm_sq == pytest.approx(s["jac_u_norm_sq"], rel=1e-10) and u_passes == 3
 
 
+def test_u_is_built_in_float64_for_a_float64_run():
+    """||<J> u||^2 to the last digits in float64 (u = 1/sqrt(C) built in float32 carried a 1e-8 error)."""
+    model, (x, _) = _mlp(seed=2), _data()
+    pv = ParameterVector(model)
+    jm = jacrev(lambda f: functional_call(model, pv.unflatten(f), (x,)).mean(0))(pv.flat_values()).T
+    exact = float((jm @ torch.full((3,), 3**-0.5, dtype=torch.float64)).square().sum())
+    torch.set_default_dtype(torch.float32)  # as in a trainer.dtype=float64 run (the fixture restores it)
+    assert mean_jacobian_u_norm_sq(model, x, chunk=4)[0] == pytest.approx(exact, rel=1e-14)
+
+
 def test_many_classes_use_algorithm_2_and_one_backward_for_u(float64):
     """C > 100: no Gram matrix; ||<J>||_2 by power iteration, ||<J> u||^2 by one backward, ||<J>||_F^2 absent."""
     import math

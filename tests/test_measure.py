@@ -90,6 +90,7 @@ def test_a_runs_metrics_match_exact_computations(compose, tmp_path):
     assert summary["grad_norm"] == pytest.approx(float(gflat.norm()), rel=1e-9)
     top = torch.linalg.eigh(h).eigenvectors[:, -1]
     assert abs(summary["cos_grad_top_eig"]) == pytest.approx(abs(float(gflat @ top / gflat.norm())), rel=1e-5)
+    assert summary["cos_grad_top_eig"] >= 0  # sign-free: |cos| (an eigenvector's sign is arbitrary)
     norms = torch.stack(
         [torch.linalg.matrix_norm(jacrev(lambda xi: torch.softmax(model(xi[None])[0], 0))(xi), ord=2) for xi in x[:7]]
     ).detach()
