@@ -97,6 +97,8 @@ BAD_INPUTS = {
     "negative weight decay": (["optimizer.weight_decay=-1"], "optimizer.weight_decay must be >= 0"),
     "empty probe set": (["probe.n=0"], "probe.n must be >= 1"),
     "lanczos tolerance out of range": (["metrics.lanczos_tol=2"], "metrics.lanczos_tol must be in (0, 1)"),
+    "sharpness_k neither a count nor auto": (["metrics.sharpness_k=top"], "must be a positive integer or auto"),
+    "a block without a fresh direction": (["metrics.lanczos_block_extra=0"], "a block needs a fresh direction"),
     "unknown metric cadence key": (["+metrics.every.sharpnes=5"], "metrics.every has unknown key"),
     "ejr_sam with sam": (["regularizer=ejr_sam", "optimizer=sam"], "both perturb the weights"),
     "mu_reg without ejr_v2": (

@@ -161,3 +161,79 @@ def test_probe_chunks_sum_is_independent_of_the_chunking_and_the_model_is_restor
     with probe_chunks(bn, 11, None, "train") as slices:
         assert bn.training and slices == [slice(0, 11)]
     assert not bn.training
+
+
+def test_sharpness_k_auto_tracks_every_eigenvalue_above_the_line(float64):
+    """sharpness_k=auto: the eigenvalues >= track_fraction * 2/lr (dense Hessian), their count, the cap, and the
+    next estimate's start (count + 1, kept in the warm state so a resumed run repeats it)."""
+    from helpers import measurer, tiny_data, tiny_mlp
+
+    from ijr_cli.curvature.params import ParameterVector
+    from ijr_cli.data import Dataset
+    from ijr_cli.measure.metrics import TRACK_K
+
+    model = tiny_mlp(seed=3, act=torch.nn.ReLU)
+    x, y = tiny_data()
+    obj = Objective("ce", 3)
+    pv = ParameterVector(model)
+    h = hessian(lambda f: obj.sum(functional_call(model, pv.unflatten(f), (x,)), y) / 11)(pv.flat_values())
+    eig = torch.linalg.eigvalsh(h).flip(0)
+    line = float(eig[2] + eig[3]) / 2  # three eigenvalues above it
+    lr = 2 * 0.5 / line  # track_fraction 0.5 of the threshold 2/lr is the line
+    data = Dataset("t", x, y, x[:2], y[:2], 3)
+    for cap, expect in ((10, 3), (2, 2)):
+        m = measurer(model, data, obj, ["sharpness"], sharpness_k="auto", track_cap=cap, lanczos_tol=1e-10)
+        row = m.measure(["sharpness"], lr=lr)
+        assert row["sharpness_count"] == expect
+        assert row["sharpness_k"] == pytest.approx(eig[:expect].tolist(), rel=1e-8)
+        assert row["sharpness"] == pytest.approx(float(eig[0]), rel=1e-8)
+        assert int(m.warm[TRACK_K]) == min(expect + 1, cap)
+    m = measurer(model, data, obj, ["sharpness"], sharpness_k="auto", lanczos_tol=1e-10)
+    row = m.measure(["sharpness"], lr=2 * 0.5 / (2 * float(eig[0])))  # the line above every eigenvalue
+    assert row["sharpness_count"] == 0 and row["sharpness_k"] == pytest.approx([float(eig[0])], rel=1e-8)
+
+
+def test_batch_sharpness_and_batch_lambda_max_against_dense_minibatch_hessians(float64):
+    """E_B[g_B^T H_B g_B / ||g_B||^2], E_B[lambda_max(H_B)] and their standard errors from dense float64 minibatch
+    Hessians, on the minibatches of the (seed, step) stream; the training RNG is not touched; full batch: one batch."""
+    from helpers import measurer, tiny_data, tiny_mlp
+
+    from ijr_cli.curvature.params import ParameterVector
+    from ijr_cli.data import Dataset
+    from ijr_cli.measure.stochastic import minibatch_indices
+
+    model = tiny_mlp(seed=5)
+    x, y = tiny_data(n=40)
+    obj = Objective("ce", 3, label_smoothing=0.1)
+    data = Dataset("t", x, y, x[:2], y[:2], 3)
+    pv = ParameterVector(model)
+    flat = pv.flat_values()
+
+    def dense(xb, yb):
+        loss = lambda f: obj.sum(functional_call(model, pv.unflatten(f), (xb,)), yb) / xb.shape[0]  # noqa: E731
+        return torch.func.grad(loss)(flat), hessian(loss)(flat)
+
+    names = ["batch_sharpness", "batch_lambda_max"]
+    for batch_size, batches in ((8, 6), (None, 4)):
+        m = measurer(model, data, obj, names, batch_size=batch_size, batch_sharpness_batches=batches,
+                     lanczos_tol=1e-10, probe_chunk=3, seed=7)  # fmt: skip
+        state = torch.get_rng_state()
+        row = m.measure(names, lr=0.1, step=30)
+        assert torch.equal(torch.get_rng_state(), state)
+        quad, tops = [], []
+        for idx in minibatch_indices(40, batch_size, batches, seed=7, step=30):
+            g, h = dense(x[idx], y[idx])
+            quad.append(float(g @ h @ g / (g @ g)))
+            tops.append(float(torch.linalg.eigvalsh(h)[-1]))
+        assert len(quad) == (batches if batch_size else 1)
+        q, t = torch.tensor(quad), torch.tensor(tops)
+        se = lambda v: float(v.std() / len(v) ** 0.5) if len(v) > 1 else 0.0  # noqa: E731
+        assert row["batch_sharpness"] == pytest.approx(float(q.mean()), rel=1e-10)
+        assert row["batch_sharpness_se"] == pytest.approx(se(q), rel=1e-8, abs=1e-15)
+        assert row["batch_lambda_max"] == pytest.approx(float(t.mean()), rel=1e-8)
+        assert row["batch_lambda_max_se"] == pytest.approx(se(t), rel=1e-6, abs=1e-12)
+        assert row["batch_sharpness"] <= row["batch_lambda_max"] * (1 + 1e-10)  # a Rayleigh quotient of each H_B
+    a = minibatch_indices(40, 8, 3, seed=7, step=30)
+    assert all(torch.equal(u, v) for u, v in zip(a, minibatch_indices(40, 8, 3, seed=7, step=30)))
+    assert not torch.equal(a[0], minibatch_indices(40, 8, 3, seed=7, step=31)[0])
+    assert all(len(set(i.tolist())) == 8 for i in a)  # without replacement

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import MISSING
 
@@ -228,12 +228,15 @@ class MetricsConfig:
     default_every: Optional[int] = None  # steps between measurements (null: trainer.eval_every)
     every: Dict[str, int] = field(default_factory=dict)  # per metric name, e.g. {sharpness: 10}
     early_steps: int = 0  # extra log-spaced measurement steps before the first cadence point
-    sharpness_k: int = 1  # top-k Hessian eigenvalues (sharpness_k)
+    sharpness_k: Any = 1  # top-k Hessian eigenvalues (sharpness_k), or auto: every one above track_fraction * 2/lr
+    track_fraction: float = 0.5  # sharpness_k=auto: track the eigenvalues above this fraction of the threshold
+    track_cap: int = 10  # sharpness_k=auto: at most this many
     lanczos_tol: float = 1e-3  # relative Ritz residual
     lanczos_max_iters: int = 100  # Hessian-vector products per estimate, at most
     lanczos_block_extra: int = 2  # p: the block has k + p vectors (guards against multiplicity and clusters)
     lanczos_min_depth: int = 4  # block products before convergence is tested (the fresh directions' reach)
     n_input_jac: int = 100  # examples of S (and of the test set) for input_jac_*
+    batch_sharpness_batches: int = 16  # minibatches (of optimizer.batch_size) per batch_sharpness/batch_lambda_max
 
 
 @dataclass
@@ -360,7 +363,12 @@ def validate(cfg: TrainConfig) -> None:
     bad = {k: v for k, v in mc.every.items() if v <= 0}
     _require(not bad, f"metrics.every values must be positive steps, got {bad}")
     _require(mc.early_steps >= 0, f"metrics.early_steps must be >= 0, got {mc.early_steps}")
-    _require(mc.sharpness_k >= 1, f"metrics.sharpness_k must be >= 1, got {mc.sharpness_k}")
+    _require(
+        mc.sharpness_k == "auto" or (isinstance(mc.sharpness_k, int) and mc.sharpness_k >= 1),
+        f"metrics.sharpness_k must be a positive integer or auto, got {mc.sharpness_k!r}",
+    )
+    _require(0 < mc.track_fraction <= 1, f"metrics.track_fraction must be in (0, 1], got {mc.track_fraction}")
+    _require(mc.track_cap >= 1, f"metrics.track_cap must be >= 1, got {mc.track_cap}")
     _require(0 < mc.lanczos_tol < 1, f"metrics.lanczos_tol must be in (0, 1), got {mc.lanczos_tol}")
     _require(mc.lanczos_max_iters >= 1, f"metrics.lanczos_max_iters must be >= 1, got {mc.lanczos_max_iters}")
     _require(
@@ -368,6 +376,10 @@ def validate(cfg: TrainConfig) -> None:
         f"metrics.lanczos_block_extra must be >= 1 (a block needs a fresh direction), got {mc.lanczos_block_extra}",
     )
     _require(mc.lanczos_min_depth >= 1, f"metrics.lanczos_min_depth must be >= 1, got {mc.lanczos_min_depth}")
+    _require(
+        mc.batch_sharpness_batches >= 1,
+        f"metrics.batch_sharpness_batches must be >= 1, got {mc.batch_sharpness_batches}",
+    )
     _require(mc.n_input_jac >= 1, f"metrics.n_input_jac must be >= 1, got {mc.n_input_jac}")
     _require(cfg.probe.n >= 1, f"probe.n must be >= 1, got {cfg.probe.n}")
     _require(

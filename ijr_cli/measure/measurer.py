@@ -36,12 +36,16 @@ class Measurer:
     probe_chunk: Optional[int]
     probe_bn_mode: str
     probe_cache_graph: bool
-    sharpness_k: int
+    sharpness_k: object  # int, or "auto" (track_fraction, track_cap)
+    track_fraction: float
+    track_cap: int
     lanczos_tol: float
     lanczos_max_iters: int
     lanczos_block_extra: int
     lanczos_min_depth: int
     n_input_jac: int
+    batch_size: Optional[int]  # the training batch size (None: full batch): batch_sharpness's minibatches
+    batch_sharpness_batches: int
     momentum: float
     nesterov: bool
     seed: int
@@ -53,11 +57,14 @@ class Measurer:
         self.wanted = set(self.names).union(*(COMPANIONS.get(n, ()) for n in self.names))
         self.groups = {GROUP_OF[n] for n in self.names}
         self.row_cache: Dict[str, object] = {}  # work shared within one row (the probe gradient, the impurity)
+        self.step = 0  # the step of the row being measured
 
-    def measure(self, groups: Sequence[str], lr: float) -> Dict[str, object]:
-        """The requested metrics of the given (non-eval) groups, each group with its cost `<group>_s`."""
+    def measure(self, groups: Sequence[str], lr: float, step: int = 0) -> Dict[str, object]:
+        """The requested metrics of the given (non-eval) groups at training step `step` (it seeds the minibatch
+        draws of batch_sharpness), each group with its cost `<group>_s`."""
         row: Dict[str, object] = {}
         self.row_cache = {}
+        self.step = step
         if any(g in self.groups for g in groups) and not bool(torch.isfinite(flat_parameters(self.model)).all()):
             return {MEASURE_SKIPPED: "non-finite parameters"}
         for name in groups:

@@ -31,6 +31,7 @@ from ijr_cli.core.metric_names import (
     JAC_U_NORM_SQ,
     JACOBIAN_PASSES,
     SHARPNESS,
+    SHARPNESS_COUNT,
     SHARPNESS_K,
     SHARPNESS_MATVECS,
     SHARPNESS_PATH,
@@ -53,6 +54,8 @@ from ijr_cli.curvature.operators import ProbeOperator, gauss_newton_operator, he
 from ijr_cli.curvature.params import flat_parameters
 from ijr_cli.curvature.probe import probe_chunks
 from ijr_cli.optim import stability_threshold
+
+TRACK_K = "sharpness_track_k"  # (Measurer.warm) sharpness_k=auto: how many eigenpairs the next estimate starts with
 
 if TYPE_CHECKING:
     from ijr_cli.measure.measurer import Measurer
@@ -140,20 +143,42 @@ def _lanczos(m: "Measurer", op: ProbeOperator, key: str, k: int) -> LanczosResul
 
 
 def sharpness(m: "Measurer", lr: float) -> Dict[str, object]:
-    """The largest ALGEBRAIC eigenvalue of H = grad^2 L_S (and the top k) by Lanczos on Hessian-vector products,
-    its relative Ritz residual and the products used; |cos(grad L_S, top eigenvector)| when asked for: an eigenvector's
-    sign is arbitrary, so the cosine is recorded without it (in [0, 1])."""
+    """The largest ALGEBRAIC eigenvalue of H = grad^2 L_S (and the top k) by block Lanczos on Hessian-vector
+    products, its relative Ritz residual and the products used; |cos(grad L_S, top eigenvector)| when asked for: an
+    eigenvector's sign is arbitrary, so the cosine is recorded without it (in [0, 1]).
+
+    sharpness_k=auto (central flows, Cohen, Damian et al. 2025): every eigenvalue above track_fraction * threshold
+    (the ones that matter at the edge of stability), at most track_cap of them and always the top one, found by
+    growing k (warm-started from the previous block) until the k-th eigenvalue falls below that line; the next
+    estimate starts from the count + 1 (checkpointed), so an eigenvalue rising through the line is seen."""
     op = hessian_operator(
         m.model, m.x_probe, m.y_probe, m.objective, m.probe_chunk, m.probe_bn_mode, cache_graph=m.probe_cache_graph
     )
-    r = _lanczos(m, op, SHARPNESS, m.sharpness_k)
-    out = {
-        SHARPNESS: float(r.eigenvalues[0]),
-        SHARPNESS_K: [float(v) for v in r.eigenvalues],
-        SHARPNESS_RESID: float(r.residuals[0]),
-        SHARPNESS_MATVECS: op.num_products,
-        SHARPNESS_PATH: op.path,
-    }
+    out: Dict[str, object] = {}
+    if m.sharpness_k == "auto":
+        line = m.track_fraction * stability_threshold(lr, m.momentum, m.nesterov)
+        k = min(int(m.warm.get(TRACK_K, torch.tensor(1))), m.track_cap, op.dim)
+        while True:
+            r = _lanczos(m, op, SHARPNESS, k)
+            count = int((r.eigenvalues >= line).sum())
+            if count < k or k >= min(m.track_cap, op.dim):
+                break
+            k = min(k + m.lanczos_block_extra, m.track_cap, op.dim)
+        m.warm[TRACK_K] = torch.tensor(min(count + 1, m.track_cap))
+        eigenvalues = r.eigenvalues[: max(count, 1)]
+        out[SHARPNESS_COUNT] = count
+    else:
+        r = _lanczos(m, op, SHARPNESS, m.sharpness_k)
+        eigenvalues = r.eigenvalues
+    out.update(
+        {
+            SHARPNESS: float(r.eigenvalues[0]),
+            SHARPNESS_K: [float(v) for v in eigenvalues],
+            SHARPNESS_RESID: float(r.residuals[0]),
+            SHARPNESS_MATVECS: op.num_products,
+            SHARPNESS_PATH: op.path,
+        }
+    )
     if COS_GRAD_TOP_EIG in m.wanted:
         g, v = probe_gradient(m), r.eigenvectors[:, 0]
         out[COS_GRAD_TOP_EIG] = float(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Tuple
 
 from ijr_cli.core.metric_names import GROUPS
-from ijr_cli.measure import metrics
+from ijr_cli.measure import metrics, stochastic
 
 if TYPE_CHECKING:
     from ijr_cli.measure.measurer import Measurer
@@ -47,6 +47,20 @@ REGISTRY: Dict[str, MetricGroup] = {
             GROUPS["gn_sharpness"],
             True,
             "Gauss-Newton products over S, one jvp and one vjp each (gn_sharpness_matvecs)",
+        ),
+        MetricGroup(
+            "batch_sharpness",
+            stochastic.batch_sharpness,
+            GROUPS["batch_sharpness"],
+            False,
+            "per minibatch (metrics.batch_sharpness_batches of them): one gradient and one Hessian-vector product",
+        ),
+        MetricGroup(
+            "batch_lambda_max",
+            stochastic.batch_lambda_max,
+            GROUPS["batch_lambda_max"],
+            False,
+            "per minibatch: one warm-started Lanczos estimate (batch_lambda_max_matvecs)",
         ),
         MetricGroup(
             "jacobian",

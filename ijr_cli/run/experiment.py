@@ -122,7 +122,7 @@ def _fit(
         row: Dict[str, float] = {}
         if "eval" in groups:
             row.update(evaluate(state.model, b.data, b.objective, cfg.trainer.eval_batch_size))
-        row.update(b.measurer.measure(groups, lr=lr_at(max(step - 1, 0))))
+        row.update(b.measurer.measure(groups, lr=lr_at(max(step - 1, 0)), step=step))
         row[M.ELAPSED_S] = earlier_s + time.perf_counter() - started
         return row
 
