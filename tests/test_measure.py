@@ -131,6 +131,8 @@ def test_the_registry_has_one_row_per_metric_group():
         "sharpness",
         "gn_sharpness",
         "jacobian",
+        "logit_hessian",
+        "m_vectors",
     }
 
 

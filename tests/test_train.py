@@ -9,6 +9,7 @@ from helpers import run_in_process
 from omegaconf import OmegaConf
 
 from ijr_cli.core import records
+from ijr_cli.core.arrays import read_arrays
 from ijr_cli.core.config import validate
 from ijr_cli.core.errors import UserError
 from ijr_cli.core.metric_names import EVAL_METRICS
@@ -88,10 +89,23 @@ EJR_COMPOSED = [
 ]
 
 
+APPENDIX_D = [
+    "metrics.names=[sharpness,batch_sharpness,batch_lambda_max,q_lambda_sqrt,m_cos,align_S_top_eig,m_mrl,"
+    "jq1_norm_hist,weight_norm_layers]",
+    "metrics.sharpness_k=auto",
+    "metrics.n_per_example=20",
+    "metrics.batch_sharpness_batches=3",
+]
+
+
+def _arrays(run_dir):
+    return {k: (v.steps.tolist(), v.values.tolist(), v.labels) for k, v in read_arrays(run_dir).items()}
+
+
 @pytest.mark.parametrize(
     "extra",
-    [[], EJR_COMPOSED, ["regularizer=ejr", "trainer.grad_chunk=12"]],
-    ids=["plain", "ejr_v2-composed", "ejr-chunked"],
+    [[], EJR_COMPOSED, ["regularizer=ejr", "trainer.grad_chunk=12"], APPENDIX_D],
+    ids=["plain", "ejr_v2-composed", "ejr-chunked", "appendix-d-arrays"],
 )
 def test_interrupted_run_resumes_to_identical_metrics(compose, tmp_path, monkeypatch, extra, capsys):
     over = TINY + ["optimizer.momentum=0.9", "regularizer=label_smoothing", "trainer.checkpoint_every=15"] + extra
@@ -115,6 +129,8 @@ def test_interrupted_run_resumes_to_identical_metrics(compose, tmp_path, monkeyp
     assert status["resumed"] and status["wall_time_s"] == pytest.approx(sum(a["train_s"] for a in status["attempts"]))
     assert "over 2 attempts (resumed from step 30) -> " in capsys.readouterr().out  # the console summary says so
     assert _rows(tmp_path / "cut") == _rows(tmp_path / "whole")
+    assert _arrays(tmp_path / "cut") == _arrays(tmp_path / "whole")  # arrays.bin records too (after truncation)
+    assert ("q_lambda_sqrt" in _arrays(tmp_path / "whole")) == (extra is APPENDIX_D)
     whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
     cut = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert _stable(whole) == _stable(cut)

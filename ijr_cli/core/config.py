@@ -236,6 +236,7 @@ class MetricsConfig:
     lanczos_block_extra: int = 2  # p: the block has k + p vectors (guards against multiplicity and clusters)
     lanczos_min_depth: int = 4  # block products before convergence is tested (the fresh directions' reach)
     n_input_jac: int = 100  # examples of S (and of the test set) for input_jac_*
+    n_per_example: int = 512  # the first examples of S for the per-example metrics of paper 000 App. D (m_mrl, ...)
     batch_sharpness_batches: int = 16  # minibatches (of optimizer.batch_size) per batch_sharpness/batch_lambda_max
 
 
@@ -380,6 +381,7 @@ def validate(cfg: TrainConfig) -> None:
         mc.batch_sharpness_batches >= 1,
         f"metrics.batch_sharpness_batches must be >= 1, got {mc.batch_sharpness_batches}",
     )
+    _require(mc.n_per_example >= 1, f"metrics.n_per_example must be >= 1, got {mc.n_per_example}")
     _require(mc.n_input_jac >= 1, f"metrics.n_input_jac must be >= 1, got {mc.n_input_jac}")
     _require(cfg.probe.n >= 1, f"probe.n must be >= 1, got {cfg.probe.n}")
     _require(

@@ -34,6 +34,16 @@ LOGIT_NORM_MEAN, LOGIT_SUM_ABS_MEAN, GRAD_NORM = "logit_norm_mean", "logit_sum_a
 BATCH_SHARPNESS, BATCH_SHARPNESS_SE = "batch_sharpness", "batch_sharpness_se"
 BATCH_LAMBDA_MAX, BATCH_LAMBDA_MAX_SE = "batch_lambda_max", "batch_lambda_max_se"
 
+# paper 000 App. D and Figs 8-14 (`measure.appendix_d`); the array-valued ones are stored in arrays.bin
+Q_LAMBDA_SQRT = "q_lambda_sqrt"  # (C, C) <Q Lambda^{1/2}> in the probability-ranked basis (Fig. 8)
+M_COS, M_CLASS_COUNT = "m_cos", "m_class_count"  # (C, C) cosines of the class means m_i; (C,) |D_i| (Fig. 9 right)
+ALIGN_S_GRAD, ALIGN_S_TOP_EIG = "align_S_grad", "align_S_top_eig"  # A_S of grad L_S and of the top eigenvector
+M_MRL = "m_mrl"  # (C,) mean resultant length of m / ||m|| per class (Figs 9 left, 29)
+COS_M_GRAD_Q25, COS_M_GRAD_Q50, COS_M_GRAD_Q75 = "cos_m_grad_q25", "cos_m_grad_q50", "cos_m_grad_q75"
+JQ1_NORM_HIST, JQ_COS2_HIST = "jq1_norm_hist", "jq_cos2_hist"  # Fig. 11 histograms (fixed bins)
+WEIGHT_NORM_LAYERS = "weight_norm_layers"  # (layers,) ||theta_l|| per module with parameters (Fig. 14)
+ARRAY_METRICS = (Q_LAMBDA_SQRT, M_COS, M_CLASS_COUNT, M_MRL, JQ1_NORM_HIST, JQ_COS2_HIST, WEIGHT_NORM_LAYERS)
+
 # bookkeeping recorded beside the metrics (each row's step and lr, a measurement's cost and conditions)
 STEP, LR, BATCH_LOSS, ELAPSED_S = "step", "lr", "batch_loss", "elapsed_s"
 SHARPNESS_PATH = "sharpness_path"  # which Hessian-vector product path ran (cached_double_backward, ...)
@@ -41,6 +51,7 @@ GN_SHARPNESS_RESID, GN_SHARPNESS_MATVECS = "gn_sharpness_resid", "gn_sharpness_m
 BATCH_SHARPNESS_BATCHES = "batch_sharpness_batches"  # minibatches a batch_sharpness row averaged
 BATCH_LAMBDA_MAX_MATVECS = "batch_lambda_max_matvecs"  # Hessian-vector products of a batch_lambda_max row
 JACOBIAN_PASSES = "jacobian_passes"  # backward passes of the jacobian group
+PER_EXAMPLE_N = "per_example_n"  # examples of the per_example group (the first metrics.n_per_example of S)
 PROBE_N, PROBE_BN_MODE = "probe_n", "probe_bn_mode"  # the probe set a curvature row was measured on
 MEASURE_SKIPPED = "measure_skipped"  # why a due measurement was not made (non-finite parameters)
 
@@ -49,7 +60,7 @@ EVAL_METRICS = (TRAIN_LOSS, TRAIN_ACC, TRAIN_CE, TEST_LOSS, TEST_ACC, TEST_CE, G
 # group -> the metric names it produces (requestable names; bookkeeping keys such as sharpness_s come along)
 GROUPS: Dict[str, tuple] = {
     "eval": EVAL_METRICS,
-    "weights": (WEIGHT_NORM, DIST_INIT),
+    "weights": (WEIGHT_NORM, DIST_INIT, WEIGHT_NORM_LAYERS),
     "threshold": (THRESHOLD,),
     "probe_outputs": (
         IMPURITY_MEAN,
@@ -68,12 +79,16 @@ GROUPS: Dict[str, tuple] = {
     "batch_lambda_max": (BATCH_LAMBDA_MAX, BATCH_LAMBDA_MAX_SE),
     "jacobian": (JAC_OP_NORM, JAC_U_NORM_SQ, JAC_FRO_SQ, IJR_PROXY),
     "input_jacobian": (INPUT_JAC_MAX, INPUT_JAC_MEAN, TEST_INPUT_JAC_MAX, TEST_INPUT_JAC_MEAN),
+    "logit_hessian": (Q_LAMBDA_SQRT,),
+    "m_vectors": (M_COS, M_CLASS_COUNT, ALIGN_S_GRAD, ALIGN_S_TOP_EIG),
+    "per_example": (M_MRL, COS_M_GRAD_Q25, COS_M_GRAD_Q50, COS_M_GRAD_Q75, JQ1_NORM_HIST, JQ_COS2_HIST),
 }
 # by-products recorded whenever their metric is (SCIENCE.md: "Record sharpness_resid, sharpness_matvecs, ...")
 COMPANIONS = {
     SHARPNESS: (SHARPNESS_K, SHARPNESS_RESID, SHARPNESS_MATVECS, SHARPNESS_COUNT),
     BATCH_SHARPNESS: (BATCH_SHARPNESS_SE,),
     BATCH_LAMBDA_MAX: (BATCH_LAMBDA_MAX_SE,),
+    M_COS: (M_CLASS_COUNT,),
 }
 GROUP_OF = {name: group for group, names in GROUPS.items() for name in names}
 MEASURABLE = tuple(name for group, names in GROUPS.items() if group != "eval" for name in names)
@@ -90,4 +105,7 @@ SECONDS = {
     "batch_lambda_max": "batch_lambda_max_s",
     "jacobian": "jacobian_s",
     "input_jacobian": "input_jacobian_s",
+    "logit_hessian": "logit_hessian_s",
+    "m_vectors": "m_vectors_s",
+    "per_example": "per_example_s",
 }

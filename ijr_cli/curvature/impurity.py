@@ -38,3 +38,31 @@ def gini(p: torch.Tensor) -> torch.Tensor:
     """1 - ||p||^2 = tr M(p) for each row."""
     p = p.double()
     return 1.0 - p.square().sum(dim=1)
+
+
+def logit_hessian_eigh(p: torch.Tensor):
+    """M(p) = diag(p) - p p^T = Q Lambda Q^T per row of p (N, C), in float64 (paper 000 Theorem 1, App. D).
+
+    Returns (lam, q, order): lam (N, C) the eigenvalues lambda_(1) >= ... >= lambda_(C) = 0 (clamped at 0); q (N, C, C)
+    the unit eigenvectors as columns q_(i) in CLASS coordinates; order (N, C) the classes by probability, descending
+    (order[:, r] is the class of rank r + 1). Sign convention: the component of q_(i) on the class of rank i is
+    positive (Theorem 1(b): q_(i) concentrates on ranks i and i + 1, positive then negative; paper Fig. 8).
+    """
+    p = p.double()
+    order = torch.argsort(p, dim=1, descending=True, stable=True)
+    ps = torch.gather(p, 1, order)
+    m = torch.diag_embed(ps) - ps[:, :, None] * ps[:, None, :]
+    lam, v = torch.linalg.eigh(m)  # ascending, in the probability-ranked basis
+    lam, v = lam.flip(1).clamp_min(0), v.flip(2)
+    sign = torch.sign(torch.diagonal(v, dim1=1, dim2=2))
+    v = v * torch.where(sign == 0, torch.ones_like(sign), sign)[:, None, :]
+    q = torch.empty_like(v).scatter_(1, order[:, :, None].expand_as(v), v)  # rank rows -> class rows
+    return lam, q, order
+
+
+def ranked_q_lambda_sqrt(p: torch.Tensor) -> torch.Tensor:
+    """Q Lambda^{1/2} = [sqrt(lambda_(1)) q_(1), ..., sqrt(lambda_(C)) q_(C)] per example in the probability-ranked
+    basis (row r: the class of rank r + 1), with `logit_hessian_eigh`'s sign convention: (N, C, C)."""
+    lam, q, order = logit_hessian_eigh(p)
+    ranked = torch.gather(q, 1, order[:, :, None].expand_as(q))
+    return ranked * lam.sqrt()[:, None, :]

@@ -31,21 +31,39 @@ def weighted_mean_logit_gradients(
     """Rows grad_theta (w_k^T <z>) = <J> w_k for each row w_k of W = weights(C) (K x C), i.e. (<J> W^T)^T, and the
     backward passes used (K per chunk). W = I gives <J>^T; W = u^T gives (<J> u)^T. The chunks are summed in the
     model's dtype; the result is returned in float64."""
-    pv = ParameterVector(model)
     n = x.shape[0]
+
+    def per_example(sl: slice, c: int) -> torch.Tensor:
+        w = weights(c).double() / n
+        return w.expand(sl.stop - sl.start, *w.shape)
+
+    return weighted_logit_gradients(model, x, per_example, chunk, bn_mode)
+
+
+def weighted_logit_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    weights: Callable[[slice, int], torch.Tensor],
+    chunk: Optional[int] = None,
+    bn_mode: str = schema_default(ProbeConfig, "bn_mode"),
+) -> Tuple[torch.Tensor, int]:
+    """Rows r_k = sum_x grad_theta (w_k(x)^T z(x)) = sum_x J(x) w_k(x) (K x m, float64) for per-example weights
+    `weights(slice, C)` of shape (examples of the slice, K, C), treated as constants, and the backward passes (K per
+    chunk). Paper 000 App. D's class means m_i = <sqrt(lambda_(1)) J q_(1)>_{D_i} are such rows."""
+    pv = ParameterVector(model)
     rows: Optional[torch.Tensor] = None  # accumulated in place: one K x m buffer (K = C is up to 100 rows of m)
     passes = 0
-    with probe_chunks(model, n, chunk, bn_mode) as slices:
+    with probe_chunks(model, x.shape[0], chunk, bn_mode) as slices:
         for sl in slices:
             z = model(x[sl])
-            w = weights(z.shape[1]).to(dtype=z.dtype, device=z.device)
+            w = weights(sl, z.shape[1]).to(dtype=z.dtype, device=z.device)
             if rows is None:
-                rows = torch.zeros(w.shape[0], pv.dim, dtype=z.dtype, device=z.device)
-            for k in range(w.shape[0]):
-                g = torch.autograd.grad((z * w[k]).sum(), pv.params, retain_graph=k < w.shape[0] - 1)
+                rows = torch.zeros(w.shape[1], pv.dim, dtype=z.dtype, device=z.device)
+            for k in range(w.shape[1]):
+                g = torch.autograd.grad((z * w[:, k]).sum(), pv.params, retain_graph=k < w.shape[1] - 1)
                 rows[k] += pv.flatten(g)
                 passes += 1
-    return rows.double() / n, passes
+    return rows.double(), passes
 
 
 def mean_jacobian_gram(
@@ -125,6 +143,29 @@ def mean_jacobian_top_singular(
             device=z.device, dtype=z.dtype,
         )  # fmt: skip
     return float(r.eigenvalues[0].clamp_min(0)) ** 0.5, passes
+
+
+def per_example_logit_gram(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
+    """K(x) = J(x)^T J(x) (C x C, float64) per example, J(x) = dz(x)/dtheta in R^{m x C} (the per-example NTK), in
+    eval mode (a per-example BatchNorm would normalise one example): one vmapped jacrev per chunk, C x m memory per
+    example of the chunk (default chunk: 2^26 numbers / (C m), at least 1)."""
+    pv = ParameterVector(model)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    out = []
+    with torch.no_grad():
+        c = model(x[:1]).shape[1] if x.shape[0] else 1
+    chunk = chunk or max(1, 2**26 // (c * pv.dim))
+    with probe_chunks(model, x.shape[0], chunk, "eval") as slices:
+        buffers = {n: b for n, b in model.named_buffers()}
+
+        def logits(p, xi):
+            return functional_call(model, (p, buffers), (xi[None],))[0]
+
+        for sl in slices:
+            jac = vmap(jacrev(logits), in_dims=(None, 0))(params, x[sl])  # name -> (B, C, *shape)
+            flat = torch.cat([j.reshape(j.shape[0], j.shape[1], -1) for j in jac.values()], dim=2).double()
+            out.append(flat @ flat.transpose(1, 2))
+    return torch.cat(out) if out else torch.zeros(0, c, c, dtype=torch.float64)
 
 
 @torch.no_grad()

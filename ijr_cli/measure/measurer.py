@@ -44,6 +44,7 @@ class Measurer:
     lanczos_block_extra: int
     lanczos_min_depth: int
     n_input_jac: int
+    n_per_example: int
     batch_size: Optional[int]  # the training batch size (None: full batch): batch_sharpness's minibatches
     batch_sharpness_batches: int
     momentum: float

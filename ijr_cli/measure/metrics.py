@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Dict
 
 import torch
 
+from ijr_cli.core.arrays import Array
 from ijr_cli.core.metric_names import (
     COS_GRAD_TOP_EIG,
     DIST_INIT,
@@ -40,6 +41,7 @@ from ijr_cli.core.metric_names import (
     TEST_INPUT_JAC_MEAN,
     THRESHOLD,
     WEIGHT_NORM,
+    WEIGHT_NORM_LAYERS,
 )
 from ijr_cli.curvature.impurity import gini, top_impurity
 from ijr_cli.curvature.jacobians import (
@@ -55,6 +57,7 @@ from ijr_cli.curvature.params import flat_parameters
 from ijr_cli.curvature.probe import probe_chunks
 from ijr_cli.optim import stability_threshold
 
+TOP_EIGENVECTOR = "top_eigenvector"  # (Measurer.row_cache) the sharpness group's top eigenvector of this row
 TRACK_K = "sharpness_track_k"  # (Measurer.warm) sharpness_k=auto: how many eigenpairs the next estimate starts with
 
 if TYPE_CHECKING:
@@ -62,12 +65,22 @@ if TYPE_CHECKING:
 
 
 def weights(m: "Measurer", lr: float) -> Dict[str, object]:
-    """||theta|| and ||theta - theta_0|| (one pass over the parameters)."""
+    """||theta||, ||theta - theta_0|| (one pass over the parameters) and, when asked for, ||theta_l|| per module
+    with parameters of its own (paper 000 Fig. 14; stored as an array labelled with the module names)."""
     theta = flat_parameters(m.model)
-    return {
+    out: Dict[str, object] = {
         WEIGHT_NORM: float(torch.linalg.vector_norm(theta)),
         DIST_INIT: float(torch.linalg.vector_norm(theta - m.init_params)),
     }
+    if WEIGHT_NORM_LAYERS in m.wanted:
+        names, norms = [], []
+        for name, module in m.model.named_modules():
+            own = list(module.parameters(recurse=False))
+            if own:
+                names.append(name)
+                norms.append(torch.stack([p.detach().double().square().sum() for p in own]).sum().sqrt())
+        out[WEIGHT_NORM_LAYERS] = Array(torch.stack(norms).cpu().numpy(), names)
+    return out
 
 
 def threshold(m: "Measurer", lr: float) -> Dict[str, object]:
@@ -179,12 +192,20 @@ def sharpness(m: "Measurer", lr: float) -> Dict[str, object]:
             SHARPNESS_PATH: op.path,
         }
     )
+    m.row_cache[TOP_EIGENVECTOR] = r.eigenvectors[:, 0]
     if COS_GRAD_TOP_EIG in m.wanted:
         g, v = probe_gradient(m), r.eigenvectors[:, 0]
         out[COS_GRAD_TOP_EIG] = float(
             torch.dot(g, v).abs() / (torch.linalg.vector_norm(g) * torch.linalg.vector_norm(v)).clamp_min(1e-30)
         )
     return out
+
+
+def top_eigenvector(m: "Measurer", lr: float) -> torch.Tensor:
+    """The top Hessian eigenvector of this row (the sharpness group's; computed now if that group did not run)."""
+    if TOP_EIGENVECTOR not in m.row_cache:
+        m.row_cache["sharpness"] = sharpness(m, lr)
+    return m.row_cache[TOP_EIGENVECTOR]
 
 
 def gn_sharpness(m: "Measurer", lr: float) -> Dict[str, object]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Tuple
 
 from ijr_cli.core.metric_names import GROUPS
-from ijr_cli.measure import metrics, stochastic
+from ijr_cli.measure import appendix_d, metrics, stochastic
 
 if TYPE_CHECKING:
     from ijr_cli.measure.measurer import Measurer
@@ -75,6 +75,27 @@ REGISTRY: Dict[str, MetricGroup] = {
             GROUPS["input_jacobian"],
             False,
             "per-example input Jacobians of n_input_jac examples of S and of the test set",
+        ),
+        MetricGroup(
+            "logit_hessian",
+            appendix_d.logit_hessian,
+            GROUPS["logit_hessian"],
+            True,
+            "one forward pass over S and a batched C x C eigendecomposition per example",
+        ),
+        MetricGroup(
+            "m_vectors",
+            appendix_d.m_vectors,
+            GROUPS["m_vectors"],
+            True,
+            "C backward passes over S, C x m memory (m_vectors_passes); align_S_top_eig: the sharpness estimate",
+        ),
+        MetricGroup(
+            "per_example",
+            appendix_d.per_example,
+            GROUPS["per_example"],
+            False,
+            "per-example C x m Jacobians of n_per_example examples of S (vmapped jacrev), m_mrl: C backward passes",
         ),
     )
 }

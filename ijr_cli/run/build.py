@@ -142,6 +142,7 @@ def measurer_settings(metrics: MetricsConfig, probe: ProbeConfig, optimizer: Opt
         lanczos_block_extra=metrics.lanczos_block_extra,
         lanczos_min_depth=metrics.lanczos_min_depth,
         n_input_jac=metrics.n_input_jac,
+        n_per_example=metrics.n_per_example,
         batch_size=optimizer.batch_size,
         batch_sharpness_batches=metrics.batch_sharpness_batches,
         momentum=optimizer.momentum,

@@ -13,6 +13,7 @@ from typing import Dict, List
 
 from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
+from ijr_cli.core.arrays import ArrayLog, split_arrays
 from ijr_cli.core.config import TrainConfig, validate
 from ijr_cli.core.errors import StorageError
 from ijr_cli.core.status import write_status
@@ -62,15 +63,16 @@ def _run(cfg: TrainConfig, run_dir: Path, config_yaml: str, overrides: List[str]
     }
     status, attempt = lifecycle.begin_attempt(rd, stored, config_yaml, overrides, facts, extending)
     log = records.MetricsLog(rd.metrics_path)
+    array_log = ArrayLog(rd.path)
     earlier_s = status.wall_time_s  # (this attempt has not ended: it adds nothing yet)
     t0 = time.perf_counter()
     last_row: Dict[str, object] = {}
     stops = StopSignals()
     try:
-        lifecycle.resume(b.state, checkpoint, log, attempt)
+        lifecycle.resume(b.state, checkpoint, log, array_log, attempt)
         write_status(rd.status_path, status)
-        with log.open(), stops:
-            result = _fit(cfg, b, log, last_row, rd, stops, started=t0, earlier_s=earlier_s)
+        with log.open(), array_log.open(), stops:
+            result = _fit(cfg, b, log, array_log, last_row, rd, stops, started=t0, earlier_s=earlier_s)
         if result.status == "STOPPED":
             message = lifecycle.record_stop(rd, status, attempt, result, b.state.step, time.perf_counter() - t0)
         else:
@@ -95,6 +97,7 @@ def _fit(
     cfg: TrainConfig,
     b: Built,
     log: records.MetricsLog,
+    array_log: ArrayLog,
     last_row: Dict[str, object],
     rd: records.RunDirectory,
     stops: StopSignals,
@@ -127,9 +130,11 @@ def _fit(
         return row
 
     def log_row(row: dict) -> None:
+        scalars, arrays = split_arrays(row)  # array-valued metrics go to arrays.bin, the rest to metrics.jsonl
+        array_log.write_row(row[M.STEP], arrays)
         last_row.clear()
-        last_row.update(row)
-        log.write(row)
+        last_row.update(scalars)
+        log.write(scalars)
 
     return fit(
         state,

@@ -19,6 +19,7 @@ import yaml
 
 from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
+from ijr_cli.core.arrays import ArrayLog
 from ijr_cli.core.errors import RunDirectoryInUse, StorageError, Terminated, UserError
 from ijr_cli.core.status import FINISHED, Attempt, Status, read_status, write_status
 from ijr_cli.train.loop import FitResult
@@ -157,15 +158,20 @@ def release_reserve(rd: records.RunDirectory) -> None:
         pass
 
 
-def resume(state: RunState, checkpoint: Optional[dict], log: records.MetricsLog, attempt: Attempt) -> None:
+def resume(
+    state: RunState, checkpoint: Optional[dict], log: records.MetricsLog, arrays: ArrayLog, attempt: Attempt
+) -> None:
     """Continue from the checkpoint (model, optimizer, step, accumulators, RNG states, warm starts) and drop the
-    metrics rows logged after it (they are computed again, identically); without one, start the log afresh."""
+    metrics rows and array records logged after it (they are computed again, identically); without one, start both
+    logs afresh."""
     if checkpoint is None:
         log.truncate_after(-1)
+        arrays.truncate_after(-1)
         return
     state.load_checkpoint_dict(checkpoint)
     attempt.resumed_from_step = state.step
     log.truncate_after(state.last_logged_step)
+    arrays.truncate_after(state.last_logged_step)
 
 
 def record_failure(
