@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY
@@ -239,3 +240,30 @@ def test_batch_sharpness_and_batch_lambda_max_against_dense_minibatch_hessians(f
     assert all(torch.equal(u, v) for u, v in zip(a, minibatch_indices(40, 8, 3, seed=7, step=30)))
     assert not torch.equal(a[0], minibatch_indices(40, 8, 3, seed=7, step=31)[0])
     assert all(len(set(i.tolist())) == 8 for i in a)  # without replacement
+
+
+def test_trajectory_sketch_is_a_seeded_linear_embedding_and_is_recorded_densely_first(compose, tmp_path):
+    """The sketch: linear, the same from the same seed, a Gaussian matrix when m <= 16 d, distances kept to within
+    the JL error; in a run: every step up to trajectory_steps, then the group's cadence, in arrays.bin."""
+    from ijr_cli.core.arrays import read_arrays
+    from ijr_cli.measure.schedule import Schedule
+    from ijr_cli.measure.trajectory import ParameterSketch
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(20_000, generator=g), torch.randn(20_000, generator=g)
+    s = ParameterSketch(20_000, 256, seed=3, device=torch.device("cpu"), dtype=torch.float64)
+    assert torch.allclose(s(a + 2 * b), s(a) + 2 * s(b), atol=1e-9) and s.buckets == 4096
+    assert torch.equal(s(a), ParameterSketch(20_000, 256, 3, torch.device("cpu"), torch.float64)(a))
+    ratios = [float(s(u - v).norm() / (u - v).norm()) for u, v in ((a, b), (a, 3 * b), (a + b, -b))]
+    assert all(abs(r - 1) < 0.2 for r in ratios)
+    small = ParameterSketch(100, 16, seed=3, device=torch.device("cpu"), dtype=torch.float64)
+    assert small.index is None and torch.allclose(small(torch.eye(100)[7]), small.gaussian[:, 7])
+
+    sched = Schedule({"trajectory": 10, "eval": 10}, total_steps=40, dense_until={"trajectory": 5})
+    assert [t for t in range(41) if "trajectory" in sched.due(t)] == [0, 1, 2, 3, 4, 5, 10, 20, 30, 40]
+    assert [t for t in range(41) if "eval" in sched.due(t)] == [0, 10, 20, 30, 40]
+    over = TINY + ["metrics.names=[trajectory]", "metrics.trajectory_steps=5", "metrics.trajectory_dim=32"]
+    run_in_process(compose, tmp_path / "r", over)
+    t = read_arrays(tmp_path / "r")["trajectory"]
+    assert t.steps.tolist() == [0, 1, 2, 3, 4, 5, 10, 20, 30, 40] and t.values.shape == (10, 32)
+    assert t.values.dtype == np.float32 and np.isfinite(t.values).all()

@@ -91,7 +91,9 @@ EJR_COMPOSED = [
 
 APPENDIX_D = [
     "metrics.names=[sharpness,batch_sharpness,batch_lambda_max,q_lambda_sqrt,m_cos,align_S_top_eig,m_mrl,"
-    "jq1_norm_hist,weight_norm_layers]",
+    "jq1_norm_hist,weight_norm_layers,trajectory]",
+    "metrics.trajectory_steps=12",
+    "metrics.trajectory_dim=8",
     "metrics.sharpness_k=auto",
     "metrics.n_per_example=20",
     "metrics.batch_sharpness_batches=3",

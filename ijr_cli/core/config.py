@@ -237,6 +237,8 @@ class MetricsConfig:
     lanczos_min_depth: int = 4  # block products before convergence is tested (the fresh directions' reach)
     n_input_jac: int = 100  # examples of S (and of the test set) for input_jac_*
     n_per_example: int = 512  # the first examples of S for the per-example metrics of paper 000 App. D (m_mrl, ...)
+    trajectory_dim: int = 1024  # the trajectory sketch's dimension (paper 000 Figs 4, 26)
+    trajectory_steps: int = 500  # the trajectory is recorded at every step up to this one, then on its cadence
     batch_sharpness_batches: int = 16  # minibatches (of optimizer.batch_size) per batch_sharpness/batch_lambda_max
 
 
@@ -381,6 +383,8 @@ def validate(cfg: TrainConfig) -> None:
         mc.batch_sharpness_batches >= 1,
         f"metrics.batch_sharpness_batches must be >= 1, got {mc.batch_sharpness_batches}",
     )
+    _require(mc.trajectory_dim >= 1, f"metrics.trajectory_dim must be >= 1, got {mc.trajectory_dim}")
+    _require(mc.trajectory_steps >= 0, f"metrics.trajectory_steps must be >= 0, got {mc.trajectory_steps}")
     _require(mc.n_per_example >= 1, f"metrics.n_per_example must be >= 1, got {mc.n_per_example}")
     _require(mc.n_input_jac >= 1, f"metrics.n_input_jac must be >= 1, got {mc.n_input_jac}")
     _require(cfg.probe.n >= 1, f"probe.n must be >= 1, got {cfg.probe.n}")

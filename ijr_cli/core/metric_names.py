@@ -41,8 +41,18 @@ ALIGN_S_GRAD, ALIGN_S_TOP_EIG = "align_S_grad", "align_S_top_eig"  # A_S of grad
 M_MRL = "m_mrl"  # (C,) mean resultant length of m / ||m|| per class (Figs 9 left, 29)
 COS_M_GRAD_Q25, COS_M_GRAD_Q50, COS_M_GRAD_Q75 = "cos_m_grad_q25", "cos_m_grad_q50", "cos_m_grad_q75"
 JQ1_NORM_HIST, JQ_COS2_HIST = "jq1_norm_hist", "jq_cos2_hist"  # Fig. 11 histograms (fixed bins)
+TRAJECTORY = "trajectory"  # (trajectory_dim,) a seeded sketch of theta (Figs 4, 26; measure.trajectory)
 WEIGHT_NORM_LAYERS = "weight_norm_layers"  # (layers,) ||theta_l|| per module with parameters (Fig. 14)
-ARRAY_METRICS = (Q_LAMBDA_SQRT, M_COS, M_CLASS_COUNT, M_MRL, JQ1_NORM_HIST, JQ_COS2_HIST, WEIGHT_NORM_LAYERS)
+ARRAY_METRICS = (
+    Q_LAMBDA_SQRT,
+    M_COS,
+    M_CLASS_COUNT,
+    M_MRL,
+    JQ1_NORM_HIST,
+    JQ_COS2_HIST,
+    WEIGHT_NORM_LAYERS,
+    TRAJECTORY,
+)
 
 # bookkeeping recorded beside the metrics (each row's step and lr, a measurement's cost and conditions)
 STEP, LR, BATCH_LOSS, ELAPSED_S = "step", "lr", "batch_loss", "elapsed_s"
@@ -82,6 +92,7 @@ GROUPS: Dict[str, tuple] = {
     "logit_hessian": (Q_LAMBDA_SQRT,),
     "m_vectors": (M_COS, M_CLASS_COUNT, ALIGN_S_GRAD, ALIGN_S_TOP_EIG),
     "per_example": (M_MRL, COS_M_GRAD_Q25, COS_M_GRAD_Q50, COS_M_GRAD_Q75, JQ1_NORM_HIST, JQ_COS2_HIST),
+    "trajectory": (TRAJECTORY,),
 }
 # by-products recorded whenever their metric is (SCIENCE.md: "Record sharpness_resid, sharpness_matvecs, ...")
 COMPANIONS = {
@@ -108,4 +119,5 @@ SECONDS = {
     "logit_hessian": "logit_hessian_s",
     "m_vectors": "m_vectors_s",
     "per_example": "per_example_s",
+    "trajectory": "trajectory_s",
 }

@@ -50,7 +50,9 @@ class Measurer:
     momentum: float
     nesterov: bool
     seed: int
+    trajectory_dim: int
     warm: Dict[str, torch.Tensor] = field(default_factory=dict)  # checkpointed: exact resume of estimates
+    sketch: object = None  # the trajectory's ParameterSketch, built on first use (from the seed, not checkpointed)
 
     def __post_init__(self):
         n = min(self.probe_n, self.data.n_train)

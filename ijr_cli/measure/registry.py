@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Tuple
 
 from ijr_cli.core.metric_names import GROUPS
-from ijr_cli.measure import appendix_d, metrics, stochastic
+from ijr_cli.measure import appendix_d, metrics, stochastic, trajectory
 
 if TYPE_CHECKING:
     from ijr_cli.measure.measurer import Measurer
@@ -96,6 +96,13 @@ REGISTRY: Dict[str, MetricGroup] = {
             GROUPS["per_example"],
             False,
             "per-example C x m Jacobians of n_per_example examples of S (vmapped jacrev), m_mrl: C backward passes",
+        ),
+        MetricGroup(
+            "trajectory",
+            trajectory.trajectory,
+            GROUPS["trajectory"],
+            False,
+            "one pass over the parameters and a d x 16d product; every step up to metrics.trajectory_steps",
         ),
     )
 }

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set
 
 
 class Schedule:
     """Which groups are due at a step: each group every `every[group]` steps (multiples of it), at step 0, at
-    the last step, and at `early_steps` log-spaced steps in [1, every) (early dynamics are fast)."""
+    the last step, at `early_steps` log-spaced steps in [1, every) (early dynamics are fast), and at every step up
+    to `dense_until[group]` (the trajectory's first steps)."""
 
-    def __init__(self, groups_every: Dict[str, int], total_steps: int, early_steps: int = 0):
+    def __init__(
+        self,
+        groups_every: Dict[str, int],
+        total_steps: int,
+        early_steps: int = 0,
+        dense_until: Optional[Dict[str, int]] = None,
+    ):
         self.every = dict(groups_every)
         self.total_steps = total_steps
+        self.dense_until = {g: s for g, s in (dense_until or {}).items() if g in self.every}
+        self._dense_max = max(self.dense_until.values(), default=-1)
         self.early: Dict[str, Set[int]] = {}
         for group, every in self.every.items():
             pts: Set[int] = set()
@@ -29,7 +38,7 @@ class Schedule:
         """bool(due(step)), without building the list on the steps that are not due."""
         if not self.every:
             return False
-        if step == self.total_steps or step in self._early_any:
+        if step == self.total_steps or step in self._early_any or step <= self._dense_max:
             return True
         if not self._gcd or step % self._gcd:
             return False
@@ -39,5 +48,8 @@ class Schedule:
         return [
             g
             for g, every in self.every.items()
-            if step % every == 0 or step == self.total_steps or step in self.early[g]
+            if step % every == 0
+            or step == self.total_steps
+            or step in self.early[g]
+            or step <= self.dense_until.get(g, -1)
         ]

@@ -143,6 +143,7 @@ def measurer_settings(metrics: MetricsConfig, probe: ProbeConfig, optimizer: Opt
         lanczos_min_depth=metrics.lanczos_min_depth,
         n_input_jac=metrics.n_input_jac,
         n_per_example=metrics.n_per_example,
+        trajectory_dim=metrics.trajectory_dim,
         batch_size=optimizer.batch_size,
         batch_sharpness_batches=metrics.batch_sharpness_batches,
         momentum=optimizer.momentum,
@@ -161,4 +162,5 @@ def metric_schedule(cfg: TrainConfig, names: List[str], total_steps: int) -> Sch
         own = cfg.metrics.every.get(name, cfg.metrics.every.get(group, default))
         every[group] = min(every.get(group, own), own)
     ordered = {g: every[g] for g in GROUPS if g in every}  # GROUPS order: shared work is computed first
-    return Schedule(ordered, total_steps, cfg.metrics.early_steps)
+    dense = {"trajectory": cfg.metrics.trajectory_steps} if "trajectory" in ordered else {}
+    return Schedule(ordered, total_steps, cfg.metrics.early_steps, dense_until=dense)

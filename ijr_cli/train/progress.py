@@ -92,6 +92,8 @@ class Progress:
                 threshold = f"/{row[M.THRESHOLD]:.3g}" if M.THRESHOLD in row else ""
                 self.postfix["S/2η"] = f"{row[M.SHARPNESS]:.3g}{threshold}"
             self._bar.set_postfix(self.postfix, refresh=True)
+        if not any(k in row for k in (M.TRAIN_LOSS, M.TEST_LOSS, M.SHARPNESS)):
+            return  # a row of cheap measurements only (e.g. the trajectory's every-step records): no line
         line = row_line(row, self.total, elapsed, eta)
         if self.print_lines:
             print(f"ijr-train: {line}", flush=True)
