@@ -10,6 +10,7 @@ from helpers import run_in_process
 from omegaconf import OmegaConf
 from torch.func import functional_call, hessian, jacrev
 
+from ijr_cli.core import metric_names as M
 from ijr_cli.core.config import validate
 from ijr_cli.core.errors import UserError
 from ijr_cli.curvature.impurity import top_impurity_eigvalsh
@@ -267,3 +268,17 @@ def test_trajectory_sketch_is_a_seeded_linear_embedding_and_is_recorded_densely_
     t = read_arrays(tmp_path / "r")["trajectory"]
     assert t.steps.tolist() == [0, 1, 2, 3, 4, 5, 10, 20, 30, 40] and t.values.shape == (10, 32)
     assert t.values.dtype == np.float32 and np.isfinite(t.values).all()
+
+
+@pytest.mark.parametrize("preset", ["eos", "light", "full", "appendix_d", "none"])
+def test_every_metrics_preset_names_known_metrics_and_runs(compose, tmp_path, preset):
+    from ijr_cli.core.config import check_metric_names
+
+    names = list(compose([f"metrics={preset}"]).metrics.names)
+    assert check_metric_names(names) == names
+    over = TINY + [f"metrics={preset}", "metrics.n_per_example=16", "metrics.batch_sharpness_batches=2",
+                   "metrics.trajectory_steps=3", "metrics.n_input_jac=4", "trainer.max_steps=10"]  # fmt: skip
+    assert run_in_process(compose, tmp_path / "r", over) == 0
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    scalar = [n for n in names if n not in M.ARRAY_METRICS]
+    assert all(n in rows[-1] for n in scalar), [n for n in scalar if n not in rows[-1]]

@@ -163,8 +163,12 @@ def per_example_logit_gram(model: nn.Module, x: torch.Tensor, chunk: Optional[in
 
         for sl in slices:
             jac = vmap(jacrev(logits), in_dims=(None, 0))(params, x[sl])  # name -> (B, C, *shape)
-            flat = torch.cat([j.reshape(j.shape[0], j.shape[1], -1) for j in jac.values()], dim=2).double()
-            out.append(flat @ flat.transpose(1, 2))
+            gram = None
+            for j in jac.values():  # summed per parameter tensor in the model's dtype (no concatenated copy)
+                j = j.reshape(j.shape[0], j.shape[1], -1)
+                term = j @ j.transpose(1, 2)
+                gram = term if gram is None else gram + term
+            out.append(gram.double())
     return torch.cat(out) if out else torch.zeros(0, c, c, dtype=torch.float64)
 
 

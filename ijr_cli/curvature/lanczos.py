@@ -59,7 +59,8 @@ def lanczos_top(
     """Top-k eigenpairs of the symmetric operator `matvec` on R^dim by block Lanczos with full reorthogonalisation.
 
     `v0` ((dim,) or (dim, j)) warm-starts: its first b - 1 columns join the start block beside fresh Gaussian
-    directions from `generator`. `max_iters` bounds the products (a block costs b of them). Stops when every wanted
+    directions from `generator`. `max_iters` bounds the products (a block costs b of them; at least `min_depth`
+    blocks are always allowed). Stops when every wanted
     Ritz pair has relative residual <= `tol` after at least `min_depth` block products, when the basis spans R^dim,
     or when another block would pass `max_iters`. Cost per block: b products, O(n b dim) for the two reorthogonalisation
     passes over the n basis vectors, and about b host syncs (the new block's column norms).
@@ -68,7 +69,7 @@ def lanczos_top(
         raise ValueError(f"k must be in [1, dim={dim}], got {k}")
     device = torch.device(device)
     b = min(k + max(block_extra, 0), dim)
-    max_products = max(max_iters, b)
+    max_products = max(max_iters, b * min_depth)  # (a large block still gets its minimum depth)
     fresh = _Gaussian(dim, generator, dtype, device)
     basis = _Basis(dim)
     block = _start_block(v0, b, fresh, dtype, device)
