@@ -232,11 +232,15 @@ def test_batch_sharpness_and_batch_lambda_max_against_dense_minibatch_hessians(f
         assert len(quad) == (batches if batch_size else 1)
         q, t = torch.tensor(quad), torch.tensor(tops)
         se = lambda v: float(v.std() / len(v) ** 0.5) if len(v) > 1 else 0.0  # noqa: E731
-        assert row["batch_sharpness"] == pytest.approx(float(q.mean()), rel=1e-10)
+        quad_mean = float(q.mean())
+        assert row["batch_sharpness"] == pytest.approx(quad_mean, rel=1e-10)
         assert row["batch_sharpness_se"] == pytest.approx(se(q), rel=1e-8, abs=1e-15)
         assert row["batch_lambda_max"] == pytest.approx(float(t.mean()), rel=1e-8)
         assert row["batch_lambda_max_se"] == pytest.approx(se(t), rel=1e-6, abs=1e-12)
         assert row["batch_sharpness"] <= row["batch_lambda_max"] * (1 + 1e-10)  # a Rayleigh quotient of each H_B
+        uncached = measurer(model, data, obj, names[:1], batch_size=batch_size, batch_sharpness_batches=batches,
+                            probe_chunk=3, seed=7, probe_cache_graph=False)  # fmt: skip
+        assert uncached.measure(names[:1], lr=0.1, step=30)["batch_sharpness"] == pytest.approx(quad_mean, rel=1e-10)
     a = minibatch_indices(40, 8, 3, seed=7, step=30)
     assert all(torch.equal(u, v) for u, v in zip(a, minibatch_indices(40, 8, 3, seed=7, step=30)))
     assert not torch.equal(a[0], minibatch_indices(40, 8, 3, seed=7, step=31)[0])

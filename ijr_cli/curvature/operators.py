@@ -40,6 +40,7 @@ class ProbeOperator:
     dim: int
     path: str
     num_products: int = 0
+    gradient: Optional[Callable[[], torch.Tensor]] = None  # the cached path: grad L_S from the graph it holds
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         self.num_products += 1
@@ -124,12 +125,19 @@ def hessian_operator(
 
     cache: List = []
 
-    def cached(v: torch.Tensor) -> torch.Tensor:
+    def build_cache() -> None:
         if not cache:  # build every chunk's gradient graph once, under the probe's mode
             with probe_chunks(model, n, chunk, bn_mode) as slices:
                 for sl in slices:
                     loss = objective.sum(model(x[sl]), y[sl])
                     cache.append(torch.autograd.grad(loss, pv.params, create_graph=True))
+
+    def cached_gradient() -> torch.Tensor:
+        build_cache()
+        return sum(pv.flatten([t.detach() for t in g]) for g in cache) / n
+
+    def cached(v: torch.Tensor) -> torch.Tensor:
+        build_cache()
         vs = [t.view(s) for t, s in zip(v.split(pv.sizes), pv.shapes)]
         out = torch.zeros_like(v)
         for g in cache:
@@ -137,7 +145,7 @@ def hessian_operator(
         return out / n
 
     if path == "cached_double_backward" or (path == "auto" and cache_graph):
-        return ProbeOperator(cached, pv.dim, "cached_double_backward")
+        return ProbeOperator(cached, pv.dim, "cached_double_backward", gradient=cached_gradient)
     if path == "double_backward" or (path == "auto" and bn_mode == "train" and has_batchnorm(model)):
         return ProbeOperator(double_backward, pv.dim, "double_backward")
     if path == "forward_over_reverse":

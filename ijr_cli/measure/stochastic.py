@@ -65,13 +65,17 @@ def _mean_se(values: List[float]) -> Tuple[float, float]:
 
 
 def batch_sharpness(m: "Measurer", lr: float) -> Dict[str, object]:
-    """E_B[g_B^T H_B g_B / ||g_B||^2] and its standard error: per minibatch one gradient and one Hessian-vector
-    product."""
+    """E_B[g_B^T H_B g_B / ||g_B||^2] and its standard error: per minibatch one gradient (its graph kept, with
+    probe.cache_graph) and one Hessian-vector product through it."""
     values = []
     for xb, yb in _minibatches(m):
-        g = loss_gradient(m.model, xb, yb, m.objective, m.probe_chunk, m.probe_bn_mode)
         op = hessian_operator(
             m.model, xb, yb, m.objective, m.probe_chunk, m.probe_bn_mode, cache_graph=m.probe_cache_graph
+        )
+        g = (
+            op.gradient()
+            if op.gradient
+            else loss_gradient(m.model, xb, yb, m.objective, m.probe_chunk, m.probe_bn_mode)
         )
         values.append(float(torch.dot(g, op(g)) / torch.dot(g, g).clamp_min(torch.finfo(g.dtype).tiny)))
     mean, se = _mean_se(values)
