@@ -51,7 +51,7 @@ format: install  ## ruff format, then ruff's safe fixes (import order, unused im
 
 PYTEST_MARKS ?= not slow and not system
 
-test: install  ## the test suite without the tests marked slow or system, ~9 min (exit code 5, "no tests ran", fails)
+test: install  ## the test suite without the tests marked slow or system, ~10 min (exit code 5, "no tests ran", fails)
 	@$(BIN)/python -m pytest -m "$(PYTEST_MARKS)" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -112,6 +112,7 @@ def test_the_job_list_sweeper_refuses_bad_input_in_one_line(tmp_path, extra, mes
     assert r.returncode == 2 and len(err) == 1 and message in err[0], r.stderr
 
 
+@pytest.mark.slow  # (48 s: make test was 12 min after issue 15; test-slow runs it)
 def test_local_parallel_runs_a_tiny_sweep_two_at_a_time(tmp_path):
     sweep_dir = tmp_path / "eos"
     r = _sweep(

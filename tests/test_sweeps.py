@@ -68,6 +68,7 @@ def _seed0_configs(compose, name):
     return [OmegaConf.to_object(compose(study.fixed + job)) for job in study.jobs() if "seed=0" in job], study
 
 
+@pytest.mark.slow  # (25 s: make test was 12 min after issue 15; test-slow runs it)
 def test_paper_002_and_eos_studies_hold_the_values_the_papers_give(compose):
     """The values paper 002 states (the rest are documented choices): Fig. 1 VGG-11, GD, lr 0.08, label
     smoothing swept; Fig. 2 ResNet-18, CE, 90 epochs, weight decay swept at two lrs; Figs. 3-4 ResNet-18, SGD,

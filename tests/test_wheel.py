@@ -61,6 +61,7 @@ def test_the_wheel_carries_the_configs_and_the_studies(installed):
     assert not any(n.startswith("ijr_cli/conf/local/") and n.endswith(".yaml") for n in names)  # site files stay
 
 
+@pytest.mark.slow  # (31 s: make test was 12 min after issue 15; test-slow runs it)
 def test_the_four_commands_run_from_outside_the_repository(installed):
     _, bin_dir, work = installed
     r = _run([bin_dir / "python", "-c", "import ijr_cli; print(ijr_cli.__file__)"], cwd=work)
