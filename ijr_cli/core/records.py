@@ -5,6 +5,7 @@ Layout (the directory is Hydra's output dir):
   status.json      RUNNING / COMPLETED / FAILED / DIVERGED / STOPPED, attempts, host, device, git, versions,
                    SLURM ids, error
   metrics.jsonl    one JSON object per logged step, flushed as written
+  arrays.bin/.jsonl  the array-valued metrics and their index (`core.arrays`)
   summary.json     final metrics                checkpoint.pt    written by `train.state.save_checkpoint`
 """
 
