@@ -14,6 +14,7 @@ leaves at most a torn last line or trailing bytes, which `truncate_after` (resum
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -90,10 +91,8 @@ class ArrayLog:
     def close(self) -> None:
         for f in (self._data, self._index):
             if f is not None:
-                try:
+                with contextlib.suppress(OSError):  # (a write that could not be flushed was reported by `write`)
                     f.close()
-                except OSError:
-                    pass
         self._data = self._index = None
 
     def truncate_after(self, step: int) -> None:
@@ -147,7 +146,7 @@ def read_arrays(directory: Path, names: Optional[Iterable[str]] = None) -> Dict[
         if wanted is None or e["name"] in wanted:
             by_name.setdefault(e["name"], []).append(e)
     out: Dict[str, ArraySeries] = {}
-    with open(directory / DATA_NAME, "rb") if by_name else _Null() as f:
+    with open(directory / DATA_NAME, "rb") if by_name else contextlib.nullcontext() as f:
         for name, entries in by_name.items():
             shape = entries[-1]["shape"]
             entries = sorted((e for e in entries if e["shape"] == shape), key=lambda e: e["step"])
@@ -162,11 +161,3 @@ def read_arrays(directory: Path, names: Optional[Iterable[str]] = None) -> Dict[
                 labels=labels[-1] if labels else None,
             )
     return out
-
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
