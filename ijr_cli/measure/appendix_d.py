@@ -52,11 +52,16 @@ COS2_EDGES = np.linspace(0.0, 1.0, 51)  # cos^2(J q_(i), J q_(j)), 1 <= i < j <=
 
 @torch.no_grad()
 def _probabilities(m: "Measurer", x: torch.Tensor, bn_mode: str) -> torch.Tensor:
+    """softmax(f(x)) in float64, once per row for each (examples, BN mode): logit_hessian and m_vectors share it."""
+    key = ("probabilities", x.shape[0], bn_mode)
+    if key in m.row_cache:
+        return m.row_cache[key]
     out = []
     with probe_chunks(m.model, x.shape[0], m.probe_chunk, bn_mode) as slices:
         for sl in slices:
             out.append(torch.softmax(m.model(x[sl]).double(), dim=1))
-    return torch.cat(out)
+    m.row_cache[key] = torch.cat(out)
+    return m.row_cache[key]
 
 
 def logit_hessian(m: "Measurer", lr: float) -> Dict[str, object]:

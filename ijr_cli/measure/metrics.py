@@ -134,8 +134,8 @@ def grad(m: "Measurer", lr: float) -> Dict[str, object]:
     return {GRAD_NORM: float(torch.linalg.vector_norm(probe_gradient(m)))}
 
 
-def _lanczos(m: "Measurer", op: ProbeOperator, key: str, k: int) -> LanczosResult:
-    """Top-k algebraic eigenpairs of `op` by block Lanczos, warm-started from this group's last Ritz vectors
+def lanczos_estimate(m: "Measurer", op: ProbeOperator, key: str, k: int) -> LanczosResult:
+    """Top-k algebraic eigenpairs of `op` by block Lanczos, warm-started from the last Ritz vectors stored under `key`
     (checkpointed, so a resumed run repeats the estimates exactly) beside fresh Gaussian directions from the run's
     seed."""
     r = lanczos_top(
@@ -172,7 +172,7 @@ def sharpness(m: "Measurer", lr: float) -> Dict[str, object]:
         line = m.track_fraction * stability_threshold(lr, m.momentum, m.nesterov)
         k = min(int(m.warm.get(TRACK_K, torch.tensor(1))), m.track_cap, op.dim)
         while True:
-            r = _lanczos(m, op, SHARPNESS, k)
+            r = lanczos_estimate(m, op, SHARPNESS, k)
             count = int((r.eigenvalues >= line).sum())
             if count < k or k >= min(m.track_cap, op.dim):
                 break
@@ -181,7 +181,7 @@ def sharpness(m: "Measurer", lr: float) -> Dict[str, object]:
         eigenvalues = r.eigenvalues[: max(count, 1)]
         out[SHARPNESS_COUNT] = count
     else:
-        r = _lanczos(m, op, SHARPNESS, m.sharpness_k)
+        r = lanczos_estimate(m, op, SHARPNESS, m.sharpness_k)
         eigenvalues = r.eigenvalues
     out.update(
         {
@@ -212,7 +212,7 @@ def gn_sharpness(m: "Measurer", lr: float) -> Dict[str, object]:
     """The top eigenvalue of the Gauss-Newton matrix G = (1/n) sum J^T M J by Lanczos on one jvp and one vjp per
     chunk and product."""
     op = gauss_newton_operator(m.model, m.x_probe, m.y_probe, m.objective, m.probe_chunk, m.probe_bn_mode)
-    r = _lanczos(m, op, GN_SHARPNESS, 1)
+    r = lanczos_estimate(m, op, GN_SHARPNESS, 1)
     return {
         GN_SHARPNESS: float(r.eigenvalues[0]),
         GN_SHARPNESS_RESID: float(r.residuals[0]),

@@ -31,8 +31,8 @@ from ijr_cli.core.metric_names import (
     BATCH_SHARPNESS_BATCHES,
     BATCH_SHARPNESS_SE,
 )
-from ijr_cli.curvature.lanczos import lanczos_top
 from ijr_cli.curvature.operators import hessian_operator, loss_gradient
+from ijr_cli.measure.metrics import lanczos_estimate
 
 if TYPE_CHECKING:
     from ijr_cli.measure.measurer import Measurer
@@ -90,20 +90,7 @@ def batch_lambda_max(m: "Measurer", lr: float) -> Dict[str, object]:
         op = hessian_operator(
             m.model, xb, yb, m.objective, m.probe_chunk, m.probe_bn_mode, cache_graph=m.probe_cache_graph
         )
-        r = lanczos_top(
-            op,
-            op.dim,
-            k=1,
-            max_iters=m.lanczos_max_iters,
-            tol=m.lanczos_tol,
-            v0=m.warm.get(BATCH_LAMBDA_MAX),
-            generator=torch.Generator().manual_seed(m.seed),
-            device=xb.device,
-            dtype=xb.dtype,
-            block_extra=m.lanczos_block_extra,
-            min_depth=m.lanczos_min_depth,
-        )
-        m.warm[BATCH_LAMBDA_MAX] = r.ritz_vectors.detach().clone()
+        r = lanczos_estimate(m, op, BATCH_LAMBDA_MAX, 1)
         values.append(float(r.eigenvalues[0]))
         products += op.num_products
     mean, se = _mean_se(values)
