@@ -28,6 +28,8 @@ RENAMED = [  # (callable, parameter, schema, field)
     (lanczos.lanczos_top, "k", C.MetricsConfig, "sharpness_k"),
     (lanczos.lanczos_top, "max_iters", C.MetricsConfig, "lanczos_max_iters"),
     (lanczos.lanczos_top, "tol", C.MetricsConfig, "lanczos_tol"),
+    (lanczos.lanczos_top, "block_extra", C.MetricsConfig, "lanczos_block_extra"),
+    (lanczos.lanczos_top, "min_depth", C.MetricsConfig, "lanczos_min_depth"),
     (operators.hessian_operator, "bn_mode", C.ProbeConfig, "bn_mode"),
     (operators.hessian_operator, "cache_graph", C.ProbeConfig, "cache_graph"),
     (operators.gauss_newton_operator, "bn_mode", C.ProbeConfig, "bn_mode"),
@@ -66,3 +68,26 @@ def test_schema_default_gives_plain_immutable_values():
     assert C.schema_default(C.DatasetConfig, "standardize") == "none"  # an enum as its value
     assert C.schema_default(C.ScheduleConfig, "milestones") == (0.3, 0.6, 0.8)  # a list as a tuple
     assert C.schema_default(C.ModelConfig, "widths") == (200, 200)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("metrics.sharpness_k=0", "metrics.sharpness_k must be a positive integer or auto"),
+        ("metrics.track_fraction=1.5", "metrics.track_fraction must be in (0, 1]"),
+        ("metrics.track_cap=0", "metrics.track_cap must be >= 1"),
+        ("metrics.lanczos_min_depth=0", "metrics.lanczos_min_depth must be >= 1"),
+        ("metrics.batch_sharpness_batches=0", "metrics.batch_sharpness_batches must be >= 1"),
+        ("metrics.n_per_example=0", "metrics.n_per_example must be >= 1"),
+        ("metrics.trajectory_dim=0", "metrics.trajectory_dim must be >= 1"),
+        ("metrics.trajectory_steps=-1", "metrics.trajectory_steps must be >= 0"),
+    ],
+)
+def test_the_measurement_settings_of_issue_15_are_checked_before_anything_runs(compose, override, message):
+    """(In-process: the CLI path of the same checks is tests/test_cli.py's BAD_INPUTS, two of them for these.)"""
+    from omegaconf import OmegaConf
+
+    from ijr_cli.core.errors import UserError
+
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
+        C.validate(OmegaConf.to_object(compose([override])))
