@@ -67,3 +67,53 @@ def mixup(x: torch.Tensor, targets: torch.Tensor, lam: float, generator: torch.G
     """Convex combination of the batch with a permutation of itself: inputs and soft targets alike."""
     perm = torch.randperm(x.shape[0], generator=generator, device=x.device)
     return lam * x + (1.0 - lam) * x[perm], lam * targets + (1.0 - lam) * targets[perm]
+
+
+@dataclass(frozen=True)
+class MemberObjectives:
+    """The objectives of the K members of a pack (`stack.ModelStack`): one loss kind and class count, per-member
+    label smoothing eps_k and MSE target scale s_k. `sum`/`mean` take logits (K, B, C), labels (B,) shared or
+    (K, B), soft targets (K, B, C) or None, and return each member's loss (K,), as `Objective` defines it."""
+
+    kind: str
+    num_classes: int
+    label_smoothing: torch.Tensor  # (K,)
+    target_scale: torch.Tensor  # (K,)
+    smoothed: bool = False  # some eps_k > 0 (known on the host: no device read per step)
+
+    @classmethod
+    def of(cls, objectives, device, dtype) -> "MemberObjectives":
+        kinds = {(o.kind, o.num_classes) for o in objectives}
+        if len(kinds) != 1:
+            raise ValueError(f"a pack's members share one loss kind and class count, got {sorted(kinds)}")
+        kind, c = kinds.pop()
+        as_tensor = lambda values: torch.tensor(values, device=device, dtype=dtype)  # noqa: E731
+        eps = [o.label_smoothing for o in objectives]
+        return cls(kind, c, as_tensor(eps), as_tensor([o.target_scale for o in objectives]), any(e > 0 for e in eps))
+
+    def soft_targets(self, y: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
+        """(K, B, C) smoothed one-hot targets of labels y ((B,) or (K, B))."""
+        eps = self.label_smoothing.to(dtype)[:, None, None]
+        t = F.one_hot(y, self.num_classes).to(dtype)
+        t = t.expand(k, -1, -1) if y.dim() == 1 else t
+        return t * (1.0 - eps) + eps / self.num_classes
+
+    def sum(self, logits: torch.Tensor, y: torch.Tensor, targets: Optional[torch.Tensor] = None) -> torch.Tensor:
+        k = logits.shape[0]
+        if self.kind == "ce":
+            logp = F.log_softmax(logits, dim=-1)
+            if targets is not None:
+                return -(targets * logp).sum(dim=(1, 2))
+            labels = y.expand(k, -1) if y.dim() == 1 else y
+            nll = -logp.gather(-1, labels[..., None]).squeeze(-1).sum(dim=1)
+            if not self.smoothed:
+                return nll
+            eps = self.label_smoothing.to(logits.dtype)
+            return (1.0 - eps) * nll - eps / self.num_classes * logp.sum(dim=(1, 2))
+        if targets is None:
+            targets = self.soft_targets(y, k, logits.dtype)
+        scale = self.target_scale.to(logits.dtype)[:, None, None]
+        return 0.5 * (logits - scale * targets).square().sum(dim=(1, 2))
+
+    def mean(self, logits: torch.Tensor, y: torch.Tensor, targets: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.sum(logits, y, targets) / logits.shape[1]

@@ -8,7 +8,7 @@ only holds its perturbation, which is a pure function of the gradients.
 from __future__ import annotations
 
 import math
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 import torch
 
@@ -92,3 +92,47 @@ def sam_perturbation(
     scale = rho / (norm + 1e-12)
     torch._foreach_mul_(e, scale)
     return e
+
+
+def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(K,) -> (K, 1, ..., 1), broadcasting against a stacked tensor (K, *shape)."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+@torch.no_grad()
+def stacked_sgd_step(
+    params: List[torch.Tensor],
+    buffers: Optional[List[torch.Tensor]],
+    lr: torch.Tensor,
+    momentum: torch.Tensor,
+    weight_decay: torch.Tensor,
+    nesterov: bool,
+    active: torch.Tensor,
+) -> None:
+    """torch's SGD step (`build_sgd`) on stacked tensors (K, *shape), with per-member lr, momentum and weight
+    decay (K,): d = g + wd theta; v <- beta v + d (v starts at 0, so the first step sets v = d as torch does);
+    d = d + beta v (Nesterov) or v; theta <- theta - lr d. Members where `active` is False keep their parameters
+    and buffers (a diverged or finished member is frozen). `buffers` (the momentum, None when every beta is 0) are
+    updated in place."""
+    for i, p in enumerate(params):
+        d = p.grad + _per_member(weight_decay, p) * p
+        keep = _per_member(active, p)
+        if buffers is not None:
+            buf, mom = buffers[i], _per_member(momentum, p)
+            new_buf = mom * buf + d
+            d = d + mom * new_buf if nesterov else new_buf
+            buf.copy_(torch.where(keep, new_buf, buf))
+        p.copy_(torch.where(keep, p - _per_member(lr, p) * d, p))
+
+
+def stacked_sam_perturbation(
+    params: List[torch.Tensor], grads: List[torch.Tensor], rho: torch.Tensor, adaptive: bool = False
+) -> List[torch.Tensor]:
+    """`sam_perturbation` for each member of a stack: e_k = rho_k g_k / ||g_k|| (ASAM: rho_k T^2 g_k / ||T g_k||),
+    norms over each member's own parameters."""
+    k = params[0].shape[0]
+    scaled = [g * p.abs() for g, p in zip(grads, params)] if adaptive else grads
+    norm = torch.stack([s.reshape(k, -1).square().sum(dim=1) for s in scaled]).sum(dim=0).sqrt()
+    e = [s * p.abs() for s, p in zip(scaled, params)] if adaptive else [g.clone() for g in grads]
+    scale = rho / (norm + 1e-12)
+    return [t * _per_member(scale, t) for t in e]

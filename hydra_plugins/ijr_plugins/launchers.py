@@ -27,7 +27,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
-from hydra_plugins.ijr_plugins.sweeper import progress_line, run_dir_name
+from hydra_plugins.ijr_plugins.sweeper import member_run_dirs, progress_line, run_dir_name
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,12 @@ class NonBlockingSlurmLauncher(BaseSubmititLauncher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         args = [_job_args(o, initial_job_idx + i) for i, o in enumerate(job_overrides)]
         jobs = executor.map_array(self, *zip(*args))
-        names = [run_dir_name(o) for o in job_overrides]
         sweep_state.record_submissions(
             sweep_dir,
             [
                 {"job_id": job.job_id, "run_dir": name, "overrides": list(filter_overrides(o))}
-                for job, name, o in zip(jobs, names, job_overrides)
+                for job, o in zip(jobs, job_overrides)
+                for name in member_run_dirs(o)
             ],
         )
         first = jobs[0].job_id.split("_")[0]

@@ -160,3 +160,17 @@ def run_dir_name(job_overrides) -> Optional[str]:
         if text.startswith("hydra.sweep.subdir="):
             return str(OverridesParser.create().parse_override(text).value())
     return None
+
+
+def member_run_dirs(job_overrides) -> List[Optional[str]]:
+    """The run directories a job writes: a pack's members (`ijr-sweep --pack`, its `+ijr_pack=FILE:INDEX`), or the
+    job's own run directory name."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ijr_cli.sweep.packing import PACK_KEY, read_pack
+
+    for text in job_overrides:
+        if text.lstrip("+").startswith(f"{PACK_KEY}="):
+            ref = str(OverridesParser.create().parse_override(text).value())
+            return [m["name"] for m in read_pack(ref)["members"]]
+    return [run_dir_name(job_overrides)]

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import yaml
 from omegaconf import OmegaConf
 
 from ijr_cli.cli.compose import check_group_lists, composer
@@ -28,6 +29,7 @@ from ijr_cli.core import records
 from ijr_cli.core.config import DatasetName, check_data_files, check_known_keys, validate
 from ijr_cli.core.errors import UserError
 from ijr_cli.core.resources import sweeps_dir
+from ijr_cli.sweep import packing
 from ijr_cli.sweep import state as sweep_state
 from ijr_cli.sweep import study as sweeps
 
@@ -207,6 +209,13 @@ def sweep(argv: Optional[List[str]] = None) -> None:
         help="check every job's config, print the jobs, their state and resources; launch nothing",
     )
     parser.add_argument("--sweep-dir", help="where the jobs' run directories go (default outputs/sweeps/NAME)")
+    parser.add_argument(
+        "--pack",
+        metavar="K",
+        help="train up to K jobs that differ only in seed and hyperparameters (lr, momentum, weight decay, "
+        "label smoothing, mixup, SAM/EJR strengths, ...) together in one process, vmapped over their stacked "
+        "parameters; auto: as many as fit the device's free memory. Each job keeps its own run directory",
+    )
     parser.add_argument("--list", action="store_true", help="list the named sweeps")
     args = parser.parse_intermixed_args(argv)
     prog = "ijr-sweep"
@@ -235,6 +244,15 @@ def sweep(argv: Optional[List[str]] = None) -> None:
         _check_same_configs(sweep_dir, names, resolved)
         to_run, line = _plan_line(states, names)
         print("  " + line)
+        packs: List[packing.Pack] = []
+        if args.pack is not None:
+            pack_size = packing.parse_pack_option(args.pack)
+            index = {n: i for i, n in enumerate(names)}
+            run_idx = [index[n] for n in to_run]
+            packs, differing = packing.plan_packs([resolved[i] for i in run_idx], pack_size)
+            packs = [packing.Pack(p.name, [run_idx[i] for i in p.members], p.reason_alone) for p in packs]
+            lines = packing.describe_packs(packs, differing, names)
+            print("\n".join("  " + line for line in (lines if args.dry_run else lines[:2])))
         if args.dry_run:
             for name in names:
                 print(f"  {_action(states.get(name)):18} {sweep_dir / name}")
@@ -269,7 +287,10 @@ def sweep(argv: Optional[List[str]] = None) -> None:
     launch_dir.mkdir(exist_ok=True)
     jobs_file = launch_dir / f"jobs-{stamp}.yaml"
     by_name = dict(zip(names, jobs))
-    jobs_file.write_text(OmegaConf.to_yaml(OmegaConf.create([{"name": n, "overrides": by_name[n]} for n in to_run])))
+    entries = [{"name": n, "overrides": by_name[n]} for n in to_run]
+    if args.pack is not None:
+        entries = _pack_entries(launch_dir / f"packs-{stamp}.yaml", packs, names, jobs, resolved, args.pack)
+    jobs_file.write_text(OmegaConf.to_yaml(OmegaConf.create(entries)))
     cmd = [
         str(Path(sys.executable).with_name("ijr-train")),
         "-m",
@@ -297,6 +318,24 @@ def sweep(argv: Optional[List[str]] = None) -> None:
     failed = [s for s in states if s.name in set(to_run) and s.bucket in ("FAILED", "MISSING")]
     if rc or failed:
         raise SystemExit(1)
+
+
+def _pack_entries(
+    packs_file: Path, packs: List[packing.Pack], names: List[str], jobs: List[List[str]], resolved: List[str], size: str
+) -> List[dict]:
+    """The launch's jobs with --pack: one job per pack (its members in `packs_file`, read by the pack's process:
+    `ijr-train +ijr_pack=FILE:INDEX`), and the jobs that cannot be packed as they are."""
+    listed, entries = [], []
+    for pack in packs:
+        if pack.reason_alone:
+            entries.extend({"name": names[i], "overrides": jobs[i]} for i in pack.members)
+            continue
+        members = [{"name": names[i], "overrides": jobs[i], "config": resolved[i]} for i in pack.members]
+        listed.append({"name": pack.name, "size": size if size == "auto" else int(size), "members": members})
+        ref = f"{packs_file.absolute()}:{len(listed) - 1}".replace("'", "\\'")
+        entries.append({"name": f"{packing.PACK_DIR}/{pack.name}", "overrides": [f"+{packing.PACK_KEY}='{ref}'"]})
+    records.write_atomic(packs_file, yaml.safe_dump(listed, sort_keys=False, width=120))
+    return entries
 
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)

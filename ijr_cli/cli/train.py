@@ -24,6 +24,7 @@ from ijr_cli.core import errors
 from ijr_cli.core.config import check_known_keys
 from ijr_cli.core.errors import Terminated, UserError
 from ijr_cli.core.resources import conf_dir
+from ijr_cli.sweep.packing import PACK_KEY, read_pack
 
 PROG = "ijr-train"
 
@@ -55,6 +56,8 @@ def _train_task(cfg: DictConfig) -> Optional[errors.JobFailure]:
     run_dir = Path(hc.runtime.output_dir)
     overrides: List[str] = list(hc.overrides.task)
     multirun = hc.mode == RunMode.MULTIRUN
+    if PACK_KEY in cfg:  # a pack of ijr-sweep --pack: its members' runs, trained together
+        return _pack_task(str(cfg[PACK_KEY]), Path(hc.sweep.dir), overrides, multirun)
     try:
         check_group_lists(overrides)
         check_known_keys(OmegaConf.to_container(cfg, resolve=False))
@@ -92,6 +95,33 @@ def _train_task(cfg: DictConfig) -> Optional[errors.JobFailure]:
         return _job_failed(overrides, f"{type(e).__name__}: {e}{where}")
     if code:
         raise SystemExit(code)
+
+
+def _pack_task(ref: str, sweep_dir: Path, overrides: List[str], multirun: bool) -> Optional[errors.JobFailure]:
+    """Run pack FILE:INDEX (`sweep.packing.read_pack`): each member's config as ijr-sweep resolved it, its run
+    directory below the sweep directory. A member refused at pre-flight fails alone (a FAILED status.json, as a
+    refused job of a multirun); a crash of the pack fails every member still running (their status.json say so)."""
+    from ijr_cli.core.config import TrainConfig
+    from ijr_cli.run.pack import PackJob, run_pack
+
+    try:
+        entry = read_pack(ref)
+        jobs = []
+        for member in entry["members"]:
+            typed = OmegaConf.to_object(
+                OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(member["config"]))
+            )
+            jobs.append(PackJob(typed, sweep_dir / member["name"], member["config"], list(member["overrides"])))
+        failures = run_pack(jobs, entry["name"], size=entry.get("size"))
+    except UserError as e:
+        if not multirun:
+            _fail(str(e))
+        return _job_failed(overrides, str(e))
+    failure = None
+    for i, message in failures.items():
+        _record_failed_job(jobs[i].run_dir, jobs[i].overrides, message)
+        failure = _job_failed(jobs[i].overrides, message)
+    return failure
 
 
 def _record_failed_job(run_dir: Path, overrides: List[str], message: str) -> None:

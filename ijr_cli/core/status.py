@@ -135,6 +135,7 @@ FACT_KEYS = (
     "git",
     "versions",
     "extended_from_steps",
+    "pack",  # a packed run: {name, slot, size} of its pack (ijr_cli.run.pack)
 )
 _STATUS_FIELDS = {f.name for f in dataclasses.fields(Status)} - {"facts", "other"}
 _ATTEMPT_FIELDS = {f.name for f in dataclasses.fields(Attempt)} - {"other"}

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Generator, List, Optional
 
 import torch
 
@@ -65,6 +65,75 @@ def lanczos_top(
     or when another block would pass `max_iters`. Cost per block: b products, O(n b dim) for the two reorthogonalisation
     passes over the n basis vectors, and about b host syncs (the new block's column norms).
     """
+    solver = lanczos_solver(
+        dim,
+        k=k,
+        max_iters=max_iters,
+        tol=tol,
+        v0=v0,
+        generator=generator,
+        device=device,
+        dtype=dtype,
+        block_extra=block_extra,
+        min_depth=min_depth,
+    )
+    block = next(solver)
+    while True:
+        try:
+            block = solver.send(torch.stack([matvec(block[:, c]) for c in range(block.shape[1])], dim=1))
+        except StopIteration as done:
+            return done.value
+
+
+def lanczos_top_members(
+    matvec: Callable[[torch.Tensor], torch.Tensor], members: int, dim: int, requests: dict, device, dtype
+) -> dict:
+    """Block Lanczos for several members of a pack at once: `requests` maps a member index to its
+    `lanczos_solver` settings (k, tol, v0, generator, ...); `matvec` maps (members, dim) -> (members, dim), row i
+    the product of member i's operator (`operators.stacked_hessian_operator`). Every member runs its own solver
+    (its own start, its own stopping rule: a converged member stops asking while the others go on), so its result
+    is the one `lanczos_top` returns for it alone, up to the rounding of the batched products. Returns
+    {member: LanczosResult}."""
+    solvers = {i: lanczos_solver(dim, device=device, dtype=dtype, **settings) for i, settings in requests.items()}
+    blocks = {i: next(solver) for i, solver in solvers.items()}
+    results = {}
+    while blocks:
+        width = max(b.shape[1] for b in blocks.values())
+        columns: dict = {i: [] for i in blocks}
+        for c in range(width):
+            v = torch.zeros(members, dim, device=device, dtype=dtype)  # members not asking multiply 0
+            for i, b in blocks.items():
+                if c < b.shape[1]:
+                    v[i] = b[:, c]
+            out = matvec(v)
+            for i, b in blocks.items():
+                if c < b.shape[1]:
+                    columns[i].append(out[i])
+        for i in list(blocks):
+            try:
+                blocks[i] = solvers[i].send(torch.stack(columns[i], dim=1))
+            except StopIteration as done:
+                results[i] = done.value
+                del blocks[i]
+    return results
+
+
+def lanczos_solver(
+    dim: int,
+    *,
+    k: int = schema_default(MetricsConfig, "sharpness_k"),
+    max_iters: int = schema_default(MetricsConfig, "lanczos_max_iters"),
+    tol: float = schema_default(MetricsConfig, "lanczos_tol"),
+    v0: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    block_extra: int = schema_default(MetricsConfig, "lanczos_block_extra"),
+    min_depth: int = schema_default(MetricsConfig, "lanczos_min_depth"),
+) -> Generator[torch.Tensor, torch.Tensor, LanczosResult]:
+    """`lanczos_top` as a generator that leaves the products to its caller: it yields a block (dim, b) and is sent
+    the operator applied to it (dim, b); it returns the LanczosResult (StopIteration.value). One algorithm for one
+    operator (`lanczos_top`) and for the members of a pack (`lanczos_top_members`)."""
     if k < 1 or k > dim:
         raise ValueError(f"k must be in [1, dim={dim}], got {k}")
     device = torch.device(device)
@@ -79,7 +148,7 @@ def lanczos_top(
     products, depth, converged = 0, 0, False
     theta = s = r_next = None
     while True:
-        w = torch.stack([matvec(block[:, c]) for c in range(block.shape[1])], dim=1)
+        w = yield block
         products += block.shape[1]
         depth += 1
         a = block.T @ w

@@ -29,7 +29,9 @@ from torch.func import functional_call, grad, jvp, vjp
 from ijr_cli.core.config import ProbeConfig, schema_default
 from ijr_cli.curvature.params import ParameterVector
 from ijr_cli.curvature.probe import chunk_sum, functional_model, has_batchnorm, probe_chunks
-from ijr_cli.objectives import Objective
+from ijr_cli.data import chunks
+from ijr_cli.objectives import MemberObjectives, Objective
+from ijr_cli.stack import ModelStack
 
 
 @dataclass
@@ -193,3 +195,31 @@ def gauss_newton_operator(
         return _probe_product(model, bn_mode, pv, n, chunk, v, gv_chunk)
 
     return ProbeOperator(gv, pv.dim, "jvp_vjp")
+
+
+def stacked_hessian_operator(
+    stack: ModelStack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    objectives: MemberObjectives,
+    chunk: Optional[int] = None,
+    per_member: bool = False,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """V (K, dim) -> (H_k v_k)_k for the Hessians of the members' L_S, all at once: the cached double backward of
+    `hessian_operator` applied to sum_k L_S(theta_k), whose Hessian is block diagonal (members are independent).
+    x: the probe set, shared (n, ...) or one per member (K, n, ...) with `per_member`; y: (n,)."""
+    n = x.shape[1] if per_member else x.shape[0]
+    cache: List = []
+    for sl in chunks(n, chunk):  # every chunk's gradient graph, built once
+        xs = x[:, sl] if per_member else x[sl]
+        loss = objectives.sum(stack(xs, per_member), y[sl]).sum()
+        cache.append(torch.autograd.grad(loss, stack.params, create_graph=True))
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        vs = stack.unflatten(v)
+        out = torch.zeros_like(v)
+        for g in cache:
+            out += stack.flat(torch.autograd.grad(g, stack.params, grad_outputs=vs, retain_graph=True))
+        return out / n
+
+    return matvec

@@ -43,10 +43,15 @@ def evaluate_split(
 
 
 def evaluate(model: nn.Module, data: Dataset, objective: Objective, batch_size: int) -> Dict[str, float]:
-    """train/test loss (as trained, e.g. label-smoothed or MSE), ce (hard labels), accuracy, and the gaps:
-    gen_gap_loss = test_ce - train_ce, gen_gap_acc = train_acc - test_acc."""
+    """train/test loss (as trained, e.g. label-smoothed or MSE), ce (hard labels), accuracy, and the gaps."""
     tr = evaluate_split(model, data.x_train, data.y_train, objective, batch_size)
     te = evaluate_split(model, data.x_test, data.y_test, objective, batch_size)
+    return gaps(tr, te)
+
+
+def gaps(tr: Dict[str, float], te: Dict[str, float]) -> Dict[str, float]:
+    """The eval row from the two splits' loss/ce/acc: gen_gap_loss = test_ce - train_ce, gen_gap_acc = train_acc -
+    test_acc."""
     return {
         TRAIN_LOSS: tr["loss"],
         TRAIN_ACC: tr["acc"],

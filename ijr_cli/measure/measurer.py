@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -62,11 +62,20 @@ class Measurer:
         self.row_cache: Dict[str, object] = {}  # work shared within one row (the probe gradient, the impurity)
         self.step = 0  # the step of the row being measured
 
-    def measure(self, groups: Sequence[str], lr: float, step: int = 0) -> Dict[str, object]:
+    def measure(
+        self,
+        groups: Sequence[str],
+        lr: float,
+        step: int = 0,
+        computed: Optional[Dict[str, Tuple[Dict[str, object], float]]] = None,
+        cache: Optional[Dict[str, object]] = None,
+    ) -> Dict[str, object]:
         """The requested metrics of the given (non-eval) groups at training step `step` (it seeds the minibatch
-        draws of batch_sharpness), each group with its cost `<group>_s`."""
+        draws of batch_sharpness), each group with its cost `<group>_s`. `computed` holds groups already computed
+        for this model elsewhere (a pack's batched measurement: `measure.packed`) as (values, seconds), and `cache`
+        that work's shared results (the top eigenvector): the other groups use them as they would their own."""
         row: Dict[str, object] = {}
-        self.row_cache = {}
+        self.row_cache = dict(cache or {})
         self.step = step
         if any(g in self.groups for g in groups) and not bool(torch.isfinite(flat_parameters(self.model)).all()):
             return {MEASURE_SKIPPED: "non-finite parameters"}
@@ -74,13 +83,17 @@ class Measurer:
             if name not in self.groups:
                 continue
             group = REGISTRY[name]
-            t0 = time.perf_counter()
-            values = group.compute(self, lr)
+            if computed and name in computed:
+                values, seconds = computed[name]
+            else:
+                t0 = time.perf_counter()
+                values = group.compute(self, lr)
+                if self.x_probe.is_cuda:
+                    torch.cuda.synchronize(self.x_probe.device)  # (the wall time of the group, not of its launch)
+                seconds = time.perf_counter() - t0
             self.row_cache[name] = values
-            if self.x_probe.is_cuda:
-                torch.cuda.synchronize(self.x_probe.device)  # (the wall time of the group, not of its launch)
             row.update({k: v for k, v in values.items() if k in self.wanted or k not in GROUP_OF})
-            row[SECONDS[name]] = time.perf_counter() - t0
+            row[SECONDS[name]] = seconds
             if group.over_probe:
                 row[PROBE_N], row[PROBE_BN_MODE] = int(self.x_probe.shape[0]), self.probe_bn_mode
         return row

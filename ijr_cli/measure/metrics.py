@@ -10,7 +10,7 @@ in chunks of `probe_chunk`, losses summed over chunks and divided by |S| once, i
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Dict
+from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 
@@ -134,24 +134,30 @@ def grad(m: "Measurer", lr: float) -> Dict[str, object]:
     return {GRAD_NORM: float(torch.linalg.vector_norm(probe_gradient(m)))}
 
 
-def lanczos_estimate(m: "Measurer", op: ProbeOperator, key: str, k: int) -> LanczosResult:
-    """Top-k algebraic eigenpairs of `op` by block Lanczos, warm-started from the last Ritz vectors stored under `key`
-    (checkpointed, so a resumed run repeats the estimates exactly) beside fresh Gaussian directions from the run's
-    seed."""
-    r = lanczos_top(
-        op,
-        op.dim,
+def lanczos_settings(m: "Measurer", key: str, k: int) -> dict:
+    """`lanczos_top`'s settings for an estimate of k eigenpairs: the run's solver settings, warm-started from the last
+    Ritz vectors stored under `key` (checkpointed, so a resumed run repeats the estimates exactly) beside fresh
+    Gaussian directions from the run's seed."""
+    return dict(
         k=k,
         max_iters=m.lanczos_max_iters,
         tol=m.lanczos_tol,
         v0=m.warm.get(key),
         generator=torch.Generator().manual_seed(m.seed),
-        device=m.x_probe.device,
-        dtype=m.x_probe.dtype,
         block_extra=m.lanczos_block_extra,
         min_depth=m.lanczos_min_depth,
     )
+
+
+def keep_warm(m: "Measurer", key: str, r: LanczosResult) -> None:
+    """The next estimate under `key` starts from this one's Ritz vectors."""
     m.warm[key] = r.ritz_vectors.detach().clone()
+
+
+def lanczos_estimate(m: "Measurer", op: ProbeOperator, key: str, k: int) -> LanczosResult:
+    """Top-k algebraic eigenpairs of `op` by block Lanczos (`lanczos_settings`), warm-started and kept warm."""
+    r = lanczos_top(op, op.dim, device=m.x_probe.device, dtype=m.x_probe.dtype, **lanczos_settings(m, key, k))
+    keep_warm(m, key, r)
     return r
 
 
@@ -167,29 +173,51 @@ def sharpness(m: "Measurer", lr: float) -> Dict[str, object]:
     op = hessian_operator(
         m.model, m.x_probe, m.y_probe, m.objective, m.probe_chunk, m.probe_bn_mode, cache_graph=m.probe_cache_graph
     )
-    out: Dict[str, object] = {}
+    k: Optional[int] = sharpness_first_k(m, op.dim)
+    while k is not None:
+        r = lanczos_estimate(m, op, SHARPNESS, k)
+        k = sharpness_next_k(m, lr, r, k, op.dim)
+    return sharpness_values(m, lr, r, op.num_products, op.path)
+
+
+def _track_line(m: "Measurer", lr: float) -> float:
+    return m.track_fraction * stability_threshold(lr, m.momentum, m.nesterov)
+
+
+def sharpness_first_k(m: "Measurer", dim: int) -> int:
+    """The k of a row's first estimate: sharpness_k, or for auto the count the last row ended with (+ 1)."""
     if m.sharpness_k == "auto":
-        line = m.track_fraction * stability_threshold(lr, m.momentum, m.nesterov)
-        k = min(int(m.warm.get(TRACK_K, torch.tensor(1))), m.track_cap, op.dim)
-        while True:
-            r = lanczos_estimate(m, op, SHARPNESS, k)
-            count = int((r.eigenvalues >= line).sum())
-            if count < k or k >= min(m.track_cap, op.dim):
-                break
-            k = min(k + m.lanczos_block_extra, m.track_cap, op.dim)
+        return min(int(m.warm.get(TRACK_K, torch.tensor(1))), m.track_cap, dim)
+    return m.sharpness_k
+
+
+def sharpness_next_k(m: "Measurer", lr: float, r: LanczosResult, k: int, dim: int) -> Optional[int]:
+    """sharpness_k=auto: the larger k to estimate again while the k-th eigenvalue is above the line; None when this
+    estimate is the row's (then the next row's start is kept)."""
+    if m.sharpness_k != "auto":
+        return None
+    count = int((r.eigenvalues >= _track_line(m, lr)).sum())
+    if count < k or k >= min(m.track_cap, dim):
         m.warm[TRACK_K] = torch.tensor(min(count + 1, m.track_cap))
+        return None
+    return min(k + m.lanczos_block_extra, m.track_cap, dim)
+
+
+def sharpness_values(m: "Measurer", lr: float, r: LanczosResult, products: int, path: str) -> Dict[str, object]:
+    """The sharpness group's metrics from its final estimate (and the products all its estimates used)."""
+    out: Dict[str, object] = {}
+    eigenvalues = r.eigenvalues
+    if m.sharpness_k == "auto":
+        count = int((r.eigenvalues >= _track_line(m, lr)).sum())
         eigenvalues = r.eigenvalues[: max(count, 1)]
         out[SHARPNESS_COUNT] = count
-    else:
-        r = lanczos_estimate(m, op, SHARPNESS, m.sharpness_k)
-        eigenvalues = r.eigenvalues
     out.update(
         {
             SHARPNESS: float(r.eigenvalues[0]),
             SHARPNESS_K: [float(v) for v in eigenvalues],
             SHARPNESS_RESID: float(r.residuals[0]),
-            SHARPNESS_MATVECS: op.num_products,
-            SHARPNESS_PATH: op.path,
+            SHARPNESS_MATVECS: products,
+            SHARPNESS_PATH: path,
         }
     )
     m.row_cache[TOP_EIGENVECTOR] = r.eigenvectors[:, 0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -46,14 +46,15 @@ class Built:
     schedule: Schedule
 
 
-def build(cfg: TrainConfig) -> Built:
+def build(cfg: TrainConfig, data: Optional[Dataset] = None) -> Built:
+    """The run's parts; `data`: the dataset already loaded for this config (a pack's members share one)."""
     t, d, o, m, r = cfg.trainer, cfg.dataset, cfg.optimizer, cfg.model, cfg.regularizer
     device = resolve_device(t.device)
     dtype = torch.float64 if t.dtype.value == "float64" else torch.float32
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     names = check_metric_names(cfg.metrics.names)
-    data = load_dataset(
+    data = data or load_dataset(
         d.name.value,
         data_dir=d.data_dir,
         download=d.download,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
@@ -54,14 +54,7 @@ def _run(cfg: TrainConfig, run_dir: Path, config_yaml: str, overrides: List[str]
         lifecycle.check_extension(rd, stored, b.total_steps, cfg.schedule.name.value, b.schedule)
     checkpoint = lifecycle.read_checkpoint(rd, stored, b.device)
     # ---- from here on, files are written
-    facts = {
-        "num_params": count_parameters(b.state.model),
-        "total_steps": b.total_steps,
-        "steps_per_epoch": b.spec.sampler.steps_per_epoch,
-        "step_passes": step_passes(b.spec),
-        **environment(b.device, cfg.trainer.dtype.value),
-    }
-    status, attempt = lifecycle.begin_attempt(rd, stored, config_yaml, overrides, facts, extending)
+    status, attempt = lifecycle.begin_attempt(rd, stored, config_yaml, overrides, run_facts(cfg, b), extending)
     log = records.MetricsLog(rd.metrics_path)
     array_log = ArrayLog(rd.path)
     earlier_s = status.wall_time_s  # (this attempt has not ended: it adds nothing yet)
@@ -93,6 +86,48 @@ def _run(cfg: TrainConfig, run_dir: Path, config_yaml: str, overrides: List[str]
     return 0
 
 
+def run_facts(cfg: TrainConfig, b: Built) -> Dict[str, object]:
+    """What status.json records about the run: its size, length, the passes of its step and the environment."""
+    return {
+        "num_params": count_parameters(b.state.model),
+        "total_steps": b.total_steps,
+        "steps_per_epoch": b.spec.sampler.steps_per_epoch,
+        "step_passes": step_passes(b.spec),
+        **environment(b.device, cfg.trainer.dtype.value),
+    }
+
+
+def lr_schedule(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """step -> the learning rate that 0-based step uses (optimizer.lr times the schedule's factor)."""
+    o, s = cfg.optimizer, cfg.schedule
+
+    def lr_at(step: int) -> float:
+        return o.lr * lr_factor(
+            step,
+            total_steps,
+            s.name.value,
+            gamma=s.gamma,
+            milestones=list(s.milestones),
+            warmup_steps=s.warmup_steps,
+            min_lr_factor=s.min_lr_factor,
+        )
+
+    return lr_at
+
+
+def row_writer(log: records.MetricsLog, array_log: ArrayLog, last_row: Dict[str, object]) -> Callable[[dict], None]:
+    """row -> stored: array-valued metrics to arrays.bin, the rest to metrics.jsonl (and kept as the last row)."""
+
+    def log_row(row: dict) -> None:
+        scalars, arrays = split_arrays(row)
+        array_log.write_row(row[M.STEP], arrays)
+        last_row.clear()
+        last_row.update(scalars)
+        log.write(scalars)
+
+    return log_row
+
+
 def _fit(
     cfg: TrainConfig,
     b: Built,
@@ -107,18 +142,8 @@ def _fit(
 ):
     """The fit loop wired to this run: its step, its rows (evaluation and the due measurements), its log, its
     checkpoints, its learning-rate schedule and its stop signals."""
-    state, o, s = b.state, cfg.optimizer, cfg.schedule
-
-    def lr_at(step: int) -> float:
-        return o.lr * lr_factor(
-            step,
-            b.total_steps,
-            s.name.value,
-            gamma=s.gamma,
-            milestones=list(s.milestones),
-            warmup_steps=s.warmup_steps,
-            min_lr_factor=s.min_lr_factor,
-        )
+    state = b.state
+    lr_at = lr_schedule(cfg, b.total_steps)
 
     def evaluate_row(step: int) -> Dict[str, float]:
         groups = b.schedule.due(step)
@@ -129,19 +154,12 @@ def _fit(
         row[M.ELAPSED_S] = earlier_s + time.perf_counter() - started
         return row
 
-    def log_row(row: dict) -> None:
-        scalars, arrays = split_arrays(row)  # array-valued metrics go to arrays.bin, the rest to metrics.jsonl
-        array_log.write_row(row[M.STEP], arrays)
-        last_row.clear()
-        last_row.update(scalars)
-        log.write(scalars)
-
     return fit(
         state,
         total_steps=b.total_steps,
         step_fn=lambda step: train_step(state.model, state.optimizer, b.data, step, b.spec),
         evaluate=evaluate_row,
-        log=log_row,
+        log=row_writer(log, array_log, last_row),
         checkpoint=lambda: save_checkpoint(rd.checkpoint_path, state.checkpoint_dict()),
         lr_at=lr_at,
         row_due=b.schedule.any_due,

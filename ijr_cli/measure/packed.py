@@ -1,0 +1,162 @@
+"""Measurement of a pack's members (`stack.ModelStack`): every member's row is the row its sequential run logs.
+
+Batched over the stack: the train/test evaluation, the probe set's outputs (impurity, ...) and the sharpness (one
+Hessian-vector product of sum_k L_S(theta_k) serves every member; `lanczos.lanczos_top_members` runs each member's
+own solver, warm-started from its own Ritz vectors and stopped on its own residual). Every other group is computed
+by the member's own `Measurer` on its own model (whose parameters are views of the stack), with this row's batched
+results in its row cache, so a group that builds on another (cos_grad_top_eig, align_S_top_eig, ijr_proxy) uses them.
+A batched group's `<group>_s` is the pack's wall time for it divided by the members measured.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ijr_cli.core.metric_names import GROUPS, SHARPNESS
+from ijr_cli.curvature.impurity import gini, top_impurity
+from ijr_cli.curvature.lanczos import lanczos_top_members
+from ijr_cli.curvature.operators import stacked_hessian_operator
+from ijr_cli.data import chunks
+from ijr_cli.measure import metrics
+from ijr_cli.measure.evaluate import gaps
+from ijr_cli.measure.measurer import Measurer
+from ijr_cli.objectives import MemberObjectives
+from ijr_cli.stack import ModelStack
+
+BATCHED_GROUPS = ("probe_outputs", "sharpness")
+
+
+def _inputs(tensors: Sequence[torch.Tensor]):
+    """One tensor shared by every member (the same object), or the members' tensors stacked (K, ...)."""
+    if len({id(t) for t in tensors}) == 1:
+        return tensors[0], False
+    return torch.stack(list(tensors)), True
+
+
+class PackedMeasurer:
+    """The rows of a pack's members: `evaluate` (the eval group) and `measure` (the other groups)."""
+
+    def __init__(
+        self, stack: ModelStack, measurers: List[Measurer], objectives: MemberObjectives, eval_batch_size: int
+    ):
+        self.stack, self.measurers, self.objectives = stack, measurers, objectives
+        self.eval_batch_size = eval_batch_size
+        data = [m.data for m in measurers]
+        self.splits = {
+            "train": (_inputs([d.x_train for d in data]), data[0].y_train),
+            "test": (_inputs([d.x_test for d in data]), data[0].y_test),
+        }
+        self.probe = _inputs([m.x_probe for m in measurers]), measurers[0].y_probe
+        first = measurers[0]
+        self.batched = {g for g in BATCHED_GROUPS if g in first.groups}
+        if not first.probe_cache_graph:  # (the sequential runs take another Hessian path: theirs, member by member)
+            self.batched.discard("sharpness")
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def _split_sums(self, split: str) -> torch.Tensor:
+        """(K, 3): the mean loss as trained, mean plain cross-entropy and accuracy of every member on a split, in
+        float64 (`evaluate.evaluate_split`)."""
+        (x, per_member), y = self.splits[split]
+        n = y.shape[0]
+        if n == 0:
+            return torch.full((self.stack.k, 3), float("nan"), dtype=torch.float64)
+        total = None
+        for sl in chunks(n, self.eval_batch_size):
+            z = self.stack(x[:, sl] if per_member else x[sl], per_member)
+            labels = y[sl].expand(self.stack.k, -1)
+            ce = -F.log_softmax(z, dim=-1).gather(-1, labels[..., None]).squeeze(-1).sum(dim=1)
+            correct = (z.argmax(dim=-1) == labels).sum(dim=1)
+            part = torch.stack([self.objectives.sum(z, y[sl]).double(), ce.double(), correct.double()], dim=1)
+            total = part if total is None else total + part
+        return (total / n).cpu()
+
+    def evaluate(self, members: Sequence[int]) -> Dict[int, Dict[str, float]]:
+        """`evaluate.evaluate` of every member listed."""
+        keys = ("loss", "ce", "acc")
+        tr, te = self._split_sums("train").tolist(), self._split_sums("test").tolist()
+        return {i: gaps(dict(zip(keys, tr[i])), dict(zip(keys, te[i]))) for i in members}
+
+    # ------------------------------------------------------------------------------------------ the other groups
+    def measure(self, groups: Sequence[str], lrs: Dict[int, float], step: int) -> Dict[int, Dict[str, object]]:
+        """`Measurer.measure` of every member in `lrs` (member -> the row's lr); members with non-finite
+        parameters are measured (skipped) by their own Measurer alone."""
+        finite = torch.isfinite(self.stack.flat()).all(dim=1).tolist()
+        batched_members = [i for i in lrs if finite[i]]
+        for i in lrs:
+            self.measurers[i].row_cache = {}
+        computed: Dict[int, dict] = {i: {} for i in lrs}
+        for name in (g for g in groups if g in self.batched):
+            if not batched_members:
+                break
+            t0 = time.perf_counter()
+            values = getattr(self, f"_{name}")(batched_members, lrs)
+            if self.stack.params[0].is_cuda:
+                torch.cuda.synchronize(self.stack.params[0].device)
+            seconds = (time.perf_counter() - t0) / len(batched_members)
+            for i, v in values.items():
+                computed[i][name] = (v, seconds)
+        return {
+            i: self.measurers[i].measure(groups, lr, step, computed=computed[i], cache=self.measurers[i].row_cache)
+            for i, lr in lrs.items()
+        }
+
+    @torch.no_grad()
+    def _probe_outputs(self, members: List[int], lrs) -> Dict[int, Dict[str, object]]:
+        """`metrics.probe_outputs` of every member from one vmapped forward pass over S."""
+        (x, per_member), _ = self.probe
+        n = x.shape[1] if per_member else x.shape[0]
+        k, parts = self.stack.k, []
+        for sl in chunks(n, self.measurers[0].probe_chunk):
+            z = self.stack(x[:, sl] if per_member else x[sl], per_member).double()
+            p = torch.softmax(z, dim=-1)
+            flat = p.reshape(-1, p.shape[-1])
+            parts.append(
+                torch.stack(
+                    [
+                        top_impurity(flat).view(k, -1),
+                        gini(flat).view(k, -1),
+                        p.max(dim=-1).values,
+                        torch.linalg.vector_norm(z, dim=-1),
+                        z.sum(dim=-1).abs(),
+                    ]
+                )
+            )
+        lam, gin, p1, norms, sums = torch.cat(parts, dim=2)
+        q = torch.quantile(lam, torch.tensor([0.25, 0.5, 0.75], dtype=lam.dtype, device=lam.device), dim=1)
+        values = torch.stack(
+            [lam.mean(dim=1), q[0], q[1], q[2], gin.mean(dim=1), p1.mean(dim=1), norms.mean(dim=1), sums.mean(dim=1)],
+            dim=1,
+        ).tolist()
+        return {i: dict(zip(GROUPS["probe_outputs"], values[i])) for i in members}
+
+    def _sharpness(self, members: List[int], lrs) -> Dict[int, Dict[str, object]]:
+        """`metrics.sharpness` of every member: one operator for the stack, each member's own solver and k."""
+        (x, per_member), y = self.probe
+        op = stacked_hessian_operator(
+            self.stack, x, y, self.objectives, self.measurers[0].probe_chunk, per_member=per_member
+        )
+        dim, dtype = self.stack.dim, self.stack.params[0].dtype
+        ms = self.measurers
+        pending = {i: metrics.sharpness_first_k(ms[i], dim) for i in members}
+        products = dict.fromkeys(members, 0)
+        final = {}
+        while pending:
+            requests = {i: metrics.lanczos_settings(ms[i], SHARPNESS, k) for i, k in pending.items()}
+            results = lanczos_top_members(op, self.stack.k, dim, requests, self.stack.params[0].device, dtype)
+            for i, r in results.items():
+                metrics.keep_warm(ms[i], SHARPNESS, r)
+                products[i] += r.num_products
+                k = metrics.sharpness_next_k(ms[i], lrs[i], r, pending[i], dim)
+                if k is None:
+                    final[i] = r
+                    del pending[i]
+                else:
+                    pending[i] = k
+        return {
+            i: metrics.sharpness_values(ms[i], lrs[i], final[i], products[i], "cached_double_backward") for i in members
+        }

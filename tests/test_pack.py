@@ -1,0 +1,287 @@
+"""Packed runs (issue 16): every member of a pack equals its sequential run.
+
+float64, tiny models: the parameters after 50 steps of every training variant to 1e-10 relative, every logged
+metric to 1e-8; a member diverging leaves the others bit-identical to a pack without it; a stopped pack resumes
+exactly, and a member's checkpoint resumes as an ordinary run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+TINY = [
+    "dataset=synthetic",
+    "dataset.num_train_examples=64",
+    "dataset.num_test_examples=32",
+    "dataset.input_shape=[1,8,8]",
+    "dataset.num_classes=4",
+    "model=fcn3",
+    "model.widths=[12,10]",
+    "trainer.dtype=float64",
+    "trainer.device=cpu",
+    "trainer.progress=false",
+    "metrics=none",
+]
+SGD = ["optimizer=sgd", "optimizer.batch_size=16"]
+# variant -> (shared overrides, three members' own overrides: different hyperparameters and seeds)
+VARIANTS = {
+    "gd": (["optimizer=gd"], [["optimizer.lr=0.1"], ["optimizer.lr=0.05", "seed=1"], ["optimizer.lr=0.2", "seed=2"]]),
+    "sgd": (SGD, [["optimizer.lr=0.1"], ["optimizer.lr=0.05", "seed=1"], ["optimizer.lr=0.2", "seed=2"]]),
+    "momentum_weight_decay": (
+        SGD + ["optimizer.momentum=0.9"],
+        [["optimizer.weight_decay=0.01"], ["seed=1", "optimizer.momentum=0.5"], ["seed=2", "optimizer.momentum=0"]],
+    ),
+    "nesterov": (
+        SGD + ["optimizer.momentum=0.9", "optimizer.nesterov=true"],
+        [["optimizer.lr=0.1"], ["seed=1", "optimizer.momentum=0.5"], ["seed=2", "optimizer.weight_decay=0.01"]],
+    ),
+    "cosine_schedule": (
+        SGD + ["schedule=cosine", "schedule.warmup_steps=5"],
+        [["schedule.min_lr_factor=0.1"], ["seed=1"], ["seed=2", "optimizer.lr=0.3"]],
+    ),
+    "label_smoothing": (
+        SGD + ["regularizer=label_smoothing"],
+        [["regularizer.label_smoothing=0.1"], ["seed=1", "regularizer.label_smoothing=0"], ["seed=2"]],
+    ),
+    "mixup": (
+        SGD + ["regularizer=mixup"],
+        [
+            ["regularizer.mixup_alpha=0.2"],
+            ["seed=1", "regularizer.mixup_alpha=1.0"],
+            ["seed=2", "regularizer.mixup_alpha=0"],
+        ],
+    ),
+    "augment": (SGD + ["regularizer=augment", "model=cnn6"], [[], ["seed=1"], ["seed=2", "optimizer.lr=0.05"]]),
+    "sam": (
+        ["optimizer=sam", "optimizer.batch_size=16"],
+        [["optimizer.rho=0.05"], ["seed=1", "optimizer.rho=0.1"], ["seed=2", "optimizer.rho=0.0"]],
+    ),
+    "ejr": (
+        SGD + ["regularizer=ejr"],
+        [["regularizer.lambda_reg=0.01"], ["seed=1", "regularizer.lambda_reg=0.1"], ["seed=2"]],
+    ),
+    "ejr_chunked": (
+        SGD + ["regularizer=ejr", "trainer.grad_chunk=6"],
+        [["regularizer.lambda_reg=0.01"], ["seed=1", "regularizer.lambda_reg=0.1"], ["seed=2"]],
+    ),
+    "ejr_sam": (
+        SGD + ["regularizer=ejr_sam"],
+        [["regularizer.rho_reg=0.5"], ["seed=1", "regularizer.rho_reg=2"], ["seed=2"]],
+    ),
+    "ejr_v2": (
+        SGD + ["regularizer=ejr_v2"],
+        [["regularizer.mu_reg=0.03"], ["seed=1", "regularizer.mu_reg=0.1", "regularizer.rho_reg=1"], ["seed=2"]],
+    ),
+    "mse_target_scale": (
+        ["optimizer=gd", "loss=mse"],
+        [["loss.target_scale=1"], ["seed=1", "loss.target_scale=2"], ["seed=2", "dataset.input_scale=0.5"]],
+    ),
+}
+
+
+def _configs(compose, overrides_list):
+    from omegaconf import OmegaConf
+
+    return [OmegaConf.to_object(compose(o)) for o in overrides_list]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_packed_step_is_each_members_sequential_step(compose, variant):
+    """50 steps of K=3 members with different hyperparameters and seeds, packed, equal their sequential runs."""
+    import torch
+
+    from ijr_cli.curvature.params import flat_parameters
+    from ijr_cli.run.build import build
+    from ijr_cli.run.experiment import lr_schedule
+    from ijr_cli.stack import ModelStack
+    from ijr_cli.train.packed import PackedSpec, StackedSGD, packed_train_step
+    from ijr_cli.train.step import train_step
+
+    shared, members = VARIANTS[variant]
+    cfgs = _configs(compose, [TINY + shared + m for m in members])
+    expected = []
+    for cfg in cfgs:
+        b = build(cfg)
+        lr_at = lr_schedule(cfg, b.total_steps)
+        for s in range(50):
+            for group in b.state.optimizer.param_groups:
+                group["lr"] = lr_at(s)
+            train_step(b.state.model, b.state.optimizer, b.data, s, b.spec)
+        expected.append(flat_parameters(b.state.model))
+    bs = [build(cfg) for cfg in cfgs]
+    stack = ModelStack([b.state.model for b in bs])
+    spec = PackedSpec.of([b.spec for b in bs], [b.data for b in bs], "cpu", torch.float64)
+    o = [c.optimizer for c in cfgs]
+    sgd = StackedSGD(stack, [x.momentum for x in o], [x.weight_decay for x in o], o[0].nesterov)
+    lrs = [lr_schedule(cfg, b.total_steps) for cfg, b in zip(cfgs, bs)]
+    active = torch.ones(3, dtype=torch.bool)
+    for s in range(50):
+        packed_train_step(stack, sgd, s, spec, torch.tensor([lr(s) for lr in lrs], dtype=torch.float64), active)
+    got = stack.flat()
+    for k in range(3):
+        assert float(torch.linalg.vector_norm(got[k] - expected[k]) / torch.linalg.vector_norm(expected[k])) < 1e-10
+        assert torch.equal(flat_parameters(bs[k].state.model), got[k])  # the member's own model is a view of it
+    assert not torch.equal(got[0], got[1])
+
+
+def _pack_and_sequential(compose, tmp_path: Path, shared, members, sequential=True):
+    from omegaconf import OmegaConf
+
+    from ijr_cli.run import experiment
+    from ijr_cli.run.pack import PackJob, run_pack
+
+    jobs = []
+    for i, own in enumerate(members):
+        cfg = compose(TINY + shared + own)
+        yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        jobs.append(PackJob(OmegaConf.to_object(cfg), tmp_path / "pack" / str(i), yaml, own))
+        if sequential:
+            experiment.run(OmegaConf.to_object(cfg), run_dir=tmp_path / "seq" / str(i), config_yaml=yaml, overrides=own)
+    assert run_pack(jobs, "test") == {}
+    return jobs
+
+
+def rows(run_dir: Path):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_rows_close(a, b, rel=1e-8):
+    """Every logged metric (not the wall times) equal, floats to `rel` relative (1e-12 absolute near 0)."""
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        assert set(ra) == set(rb)
+        for key, va in ra.items():
+            if key.endswith("_s"):
+                continue
+            vb = rb[key]
+            if isinstance(va, float) and isinstance(vb, float):
+                if math.isnan(va):
+                    assert math.isnan(vb), key
+                else:
+                    assert abs(va - vb) <= rel * abs(va) + 1e-12, (ra["step"], key, va, vb)
+            elif isinstance(va, list):
+                assert len(va) == len(vb) and all(abs(x - y) <= rel * abs(x) + 1e-12 for x, y in zip(va, vb)), key
+            else:
+                assert va == vb, (key, va, vb)
+
+
+RUN = ["trainer.max_steps=50", "trainer.eval_every=10", "trainer.checkpoint_every=20", "metrics.default_every=5"]
+LRS = [["optimizer.lr=0.1"], ["optimizer.lr=0.3", "seed=1"], ["optimizer.lr=0.05", "seed=2"]]
+
+
+@pytest.mark.parametrize(
+    "shared",
+    [
+        ["optimizer=gd", "metrics=eos"],
+        ["optimizer=gd", "metrics=full", "metrics.sharpness_k=auto"],
+        SGD + ["optimizer.momentum=0.9", "regularizer=ejr", "regularizer.lambda_reg=0.01", "metrics=eos"],
+        ["optimizer=sam", "optimizer.batch_size=16", "loss=mse", "metrics=eos", "metrics.sharpness_k=3"],
+    ],
+    ids=["gd-eos", "gd-full-auto", "ejr-momentum-eos", "sam-mse-top3"],
+)
+def test_every_logged_metric_of_a_member_is_its_sequential_runs(compose, tmp_path, shared):
+    from ijr_cli.core.status import read_status
+
+    _pack_and_sequential(compose, tmp_path, RUN + shared, LRS)
+    for i in range(3):
+        assert_rows_close(rows(tmp_path / "seq" / str(i)), rows(tmp_path / "pack" / str(i)))
+        status = read_status(tmp_path / "pack" / str(i) / "status.json")
+        assert status.status == "COMPLETED" and status.facts["pack"] == {"name": "test", "slot": i, "size": 3}
+        summary = json.loads((tmp_path / "pack" / str(i) / "summary.json").read_text())
+        assert summary["steps"] == 50 and summary["status"] == "COMPLETED"
+
+
+def test_a_diverging_member_leaves_the_others_bit_identical(compose, tmp_path):
+    """Member 1 (lr 40) diverges; members 0 and 2 log exactly the rows of a pack without it."""
+    from ijr_cli.core.status import read_status
+
+    shared = RUN + ["optimizer=gd", "metrics=eos", "trainer.sync_every=5"]
+    members = [LRS[0], ["optimizer.lr=40", "seed=1"], LRS[2]]
+    _pack_and_sequential(compose, tmp_path / "with", shared, members, sequential=False)
+    _pack_and_sequential(compose, tmp_path / "without", shared, [LRS[0], LRS[2]], sequential=False)
+    status = read_status(tmp_path / "with" / "pack" / "1" / "status.json")
+    assert status.status == "DIVERGED"
+    for with_i, without_i in ((0, 0), (2, 1)):
+        a, b = rows(tmp_path / "with" / "pack" / str(with_i)), rows(tmp_path / "without" / "pack" / str(without_i))
+        strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rs]  # noqa: E731
+        assert strip(a) == strip(b)
+    # the diverged member's rows are those of its sequential run
+    from omegaconf import OmegaConf
+
+    from ijr_cli.run import experiment
+
+    cfg = compose(TINY + shared + members[1])
+    experiment.run(
+        OmegaConf.to_object(cfg),
+        run_dir=tmp_path / "seq1",
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        overrides=[],
+    )
+    assert_rows_close(rows(tmp_path / "seq1"), rows(tmp_path / "with" / "pack" / "1"))
+    assert read_status(tmp_path / "seq1" / "status.json").status == "DIVERGED"
+
+
+def test_a_stopped_pack_resumes_exactly_and_a_members_checkpoint_resumes_alone(compose, tmp_path, monkeypatch):
+    """A stop request at step 30: every member checkpoints; the same pack resumes them to the rows of an
+    uninterrupted pack; a member's run directory also resumes as an ordinary ijr-train run."""
+    from omegaconf import OmegaConf
+
+    from ijr_cli.core.errors import Terminated
+    from ijr_cli.core.status import read_status
+    from ijr_cli.run import experiment
+    from ijr_cli.run.pack import PackJob, run_pack
+    from ijr_cli.run.signals import StopSignals
+
+    shared = RUN + SGD + ["optimizer.momentum=0.9", "metrics=eos"]
+    _pack_and_sequential(compose, tmp_path / "whole", shared, LRS, sequential=False)
+    calls = {"n": 0}
+
+    def stop_at_30(self):
+        calls["n"] += 1
+        return "signal SIGTERM" if calls["n"] == 30 else None
+
+    jobs = []
+    for i, own in enumerate(LRS):
+        cfg = compose(TINY + shared + own)
+        jobs.append(
+            PackJob(OmegaConf.to_object(cfg), tmp_path / "stopped" / str(i), OmegaConf.to_yaml(cfg, resolve=True), own)
+        )
+    monkeypatch.setattr(StopSignals, "requested", stop_at_30)
+    with pytest.raises(Terminated):
+        run_pack(jobs, "test")
+    monkeypatch.undo()
+    for i in range(3):
+        assert read_status(tmp_path / "stopped" / str(i) / "status.json").status == "STOPPED"
+    job = jobs[1]  # member 1 alone, as ijr-train would resume it
+    experiment.run(job.cfg, run_dir=job.run_dir, config_yaml=job.config_yaml, overrides=job.overrides)
+    assert run_pack(jobs, "test") == {}  # the others as a pack (member 1 is COMPLETED: skipped)
+    for i in range(3):
+        assert_rows_close(rows(tmp_path / "whole" / "pack" / str(i)), rows(tmp_path / "stopped" / str(i)), rel=1e-12)
+        assert read_status(tmp_path / "stopped" / str(i) / "status.json").status == "COMPLETED"
+
+
+def test_a_packed_sweep_reports_what_the_unpacked_sweep_reports(tmp_path):
+    """ijr-sweep --pack 3 (float32, 30 steps of fc-tanh on digits with the sharpness): the dry run lists the packs,
+    each member is an ordinary run in the sweep, and ijr-report's table equals the unpacked sweep's to 1e-4."""
+    import pandas as pd
+    from helpers import cli
+
+    dry = cli("ijr-sweep", ["eos_lr", "--tiny", "--pack", "3", "--dry-run", "--sweep-dir", tmp_path / "p"])
+    assert dry.returncode == 0, dry.stderr
+    assert "packs: 2 pack(s) of 4 job(s)" in dry.stdout and "pack-0001: 1 job(s)" in dry.stdout
+    for name, extra in (("p", ["--pack", "3"]), ("u", [])):
+        done = cli("ijr-sweep", ["eos_lr", "--tiny", *extra, "--sweep-dir", tmp_path / name], timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "COMPLETED 4" in done.stdout
+        report = cli("ijr-report", [tmp_path / name, "--no-figures", "--out", tmp_path / f"{name}-report"])
+        assert report.returncode == 0, report.stderr
+    packed, unpacked = (pd.read_csv(tmp_path / f"{n}-report" / "runs.csv") for n in ("p", "u"))
+    packed, unpacked = (t.sort_values("run").reset_index(drop=True) for t in (packed, unpacked))
+    for column in ("train_loss", "test_acc", "sharpness", "threshold", "impurity_mean", "batch_loss"):
+        assert ((packed[column] - unpacked[column]).abs() <= 1e-4 * unpacked[column].abs() + 1e-6).all(), column
+    status = json.loads((tmp_path / "p" / "optimizer.lr=0.1,seed=0" / "status.json").read_text())
+    assert status["pack"]["size"] == 3 and status["status"] == "COMPLETED"
