@@ -11,7 +11,7 @@ LAUNCHER ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep status report lint format test test-slow test-system test-all bench bench-sharpness bench-ejr bench-report clean
+.PHONY: help install train sweep status report lint format test test-slow test-system test-all bench bench-sharpness bench-ejr bench-report bench-packed clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,9 +28,9 @@ install: $(BIN)/ijr-train  ## create $(VENV) (if needed) and install ijr editabl
 train: install  ## run the default experiment (fc-tanh, full-batch GD, MSE, digits); extra overrides in ARGS="..."
 	$(BIN)/ijr-train $(ARGS)
 
-sweep: install  ## run a named sweep: make sweep SWEEP=lr_bs [LAUNCHER=slurm|local_parallel] [TINY=1] [ARGS="overrides --dry-run"]
+sweep: install  ## run a named sweep: make sweep SWEEP=lr_bs [LAUNCHER=slurm|local_parallel] [TINY=1] [PACK=K|auto] [ARGS="overrides --dry-run"]
 	@test -n "$(SWEEP)" || { echo "make sweep: set SWEEP=<name>; the sweeps are:" >&2; $(BIN)/ijr-sweep --list >&2; exit 2; }
-	$(BIN)/ijr-sweep $(SWEEP) $(if $(TINY),--tiny) $(if $(LAUNCHER),launcher=$(LAUNCHER)) $(ARGS)
+	$(BIN)/ijr-sweep $(SWEEP) $(if $(TINY),--tiny) $(if $(PACK),--pack $(PACK)) $(if $(LAUNCHER),launcher=$(LAUNCHER)) $(ARGS)
 
 status: install  ## counts of a sweep's jobs (COMPLETED/RUNNING/FAILED/DIVERGED/MISSING): make status SWEEP=lr_bs
 	@test -n "$(SWEEP)" || { echo "make status: set SWEEP=<name> (or run ijr-status SWEEP_DIR)" >&2; exit 2; }
@@ -73,6 +73,9 @@ bench-sharpness: install  ## one sharpness estimate: ijr vs PyHessian 0.1 vs cur
 
 bench-ejr: install  ## cost of a step with ejr / ejr_sam / ejr_v2 / SAM / the exact Frobenius penalty vs the plain step
 	$(BIN)/python bench/ejr_cost.py $(ARGS)
+
+bench-packed: install  ## K runs packed (vmapped) vs K sequential runs, metrics=eos (ARGS="--settings fcn3_cifar --ks 1 32 --device cuda")
+	$(BIN)/python bench/packed.py $(ARGS)
 
 bench-report: install  ## ijr-report on 1,000 synthetic runs x 2,000 steps x 20 metrics (generates 1.5 GB in /tmp once)
 	$(BIN)/python bench/report_speed.py $(ARGS)

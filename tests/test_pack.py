@@ -264,6 +264,7 @@ def test_a_stopped_pack_resumes_exactly_and_a_members_checkpoint_resumes_alone(c
         assert read_status(tmp_path / "stopped" / str(i) / "status.json").status == "COMPLETED"
 
 
+@pytest.mark.slow
 def test_a_packed_sweep_reports_what_the_unpacked_sweep_reports(tmp_path):
     """ijr-sweep --pack 3 (float32, 30 steps of fc-tanh on digits with the sharpness): the dry run lists the packs,
     each member is an ordinary run in the sweep, and ijr-report's table equals the unpacked sweep's to 1e-4."""
@@ -285,3 +286,46 @@ def test_a_packed_sweep_reports_what_the_unpacked_sweep_reports(tmp_path):
         assert ((packed[column] - unpacked[column]).abs() <= 1e-4 * unpacked[column].abs() + 1e-6).all(), column
     status = json.loads((tmp_path / "p" / "optimizer.lr=0.1,seed=0" / "status.json").read_text())
     assert status["pack"]["size"] == 3 and status["status"] == "COMPLETED"
+
+
+@pytest.mark.slow
+def test_a_pack_killed_with_sigkill_resumes_to_the_metrics_of_an_uninterrupted_pack(tmp_path):
+    """kill -9 of the pack's process mid-way (no chance to react: its members stay RUNNING), then the same
+    ijr-sweep command: every member resumes from its own checkpoint and ends with the rows of an uninterrupted pack."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from helpers import IJR_SWEEP, ROOT, cli
+
+    study = tmp_path / "three.yaml"
+    fixed = TINY + ["optimizer=sgd", "optimizer.batch_size=16", "optimizer.momentum=0.9", "metrics=eos"]
+    fixed += ["trainer.max_steps=2000", "trainer.eval_every=50", "trainer.checkpoint_every=100"]
+    fixed += ["+metrics.every.sharpness=100"]
+    study.write_text(
+        "description: three jobs\nreference: test\n"
+        f"fixed: {json.dumps(fixed)}\ngrids: [{{optimizer.lr: [0.01, 0.02, 0.05]}}]\nseeds: [0]\n"
+    )
+    whole = cli("ijr-sweep", [study, "--pack", "3", "--sweep-dir", tmp_path / "whole"], timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    cut = tmp_path / "cut"
+    cmd = [IJR_SWEEP, str(study), "--pack", "3", "--sweep-dir", str(cut)]
+    sweep = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    member = cut / "optimizer.lr=0.02,seed=0"
+    deadline = time.time() + 300
+    while not (member / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.005)
+    pid = json.loads((member / "status.json").read_text())["attempts"][-1]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    sweep.wait(timeout=60)
+    statuses = {d.name: json.loads((d / "status.json").read_text())["status"] for d in cut.glob("optimizer.lr=*")}
+    assert set(statuses.values()) == {"RUNNING"}, statuses  # killed: nobody could mark them
+    again = cli("ijr-sweep", [study, "--pack", "3", "--sweep-dir", cut], timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "3 job(s): 3 to run (0 new, 3 to resume)" in again.stdout, again.stdout
+    for run in (tmp_path / "whole").glob("optimizer.lr=*"):
+        status = json.loads((cut / run.name / "status.json").read_text())
+        assert status["status"] == "COMPLETED" and status["attempts"][-1]["resumed_from_step"] >= 100
+        strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rs]  # noqa: E731
+        assert strip(rows(cut / run.name)) == strip(rows(run))
