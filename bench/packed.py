@@ -29,7 +29,56 @@ SETTINGS = {
     # the 5k CIFAR-10 subset, SGD at batch 128
     "fcn3_cifar": ["dataset=npz", f"dataset.path={CIFAR}", "model=fcn3", "loss=ce", "optimizer=sgd"],
     "cnn6_cifar": ["dataset=npz", f"dataset.path={CIFAR}", "model=cnn6", "loss=ce", "optimizer=sgd"],
+    # a small MLP at a small batch: a step of a few hundred microseconds, mostly per-operation overhead
+    "mlp32_synthetic": [
+        "dataset=synthetic",
+        "model=fcn3",
+        "model.widths=[32,32]",
+        "loss=ce",
+        "optimizer=sgd",
+        "optimizer.batch_size=32",
+    ],
 }
+
+
+def step_only(compose, setting, k, steps, device, repeats):
+    """Median seconds per member-step of the training step alone: K sequential `train_step`s against one
+    `packed_train_step` (the same K members; no measurement, no logging)."""
+    import statistics
+
+    import torch
+
+    from ijr_cli.run.build import build
+    from ijr_cli.stack import ModelStack
+    from ijr_cli.train.packed import PackedSpec, StackedSGD, packed_train_step
+    from ijr_cli.train.step import train_step
+
+    cfgs = [c for c, _, _ in configs(compose, setting, k, steps, device)]
+    seq = [build(c) for c in cfgs]
+    packed = [build(c, data=seq[0].data) for c in cfgs]
+    stack = ModelStack([b.state.model for b in packed])
+    p0 = stack.params[0]
+    spec = PackedSpec.of([b.spec for b in packed], [b.data for b in packed], p0.device, p0.dtype)
+    sgd = StackedSGD(stack, [0.0] * k, [0.0] * k, False)
+    lr = torch.tensor([c.optimizer.lr for c in cfgs], device=p0.device, dtype=p0.dtype)
+    active = torch.ones(k, device=p0.device, dtype=p0.dtype)
+    sync = torch.cuda.synchronize if p0.is_cuda else (lambda: None)
+    times = {"seq": [], "pack": []}
+    for r in range(repeats + 1):  # (the first repeat warms up)
+        sync()
+        t0 = time.perf_counter()
+        for s in range(steps):
+            for b in seq:
+                train_step(b.state.model, b.state.optimizer, b.data, s, b.spec)
+        sync()
+        t1 = time.perf_counter()
+        for s in range(steps):
+            packed_train_step(stack, sgd, s, spec, lr, active)
+        sync()
+        if r:
+            times["seq"].append((t1 - t0) / (k * steps))
+            times["pack"].append((time.perf_counter() - t1) / (k * steps))
+    return statistics.median(times["seq"]), statistics.median(times["pack"])
 
 
 def configs(compose, setting, k, steps, device):
@@ -45,7 +94,7 @@ def configs(compose, setting, k, steps, device):
                 "metrics=eos",
                 f"trainer.max_steps={steps}",
                 f"trainer.eval_every={max(steps // 4, 1)}",
-                "metrics.every.sharpness=20",
+                "+metrics.every.sharpness=20",
                 "trainer.progress=false",
                 f"trainer.device={device}",
                 f"trainer.checkpoint_every={steps}",
@@ -67,6 +116,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-sequential-above", type=int, default=64, help="K above which (a) is not run")
+    parser.add_argument(
+        "--step-only", action="store_true", help="time the training step alone (median of --repeats), not whole runs"
+    )
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     import contextlib
     import io
@@ -79,6 +132,14 @@ def main() -> None:
     from ijr_cli.run.pack import PackJob, member_bytes, run_pack
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, {args.steps} steps")
+    if args.step_only:
+        print(f"{'setting':16} {'K':>3} {'seq ms/member-step':>19} {'pack ms/member-step':>20} {'speedup':>8}")
+        with composer() as compose:
+            for setting in args.settings:
+                for k in args.ks:
+                    seq, pack = step_only(compose, setting, k, args.steps, args.device, args.repeats)
+                    print(f"{setting:16} {k:3d} {seq * 1e3:19.3f} {pack * 1e3:20.3f} {seq / pack:7.2f}x", flush=True)
+        return
     print(
         f"{'setting':16} {'K':>3} {'seq s':>8} {'pack s':>8} {'seq m-st/s':>11} {'pack m-st/s':>12} {'speedup':>8} "
         f"{'est MiB':>8} {'peak MiB':>9} {'max |dloss|':>11}"
@@ -88,6 +149,13 @@ def main() -> None:
             if "cifar" in setting and not CIFAR.exists():
                 print(f"{setting}: {CIFAR} not found; skipped")
                 continue
+            warm = Path(tempfile.mkdtemp(prefix="ijr-bench-packed-warm-"))  # first-use costs (imports, allocators)
+            with contextlib.redirect_stdout(io.StringIO()):
+                for i, (cfg, yaml, own) in enumerate(configs(compose, setting, 2, 2, args.device)):
+                    experiment.run(cfg, run_dir=warm / "seq" / str(i), config_yaml=yaml, overrides=own)
+                two = configs(compose, setting, 2, 2, args.device)
+                run_pack([PackJob(c, warm / "pack" / str(i), y, o) for i, (c, y, o) in enumerate(two)], "warm-up")
+            shutil.rmtree(warm, ignore_errors=True)
             for k in args.ks:
                 cfgs = configs(compose, setting, k, args.steps, args.device)
                 tmp = Path(tempfile.mkdtemp(prefix="ijr-bench-packed-"))
@@ -104,7 +172,7 @@ def main() -> None:
                 jobs = [PackJob(c, tmp / "pack" / str(i), y, o) for i, (c, y, o) in enumerate(cfgs)]
                 t0 = time.perf_counter()
                 with contextlib.redirect_stdout(io.StringIO()):
-                    assert run_pack(jobs, "bench") == {}
+                    assert run_pack(jobs, "bench", force_packed=True) == {}
                 pack_s = time.perf_counter() - t0
                 peak = (
                     torch.cuda.max_memory_allocated() / 2**20

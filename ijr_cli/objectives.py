@@ -101,13 +101,13 @@ class MemberObjectives:
     def sum(self, logits: torch.Tensor, y: torch.Tensor, targets: Optional[torch.Tensor] = None) -> torch.Tensor:
         k = logits.shape[0]
         if self.kind == "ce":
-            logp = F.log_softmax(logits, dim=-1)
             if targets is not None:
-                return -(targets * logp).sum(dim=(1, 2))
+                return -(targets * F.log_softmax(logits, dim=-1)).sum(dim=(1, 2))
             labels = y.expand(k, -1) if y.dim() == 1 else y
+            if not self.smoothed:  # torch's fused cross-entropy, per example, summed per member
+                return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(k, -1).sum(1)
+            logp = F.log_softmax(logits, dim=-1)
             nll = -logp.gather(-1, labels[..., None]).squeeze(-1).sum(dim=1)
-            if not self.smoothed:
-                return nll
             eps = self.label_smoothing.to(logits.dtype)
             return (1.0 - eps) * nll - eps / self.num_classes * logp.sum(dim=(1, 2))
         if targets is None:

@@ -105,24 +105,23 @@ def stacked_sgd_step(
     buffers: Optional[List[torch.Tensor]],
     lr: torch.Tensor,
     momentum: torch.Tensor,
-    weight_decay: torch.Tensor,
+    weight_decay: Optional[torch.Tensor],
     nesterov: bool,
-    active: torch.Tensor,
 ) -> None:
-    """torch's SGD step (`build_sgd`) on stacked tensors (K, *shape), with per-member lr, momentum and weight
+    """torch's SGD step (`build_sgd`) on stacked tensors (K, *shape), in place, with per-member lr, momentum and weight
     decay (K,): d = g + wd theta; v <- beta v + d (v starts at 0, so the first step sets v = d as torch does);
-    d = d + beta v (Nesterov) or v; theta <- theta - lr d. Members where `active` is False keep their parameters
-    and buffers (a diverged or finished member is frozen). `buffers` (the momentum, None when every beta is 0) are
-    updated in place."""
+    d = d + beta v (Nesterov) or v; theta <- theta - lr d. A member with lr 0 keeps its parameters exactly (how a
+    diverged or finished member is frozen). `buffers`: the momentum, None when every beta is 0; `weight_decay`:
+    None when every member's is 0 (no pass for it)."""
     for i, p in enumerate(params):
-        d = p.grad + _per_member(weight_decay, p) * p
-        keep = _per_member(active, p)
+        d = p.grad
+        if weight_decay is not None:
+            d = torch.addcmul(d, p, _per_member(weight_decay, p))
         if buffers is not None:
-            buf, mom = buffers[i], _per_member(momentum, p)
-            new_buf = mom * buf + d
-            d = d + mom * new_buf if nesterov else new_buf
-            buf.copy_(torch.where(keep, new_buf, buf))
-        p.copy_(torch.where(keep, p - _per_member(lr, p) * d, p))
+            buf, beta = buffers[i], _per_member(momentum, p)
+            buf.mul_(beta).add_(d)
+            d = torch.addcmul(d, buf, beta) if nesterov else buf
+        p.addcmul_(d, _per_member(lr, p), value=-1.0)
 
 
 def stacked_sam_perturbation(

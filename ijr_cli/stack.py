@@ -60,7 +60,15 @@ class ModelStack:
         return functional_call(self.base, (params, buffers), (x,))
 
     def forward(self, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
-        return self._vmapped[0 if per_member else None](dict(zip(self.names, self.params)), self.buffers, x)
+        return self.forward_with(self.params, x, per_member)
+
+    def forward_with(self, params, x: torch.Tensor, per_member: bool = False) -> torch.Tensor:
+        """The forward at other stacked parameters (one (K, *shape) tensor per parameter: torch.func's jvp/vjp)."""
+        if self.k == 1:  # one member: its own forward on the stack's slice, without vmap's batching overhead
+            own = {n: p.squeeze(0) for n, p in zip(self.names, params)}  # (a view: a free backward)
+            buffers = {n: b.squeeze(0) for n, b in self.buffers.items()}
+            return self._member_forward(own, buffers, x[0] if per_member else x)[None]
+        return self._vmapped[0 if per_member else None](dict(zip(self.names, params)), self.buffers, x)
 
     __call__ = forward
 

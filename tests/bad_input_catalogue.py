@@ -57,6 +57,22 @@ FAULTS = [
         "test_faults",
     ),
     (
+        "`kill -9` of a pack (`ijr-sweep --pack K`)",
+        "every member stays RUNNING (nobody could mark it); the same command resumes each from its own "
+        "checkpoint to the metrics of an uninterrupted pack",
+        "test_pack",
+    ),
+    (
+        "a member of a pack diverges",
+        "that member is logged and marked DIVERGED, then frozen; the others go on, bit-identical to a pack without it",
+        "test_pack",
+    ),
+    (
+        "`ijr-sweep NAME --pack 0` (or `--pack many`)",
+        "`--pack must be a positive integer or auto, got '0'`, exit 2, nothing launched",
+        "test_pack",
+    ),
+    (
         "`make status SWEEP=eos_lr` when only `eos_lr-tiny` exists",
         "`only the --tiny version of this sweep exists "
         "here: outputs/sweeps/eos_lr-tiny (make status SWEEP=eos_lr TINY=1 ...)`",

@@ -118,7 +118,7 @@ def test_a_packed_step_is_each_members_sequential_step(compose, variant):
     o = [c.optimizer for c in cfgs]
     sgd = StackedSGD(stack, [x.momentum for x in o], [x.weight_decay for x in o], o[0].nesterov)
     lrs = [lr_schedule(cfg, b.total_steps) for cfg, b in zip(cfgs, bs)]
-    active = torch.ones(3, dtype=torch.bool)
+    active = torch.ones(3, dtype=torch.float64)
     for s in range(50):
         packed_train_step(stack, sgd, s, spec, torch.tensor([lr(s) for lr in lrs], dtype=torch.float64), active)
     got = stack.flat()
@@ -329,3 +329,49 @@ def test_a_pack_killed_with_sigkill_resumes_to_the_metrics_of_an_uninterrupted_p
         assert status["status"] == "COMPLETED" and status["attempts"][-1]["resumed_from_step"] >= 100
         strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rs]  # noqa: E731
         assert strip(rows(cut / run.name)) == strip(rows(run))
+
+
+def test_the_members_solver_gives_each_member_what_it_would_get_alone(float64):
+    """lanczos_top_members on K block-diagonal operators (different spectra, k, tolerances and warm starts): each
+    member's eigenpairs, residuals and product count are those of lanczos_top on its own operator; a member that
+    converges early stops while the others go on."""
+    import torch
+
+    from ijr_cli.curvature.lanczos import lanczos_top, lanczos_top_members
+
+    dim, gen = 200, torch.Generator().manual_seed(0)
+    mats = []
+    for scale, top in ((1.0, 30.0), (10.0, 3.01), (0.01, 3.2)):  # a wide gap converges fast, a narrow one slowly
+        q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen))
+        spectrum = torch.linspace(-1, 3, dim)
+        spectrum[-1] = top
+        mats.append(q @ torch.diag(spectrum * scale) @ q.T)
+    stacked = torch.stack(mats)
+    warm = torch.randn(dim, 2, generator=gen)
+
+    def settings():  # (fresh generators each time: both solvers draw the same start directions)
+        return {
+            0: dict(k=1, tol=1e-6, v0=None, generator=torch.Generator().manual_seed(1)),
+            1: dict(k=3, tol=1e-8, v0=warm, generator=torch.Generator().manual_seed(2)),
+            2: dict(k=2, tol=1e-3, v0=None, generator=torch.Generator().manual_seed(3)),
+        }
+
+    alone = {i: lanczos_top(lambda v, a=mats[i]: a @ v, dim, dtype=torch.float64, **s) for i, s in settings().items()}
+    products = lambda v: torch.einsum("kij,kj->ki", stacked, v)  # noqa: E731
+    together = lanczos_top_members(products, 3, dim, settings(), "cpu", torch.float64)
+    for i in alone:
+        a, b = alone[i], together[i]
+        assert a.num_products == b.num_products
+        assert torch.allclose(a.eigenvalues, b.eigenvalues, rtol=1e-12, atol=0)
+        assert torch.allclose(a.residuals, b.residuals, rtol=1e-6, atol=1e-14)
+    assert len({r.num_products for r in together.values()}) > 1  # members stopped on their own residuals
+
+
+@pytest.mark.parametrize("value", ["0", "many", "-2"])
+def test_a_bad_pack_size_is_one_line_and_nothing_launched(tmp_path, value):
+    from helpers import cli
+
+    r = cli("ijr-sweep", ["eos_lr", "--tiny", "--pack", value, "--sweep-dir", tmp_path / "s"])
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"ijr-sweep: error: --pack must be a positive integer or auto, got {value!r}"
+    assert not (tmp_path / "s").exists()

@@ -135,6 +135,32 @@ def test_make_sweep_on_slurm_returns_when_queued_completes_and_a_rerun_submits_n
     )
 
 
+def test_a_packed_sweep_is_one_array_task_per_pack_and_its_members_are_ordinary_runs(slurm_cluster, tmp_path):
+    """make sweep PACK=2 on SLURM: 4 jobs in 2 packs are 2 array tasks; while queued, ijr-status counts the 4 members
+    (from the submissions ledger), and each member ends COMPLETED in its own run directory with its pack record."""
+    sweep_dir = tmp_path / "eos"
+    make = ["make", "--no-print-directory", "sweep", f"VENV={sys.prefix}", "SWEEP=eos_lr", "TINY=1", "PACK=2"]
+    make += ["LAUNCHER=slurm", f"ARGS=--sweep-dir {sweep_dir} trainer.num_threads=1"]
+    r = subprocess.run(make, cwd=ROOT, env=_env(slurm_cluster), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert (
+        "packs: 2 pack(s) of 4 job(s)" in r.stdout and "4 job(s) queued on SLURM as 2 array task(s) (packs)" in r.stdout
+    )
+    ledger = [json.loads(line) for line in (sweep_dir / "submissions.jsonl").read_text().splitlines()]
+    assert len(ledger) == 4 and len({e["job_id"] for e in ledger}) == 2
+    first = _status(slurm_cluster, sweep_dir)
+    assert first["counts"]["RUNNING"] + first["counts"]["COMPLETED"] == 4
+    done = _wait(
+        "4 COMPLETED jobs", lambda: (s := _status(slurm_cluster, sweep_dir))["counts"]["COMPLETED"] == 4 and s, 300
+    )
+    slots = set()
+    for job in done["jobs"]:
+        status = _run_status(sweep_dir / job["name"])
+        assert status["attempts"][0]["slurm"]["SLURM_JOB_ID"] and status["pack"]["size"] == 2
+        slots.add((status["pack"]["name"], status["pack"]["slot"]))
+    assert slots == {("pack-0000", 0), ("pack-0000", 1), ("pack-0001", 0), ("pack-0001", 1)}
+
+
 def test_a_failing_job_is_reported_with_its_overrides_and_the_others_finish(slurm_cluster, tmp_path):
     # an npz dataset's size is known only once it is read, so the pre-flight lets batch 5000 through: it fails in
     # its SLURM job (on digits, whose size is known, ijr-sweep would refuse it before submitting anything)

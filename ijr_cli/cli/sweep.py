@@ -226,6 +226,7 @@ def sweep(argv: Optional[List[str]] = None) -> None:
                 print(f"{path.stem:28} {len(study.jobs()):4d} jobs  {study.description}")
             if not args.name:
                 return
+        pack_size = packing.parse_pack_option(args.pack) if args.pack is not None else None
         bad = [o for o in args.overrides if "=" not in o]
         if bad:
             raise UserError(f"overrides must be key=value, got {' '.join(bad)}")
@@ -246,7 +247,6 @@ def sweep(argv: Optional[List[str]] = None) -> None:
         print("  " + line)
         packs: List[packing.Pack] = []
         if args.pack is not None:
-            pack_size = packing.parse_pack_option(args.pack)
             index = {n: i for i, n in enumerate(names)}
             run_idx = [index[n] for n in to_run]
             packs, differing = packing.plan_packs([resolved[i] for i in run_idx], pack_size)
@@ -311,7 +311,8 @@ def sweep(argv: Optional[List[str]] = None) -> None:
         raise SystemExit(130 if stopped_by == signal.SIGINT else 143)
     if launcher == "slurm":
         if rc == 0:
-            print(f"{prog}: {len(to_run)} job(s) queued on SLURM; follow them with: ijr-status {sweep_dir}")
+            as_packs = f" as {len(entries)} array task(s) (packs)" if args.pack is not None else ""
+            print(f"{prog}: {len(to_run)} job(s) queued on SLURM{as_packs}; follow them with: ijr-status {sweep_dir}")
         raise SystemExit(rc)
     states = sweep_state.sweep_states(sweep_dir)
     print(status_report(sweep_dir, states, show_all=False))

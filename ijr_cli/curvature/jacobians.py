@@ -19,6 +19,7 @@ from ijr_cli.core.metric_names import JAC_FRO_SQ, JAC_OP_NORM, JAC_U_NORM_SQ
 from ijr_cli.curvature.lanczos import lanczos_top
 from ijr_cli.curvature.params import ParameterVector
 from ijr_cli.curvature.probe import functional_model, probe_chunks
+from ijr_cli.data import chunks
 
 
 def weighted_mean_logit_gradients(
@@ -187,3 +188,21 @@ def input_jacobian_norms(model: nn.Module, x: torch.Tensor, chunk: Optional[int]
             jac = vmap(jacrev(prob))(x[sl])  # (B, C, *input_shape)
             out.append(torch.linalg.matrix_norm(jac.reshape(jac.shape[0], jac.shape[1], -1), ord=2))
     return torch.cat(out)
+
+
+def stacked_mean_jacobian_gram(stack, x: torch.Tensor, chunk: Optional[int] = None, per_member: bool = False):
+    """(K, C, C) float64: `mean_jacobian_gram` of every member of a `stack.ModelStack`, from C backward passes per
+    chunk of sum_k <z_k>_c (each member's row c of <J_k>^T), and the passes per member."""
+    n = x.shape[1] if per_member else x.shape[0]
+    rows, passes = None, 0
+    for part in chunks(n, chunk):
+        z = stack(x[:, part] if per_member else x[part], per_member)
+        c = z.shape[-1]
+        if rows is None:
+            rows = torch.zeros(stack.k, c, stack.dim, dtype=z.dtype, device=z.device)
+        for j in range(c):
+            g = torch.autograd.grad(z[..., j].sum() / n, stack.params, retain_graph=j < c - 1)
+            rows[:, j] += stack.flat(g)
+            passes += 1
+    rows = rows.double()
+    return rows @ rows.transpose(1, 2), passes

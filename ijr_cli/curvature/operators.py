@@ -210,8 +210,7 @@ def stacked_hessian_operator(
     x: the probe set, shared (n, ...) or one per member (K, n, ...) with `per_member`; y: (n,)."""
     n = x.shape[1] if per_member else x.shape[0]
     cache: List = []
-    for sl in chunks(n, chunk):  # every chunk's gradient graph, built once
-        xs = x[:, sl] if per_member else x[sl]
+    for sl, xs in _probe_slices(x, chunk, per_member):  # every chunk's gradient graph, built once
         loss = objectives.sum(stack(xs, per_member), y[sl]).sum()
         cache.append(torch.autograd.grad(loss, stack.params, create_graph=True))
 
@@ -220,6 +219,47 @@ def stacked_hessian_operator(
         out = torch.zeros_like(v)
         for g in cache:
             out += stack.flat(torch.autograd.grad(g, stack.params, grad_outputs=vs, retain_graph=True))
+        return out / n
+
+    return matvec
+
+
+def _probe_slices(x: torch.Tensor, chunk: Optional[int], per_member: bool):
+    """The probe set's chunks for a stack: (slice, inputs of the chunk), shared (n, ...) or per member (K, n, ...)."""
+    n = x.shape[1] if per_member else x.shape[0]
+    for sl in chunks(n, chunk):
+        yield sl, (x[:, sl] if per_member else x[sl])
+
+
+def stacked_loss_gradient(
+    stack: ModelStack, x: torch.Tensor, y: torch.Tensor, objectives: MemberObjectives, chunk, per_member=False
+) -> torch.Tensor:
+    """(K, dim): each member's `loss_gradient`, from backward passes of sum_k L_S(theta_k) chunk by chunk."""
+    total = None
+    for sl, xs in _probe_slices(x, chunk, per_member):
+        g = stack.flat(torch.autograd.grad(objectives.sum(stack(xs, per_member), y[sl]).sum(), stack.params))
+        total = g if total is None else total + g
+    return total / y.shape[0]
+
+
+def stacked_gauss_newton_operator(
+    stack: ModelStack, x: torch.Tensor, kind: str, chunk: Optional[int] = None, per_member: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """V (K, dim) -> (G_k v_k)_k: `gauss_newton_operator` for every member, one jvp and one vjp of the vmapped
+    forward per chunk (the logit Hessian M per example: CE diag(p) - p p^T, MSE I)."""
+    params = tuple(p.detach() for p in stack.params)
+    n = x.shape[1] if per_member else x.shape[0]
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        vs = tuple(stack.unflatten(v))
+        out = torch.zeros_like(v)
+        for _, xs in _probe_slices(x, chunk, per_member):
+            f = lambda *ps, xs=xs: stack.forward_with(ps, xs, per_member)  # noqa: E731
+            z, jv = jvp(f, params, vs)
+            _, pullback = vjp(f, *params)
+            c = z.shape[-1]
+            mjv = logit_hessian_product(kind, z.reshape(-1, c), jv.reshape(-1, c)).view_as(jv)
+            out += stack.flat(pullback(mjv))
         return out / n
 
     return matvec

@@ -240,11 +240,14 @@ def gn_sharpness(m: "Measurer", lr: float) -> Dict[str, object]:
     """The top eigenvalue of the Gauss-Newton matrix G = (1/n) sum J^T M J by Lanczos on one jvp and one vjp per
     chunk and product."""
     op = gauss_newton_operator(m.model, m.x_probe, m.y_probe, m.objective, m.probe_chunk, m.probe_bn_mode)
-    r = lanczos_estimate(m, op, GN_SHARPNESS, 1)
+    return gn_sharpness_values(lanczos_estimate(m, op, GN_SHARPNESS, 1), op.num_products)
+
+
+def gn_sharpness_values(r: LanczosResult, products: int) -> Dict[str, object]:
     return {
         GN_SHARPNESS: float(r.eigenvalues[0]),
         GN_SHARPNESS_RESID: float(r.residuals[0]),
-        GN_SHARPNESS_MATVECS: op.num_products,
+        GN_SHARPNESS_MATVECS: products,
     }
 
 
@@ -256,14 +259,17 @@ def jacobian(m: "Measurer", lr: float) -> Dict[str, object]:
     x, c = m.x_probe, m.data.num_classes
     if c <= 100:
         k, passes = mean_jacobian_gram(m.model, x, m.probe_chunk, m.probe_bn_mode)
-        out = gram_summaries(k)
-    else:
-        norm, passes = mean_jacobian_top_singular(
-            m.model, x, m.probe_chunk, m.probe_bn_mode, generator=torch.Generator().manual_seed(m.seed)
-        )
-        u_norm_sq, u_passes = mean_jacobian_u_norm_sq(m.model, x, m.probe_chunk, m.probe_bn_mode)
-        out = {JAC_OP_NORM: norm, JAC_FRO_SQ: math.nan, JAC_U_NORM_SQ: u_norm_sq}
-        passes += u_passes
+        return jacobian_values(m, lr, gram_summaries(k), passes)
+    norm, passes = mean_jacobian_top_singular(
+        m.model, x, m.probe_chunk, m.probe_bn_mode, generator=torch.Generator().manual_seed(m.seed)
+    )
+    u_norm_sq, u_passes = mean_jacobian_u_norm_sq(m.model, x, m.probe_chunk, m.probe_bn_mode)
+    out = {JAC_OP_NORM: norm, JAC_FRO_SQ: math.nan, JAC_U_NORM_SQ: u_norm_sq}
+    return jacobian_values(m, lr, out, passes + u_passes)
+
+
+def jacobian_values(m: "Measurer", lr: float, out: Dict[str, object], passes: int) -> Dict[str, object]:
+    """The jacobian group's metrics from its norms: ijr_proxy when asked for, and the passes used."""
     if IJR_PROXY in m.wanted:
         impurity = (m.row_cache.get("probe_outputs") or probe_outputs(m, lr))[IMPURITY_MEAN]
         out[IJR_PROXY] = impurity * out[JAC_U_NORM_SQ]

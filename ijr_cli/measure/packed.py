@@ -1,8 +1,10 @@
 """Measurement of a pack's members (`stack.ModelStack`): every member's row is the row its sequential run logs.
 
-Batched over the stack: the train/test evaluation, the probe set's outputs (impurity, ...) and the sharpness (one
-Hessian-vector product of sum_k L_S(theta_k) serves every member; `lanczos.lanczos_top_members` runs each member's
-own solver, warm-started from its own Ritz vectors and stopped on its own residual). Every other group is computed
+Batched over the stack: the train/test evaluation, the probe set's outputs (impurity, ...), the gradient, the
+sharpness and the Gauss-Newton sharpness (one Hessian- or GN-vector product of sum_k L_S(theta_k) serves every
+member; `lanczos.lanczos_top_members` runs each member's own solver, warm-started from its own Ritz vectors and
+stopped on its own residual) and the mean Jacobian's Gram matrices (C backward passes for all members). The input
+Jacobians, the weights, batch sharpness and paper 000's App. D groups (per-example work) are computed
 by the member's own `Measurer` on its own model (whose parameters are views of the stack), with this row's batched
 results in its row cache, so a group that builds on another (cos_grad_top_eig, align_S_top_eig, ijr_proxy) uses them.
 A batched group's `<group>_s` is the pack's wall time for it divided by the members measured.
@@ -16,10 +18,15 @@ from typing import Dict, List, Sequence
 import torch
 import torch.nn.functional as F
 
-from ijr_cli.core.metric_names import GROUPS, SHARPNESS
+from ijr_cli.core.metric_names import COS_GRAD_TOP_EIG, GN_SHARPNESS, GROUPS, SHARPNESS
 from ijr_cli.curvature.impurity import gini, top_impurity
+from ijr_cli.curvature.jacobians import gram_summaries, stacked_mean_jacobian_gram
 from ijr_cli.curvature.lanczos import lanczos_top_members
-from ijr_cli.curvature.operators import stacked_hessian_operator
+from ijr_cli.curvature.operators import (
+    stacked_gauss_newton_operator,
+    stacked_hessian_operator,
+    stacked_loss_gradient,
+)
 from ijr_cli.data import chunks
 from ijr_cli.measure import metrics
 from ijr_cli.measure.evaluate import gaps
@@ -27,7 +34,7 @@ from ijr_cli.measure.measurer import Measurer
 from ijr_cli.objectives import MemberObjectives
 from ijr_cli.stack import ModelStack
 
-BATCHED_GROUPS = ("probe_outputs", "sharpness")
+BATCHED_GROUPS = ("probe_outputs", "grad", "sharpness", "gn_sharpness", "jacobian")
 
 
 def _inputs(tensors: Sequence[torch.Tensor]):
@@ -55,6 +62,9 @@ class PackedMeasurer:
         self.batched = {g for g in BATCHED_GROUPS if g in first.groups}
         if not first.probe_cache_graph:  # (the sequential runs take another Hessian path: theirs, member by member)
             self.batched.discard("sharpness")
+        if first.data.num_classes > 100:  # (the sequential runs take Algorithm 2's iteration: theirs)
+            self.batched.discard("jacobian")
+        self.gradient_for_cosine = COS_GRAD_TOP_EIG in first.wanted
 
     # ------------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -90,6 +100,9 @@ class PackedMeasurer:
         for i in lrs:
             self.measurers[i].row_cache = {}
         computed: Dict[int, dict] = {i: {} for i in lrs}
+        batched_now = set(groups) & self.batched
+        if self.gradient_for_cosine and "sharpness" in batched_now and "grad" not in batched_now and batched_members:
+            self._gradient(batched_members)  # (the cosine's gradient, as the sequential sharpness group takes it)
         for name in (g for g in groups if g in self.batched):
             if not batched_members:
                 break
@@ -100,6 +113,7 @@ class PackedMeasurer:
             seconds = (time.perf_counter() - t0) / len(batched_members)
             for i, v in values.items():
                 computed[i][name] = (v, seconds)
+                self.measurers[i].row_cache[name] = v  # (a later group builds on it: ijr_proxy on the impurity)
         return {
             i: self.measurers[i].measure(groups, lr, step, computed=computed[i], cache=self.measurers[i].row_cache)
             for i, lr in lrs.items()
@@ -159,4 +173,42 @@ class PackedMeasurer:
                     pending[i] = k
         return {
             i: metrics.sharpness_values(ms[i], lrs[i], final[i], products[i], "cached_double_backward") for i in members
+        }
+
+    def _gradient(self, members: List[int]) -> None:
+        """grad L_S of every member into its row cache (`metrics.probe_gradient`'s "gradient")."""
+        (x, per_member), y = self.probe
+        g = stacked_loss_gradient(self.stack, x, y, self.objectives, self.measurers[0].probe_chunk, per_member)
+        for i in members:
+            self.measurers[i].row_cache["gradient"] = g[i]
+
+    def _grad(self, members: List[int], lrs) -> Dict[int, Dict[str, object]]:
+        """`metrics.grad` of every member from one backward pass of sum_k L_S per chunk."""
+        self._gradient(members)
+        return {i: metrics.grad(self.measurers[i], lrs[i]) for i in members}
+
+    def _gn_sharpness(self, members: List[int], lrs) -> Dict[int, Dict[str, object]]:
+        """`metrics.gn_sharpness` of every member: one Gauss-Newton operator for the stack, each member's solver."""
+        (x, per_member), _ = self.probe
+        op = stacked_gauss_newton_operator(
+            self.stack, x, self.objectives.kind, self.measurers[0].probe_chunk, per_member=per_member
+        )
+        ms = self.measurers
+        requests = {i: metrics.lanczos_settings(ms[i], GN_SHARPNESS, 1) for i in members}
+        dtype, device = self.stack.params[0].dtype, self.stack.params[0].device
+        results = lanczos_top_members(op, self.stack.k, self.stack.dim, requests, device, dtype)
+        out = {}
+        for i, r in results.items():
+            metrics.keep_warm(ms[i], GN_SHARPNESS, r)
+            out[i] = metrics.gn_sharpness_values(r, r.num_products)
+        return out
+
+    def _jacobian(self, members: List[int], lrs) -> Dict[int, Dict[str, object]]:
+        """`metrics.jacobian` of every member (C <= 100): the Gram matrices of the <J_k> from C backward passes per
+        chunk of the stack."""
+        (x, per_member), _ = self.probe
+        grams, passes = stacked_mean_jacobian_gram(self.stack, x, self.measurers[0].probe_chunk, per_member)
+        grams = grams.cpu()
+        return {
+            i: metrics.jacobian_values(self.measurers[i], lrs[i], gram_summaries(grams[i]), passes) for i in members
         }

@@ -65,12 +65,15 @@ class _Member:
     lr_at: object = None
 
 
-def run_pack(jobs: List[PackJob], name: str, size: Union[int, str, None] = None) -> Dict[int, str]:
+def run_pack(
+    jobs: List[PackJob], name: str, size: Union[int, str, None] = None, force_packed: bool = False
+) -> Dict[int, str]:
     """Run the jobs of one pack; returns {job index: why it was refused} for the jobs refused at pre-flight (each
     fails alone), the others having run to COMPLETED, DIVERGED or STOPPED (or raised: every member of the group
     is then recorded FAILED). A stop signal stops every member at one step boundary with a checkpoint (and then
     ends the process as `ijr-train` does); the same call resumes them. `size`: train at most that many members
-    at once, "auto" as many as fit the free memory (`auto_pack_size`), None all of them."""
+    at once, "auto" as many as fit the free memory (`auto_pack_size`), None all of them. A group of one member runs
+    as an ordinary run (`force_packed`: through the pack's machinery all the same, as the benchmark measures it)."""
     failures: Dict[int, str] = {}
     stops = StopSignals()
     with contextlib.ExitStack() as held:
@@ -105,6 +108,10 @@ def run_pack(jobs: List[PackJob], name: str, size: Union[int, str, None] = None)
         stopped = None
         with stops:
             for group in groups:
+                if len(group) == 1 and not force_packed:  # a pack of one is an ordinary run: no machinery to pay
+                    job = group[0].job
+                    experiment._run(job.cfg, job.run_dir, job.config_yaml, job.overrides)
+                    continue
                 stopped = _run_members(group, name, len(members), stops)
                 if stopped:
                     break

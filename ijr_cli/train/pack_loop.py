@@ -39,7 +39,7 @@ def fit_pack(
 ) -> Dict[int, FitResult]:
     """Train every member from the common `states[i].step` to `total_steps`; returns each member's FitResult.
 
-    `step_fn(s, active)` performs 0-based step s for the members where `active` (K,) is True and returns the
+    `step_fn(s, active)` performs 0-based step s for the members where `active` (K,) is 1 (0: frozen) and returns the
     batch losses (K,); `evaluate(step, members)` returns those members' rows (whatever is due then); `log(i, row)`
     stores member i's row; `checkpoint(members)` saves theirs; `lr_at(i, s)` is member i's lr at step s.
     `progress`: a bar (or one line per row) for the pack, showing its first training member; each member's rows
@@ -102,12 +102,13 @@ def fit_pack(
     try:
         if step == 0 and all(s.last_logged_step < 0 for s in states):  # the rows of the initial parameters
             check_rows(log_rows(list(active)), save_goal=False)
-        mask = torch.zeros(k, dtype=torch.bool, device=p0.device)
+        mask, masked = None, None
         while active and step < total_steps:
-            mask.zero_()
-            mask[active] = True
+            if masked != active:  # (rebuilt only when a member ends: no host-to-device copy per step)
+                masked = list(active)
+                mask = torch.tensor([float(i in active) for i in range(k)], device=p0.device, dtype=p0.dtype)
             losses = step_fn(step, mask)
-            loss_sum.add_(torch.where(mask, losses, torch.zeros_like(losses)))
+            loss_sum.add_(losses)  # (an ended member's sum is never read again)
             for i in active:
                 states[i].loss_count += 1
                 states[i].step = step + 1

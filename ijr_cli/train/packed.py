@@ -110,11 +110,12 @@ def packed_batch(step: int, ps: PackedSpec) -> Batch:
     if ps.shared_inputs:
         return Batch(ps.data[0].x_train, ps.data[0].y_train, None, False)
     made = [make_batch(d, step, s) for d, s in zip(ps.data, ps.specs)]
-    x = torch.stack([m[0] for m in made])
-    y = torch.stack([m[1] for m in made])
+    stacked = (lambda ts: ts[0][None]) if len(made) == 1 else torch.stack  # (one member: a view, no copy)
+    x = stacked([m[0] for m in made])
+    y = stacked([m[1] for m in made])
     targets = None
     if any(m[2] is not None for m in made):
-        targets = torch.stack(
+        targets = stacked(
             [t if t is not None else s.objective.soft_targets(yk, x.dtype) for (_, yk, t), s in zip(made, ps.specs)]
         )
     return Batch(x, y, targets, True)
@@ -226,18 +227,20 @@ class StackedSGD:
         p0 = stack.params[0]
         self.stack, self.nesterov = stack, nesterov
         self.momentum = torch.tensor(list(momentum), device=p0.device, dtype=p0.dtype)
-        self.weight_decay = torch.tensor(list(weight_decay), device=p0.device, dtype=p0.dtype)
+        wd = torch.tensor(list(weight_decay), device=p0.device, dtype=p0.dtype)
+        self.weight_decay = wd if any(w != 0 for w in weight_decay) else None
         self.buffers = [torch.zeros_like(p) for p in stack.params] if any(m != 0 for m in momentum) else None
 
     def step(self, lr: torch.Tensor, active: torch.Tensor) -> None:
-        stacked_sgd_step(self.stack.params, self.buffers, lr, self.momentum, self.weight_decay, self.nesterov, active)
+        """One step for the members where `active` (K,) is 1 (the others, 0, get lr 0: frozen exactly)."""
+        stacked_sgd_step(self.stack.params, self.buffers, lr * active, self.momentum, self.weight_decay, self.nesterov)
 
 
 def packed_train_step(
     stack: ModelStack, optimizer: StackedSGD, step: int, ps: PackedSpec, lr: torch.Tensor, active: torch.Tensor
 ) -> torch.Tensor:
     """One step of every member at 0-based `step` (`train.step.train_step`, member by member); returns the batch
-    losses (K,) at the parameters before the step. Members where `active` is False are not updated."""
+    losses (K,) at the parameters before the step. Members where `active` (K,) is 0 are not updated."""
     batch = packed_batch(step, ps)
     u = None
     if ps.ejr is not None:
