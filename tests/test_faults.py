@@ -21,6 +21,7 @@ from ijr_cli.core.records import same_process_alive
 from ijr_cli.run.lock import RunLock
 
 
+@pytest.mark.slow  # (a subprocess run of several seconds: in make test-slow)
 def test_a_held_run_directory_is_refused_naming_the_holder_and_left_alone(tmp_path):
     run_dir = tmp_path / "run"
     with RunLock(run_dir):
@@ -200,6 +201,7 @@ BIG_MODEL += ["dataset.input_shape=[100]", "model.widths=[3000]"]  # a checkpoin
 
 
 @needs_tmpfs
+@pytest.mark.slow  # (a subprocess run of several seconds: in make test-slow)
 def test_a_full_disk_fails_the_run_in_one_line_with_the_reason_recorded(tmp_path):
     script = f"""
 {IJR_TRAIN} {" ".join(BIG_MODEL)} hydra.run.dir=$DISK/run > $OUT/stdout 2> $OUT/stderr
@@ -302,6 +304,7 @@ def _history(run_dir):
     return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in _rows(run_dir / "metrics.jsonl")]
 
 
+@pytest.mark.slow  # (a subprocess run of several seconds: in make test-slow)
 def test_a_completed_run_extended_to_more_steps_equals_the_longer_run(tmp_path):
     short, whole = tmp_path / "short", tmp_path / "whole"
     assert run_cli([*EXTEND, "trainer.max_steps=300", f"hydra.run.dir={short}"]).returncode == 0

@@ -182,6 +182,7 @@ def test_local_parallel_lists_failed_jobs_and_exits_1_like_the_basic_launcher(tm
     assert statuses == ["COMPLETED", "FAILED"]
 
 
+@pytest.mark.slow  # (a subprocess run of several seconds: in make test-slow)
 def test_a_launch_refuses_a_run_directory_that_holds_another_config(tmp_path):
     sweep_dir = tmp_path / "eos"
     r = _sweep(["eos_lr", "--tiny", "--sweep-dir", sweep_dir, "seed=0", "optimizer.lr=0.1"])
@@ -290,6 +291,7 @@ train()
 """
 
 
+@pytest.mark.slow  # (a subprocess run of several seconds: in make test-slow)
 def test_sigusr2_stops_at_a_step_with_its_checkpoint_then_hands_over_to_the_previous_handler(tmp_path):
     args = [*TINY, "trainer.max_steps=3000", "trainer.eval_every=50", "trainer.checkpoint_every=100"]
     run_dir = tmp_path / "run"

@@ -89,7 +89,9 @@ def _configs(compose, overrides_list):
     return [OmegaConf.to_object(compose(o)) for o in overrides_list]
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize(
+    "variant", [pytest.param(v, marks=pytest.mark.slow) if v == "augment" else v for v in sorted(VARIANTS)]
+)  # (augment trains cnn6: 10 s, in make test-slow)
 def test_a_packed_step_is_each_members_sequential_step(compose, variant):
     """50 steps of K=3 members with different hyperparameters and seeds, packed, equal their sequential runs."""
     import torch

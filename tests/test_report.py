@@ -427,6 +427,7 @@ def test_a_failed_report_leaves_the_previous_one(tmp_path):
     assert sorted(p.name for p in sweep.iterdir() if p.name.startswith(".")) == []
 
 
+@pytest.mark.slow  # (a subprocess run of several seconds: in make test-slow)
 def test_report_on_runs_written_by_ijr_train(tmp_path):
     """The real thing: an `ijr-train -m` sweep (lr × seed) with sharpness, then ijr-report with figures. The
     runs table has the swept columns, the final sharpness equals the last logged one, history.parquet holds
