@@ -75,6 +75,7 @@ def fit_pack(
             member_logs[i].row(row)
             out[i] = row
         if members:
+            bar.label = f"{len(active)} of {k} members training, member {members[0]}" if k > 1 else None
             bar.row(out[members[0]])
         return out
 

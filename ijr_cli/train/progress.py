@@ -61,6 +61,7 @@ class Progress:
         self.print_lines = bar is None and not tty
         self.started = time.perf_counter()
         self.postfix: Dict[str, str] = {}
+        self.label: Optional[str] = None  # a prefix of the printed lines (a pack: which member they show)
         self._bar = None
         if self.use_bar:
             from tqdm.auto import tqdm
@@ -96,7 +97,7 @@ class Progress:
             return  # a row of cheap measurements only (e.g. the trajectory's every-step records): no line
         line = row_line(row, self.total, elapsed, eta)
         if self.print_lines:
-            print(f"ijr-train: {line}", flush=True)
+            print(f"ijr-train: {self.label + ': ' if self.label else ''}{line}", flush=True)
         if self.log_path is not None:
             try:
                 with open(self.log_path, "a") as f:
