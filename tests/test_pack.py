@@ -377,3 +377,29 @@ def test_a_bad_pack_size_is_one_line_and_nothing_launched(tmp_path, value):
     assert r.returncode == 2
     assert r.stderr.strip() == f"ijr-sweep: error: --pack must be a positive integer or auto, got {value!r}"
     assert not (tmp_path / "s").exists()
+
+
+def test_pack_auto_trains_as_many_members_at_once_as_fit_the_free_memory(compose, tmp_path, monkeypatch):
+    """--pack auto: with free memory for two members (by `member_bytes`), three members train as a pack of two and
+    an ordinary run of one, each ending with its sequential run's rows."""
+    from omegaconf import OmegaConf
+
+    from ijr_cli.core.status import read_status
+    from ijr_cli.run import pack
+    from ijr_cli.run.build import build
+
+    shared = RUN + ["optimizer=gd", "metrics=eos"]
+    cfgs = [compose(TINY + shared + own) for own in LRS]
+    per_member = pack.member_bytes(build(OmegaConf.to_object(cfgs[0])))
+    assert per_member > 0
+    monkeypatch.setattr(pack, "available_bytes", lambda device: int(2.5 * per_member / pack.MEMORY_MARGIN))
+    jobs = [
+        pack.PackJob(OmegaConf.to_object(c), tmp_path / "auto" / str(i), OmegaConf.to_yaml(c, resolve=True), own)
+        for i, (c, own) in enumerate(zip(cfgs, LRS))
+    ]
+    assert pack.run_pack(jobs, "auto", size="auto") == {}
+    packed = [read_status(tmp_path / "auto" / str(i) / "status.json").facts.get("pack") for i in range(3)]
+    assert packed[0] == {"name": "auto", "slot": 0, "size": 3} and packed[1]["slot"] == 1 and packed[2] is None
+    _pack_and_sequential(compose, tmp_path / "ref", shared, LRS)
+    for i in range(3):
+        assert_rows_close(rows(tmp_path / "ref" / "seq" / str(i)), rows(tmp_path / "auto" / str(i)))
