@@ -206,3 +206,19 @@ def stacked_mean_jacobian_gram(stack, x: torch.Tensor, chunk: Optional[int] = No
             passes += 1
     rows = rows.double()
     return rows @ rows.transpose(1, 2), passes
+
+
+def stacked_input_jacobian_norms(stack, x: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
+    """(K, n): `input_jacobian_norms` of every member of a stack on inputs they share, one vmapped jacrev per chunk
+    (the members' C x d Jacobians of each example at once)."""
+    params = tuple(p.detach() for p in stack.params)
+
+    def prob(xi):
+        return torch.softmax(stack.forward_with(params, xi[None])[:, 0], dim=-1)  # (K, C)
+
+    out = []
+    with torch.enable_grad():
+        for sl in chunks(x.shape[0], chunk):
+            jac = vmap(jacrev(prob))(x[sl])  # (B, K, C, *input_shape)
+            out.append(torch.linalg.matrix_norm(jac.reshape(*jac.shape[:3], -1), ord=2))
+    return torch.cat(out).T if out else torch.zeros(stack.k, 0, dtype=x.dtype, device=x.device)

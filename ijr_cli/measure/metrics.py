@@ -280,12 +280,18 @@ def jacobian_values(m: "Measurer", lr: float, out: Dict[str, object], passes: in
 def input_jacobian(m: "Measurer", lr: float) -> Dict[str, object]:
     """Per-example spectral norms of d softmax(f(x)) / dx (paper 002), max and mean, on the first n_input_jac
     examples of S and of the test set, in eval mode (one vmapped jacrev per chunk)."""
+    return input_jacobian_values(
+        input_jacobian_norms(m.model, m.x_probe[: m.n_input_jac], m.probe_chunk),
+        input_jacobian_norms(m.model, m.data.x_test[: m.n_input_jac], m.probe_chunk),
+    )
+
+
+def input_jacobian_values(probe_norms: torch.Tensor, test_norms: torch.Tensor) -> Dict[str, object]:
     out = {}
-    for x, (max_key, mean_key) in (
-        (m.x_probe, (INPUT_JAC_MAX, INPUT_JAC_MEAN)),
-        (m.data.x_test, (TEST_INPUT_JAC_MAX, TEST_INPUT_JAC_MEAN)),
+    for norms, (max_key, mean_key) in (
+        (probe_norms, (INPUT_JAC_MAX, INPUT_JAC_MEAN)),
+        (test_norms, (TEST_INPUT_JAC_MAX, TEST_INPUT_JAC_MEAN)),
     ):
-        norms = input_jacobian_norms(m.model, x[: m.n_input_jac], m.probe_chunk)
         out[max_key] = float(norms.max()) if len(norms) else math.nan
         out[mean_key] = float(norms.mean()) if len(norms) else math.nan
     return out

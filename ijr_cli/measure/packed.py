@@ -3,8 +3,9 @@
 Batched over the stack: the train/test evaluation, the probe set's outputs (impurity, ...), the gradient, the
 sharpness and the Gauss-Newton sharpness (one Hessian- or GN-vector product of sum_k L_S(theta_k) serves every
 member; `lanczos.lanczos_top_members` runs each member's own solver, warm-started from its own Ritz vectors and
-stopped on its own residual) and the mean Jacobian's Gram matrices (C backward passes for all members). The input
-Jacobians, the weights, batch sharpness and paper 000's App. D groups (per-example work) are computed
+stopped on its own residual), the mean Jacobian's Gram matrices (C backward passes for all members) and the input
+Jacobians' norms (one vmapped jacrev for all members). The weights, batch sharpness, paper 000's App. D groups and
+the trajectory are computed
 by the member's own `Measurer` on its own model (whose parameters are views of the stack), with this row's batched
 results in its row cache, so a group that builds on another (cos_grad_top_eig, align_S_top_eig, ijr_proxy) uses them.
 A batched group's `<group>_s` is the pack's wall time for it divided by the members measured.
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from ijr_cli.core.metric_names import COS_GRAD_TOP_EIG, GN_SHARPNESS, GROUPS, SHARPNESS
 from ijr_cli.curvature.impurity import gini, top_impurity
-from ijr_cli.curvature.jacobians import gram_summaries, stacked_mean_jacobian_gram
+from ijr_cli.curvature.jacobians import gram_summaries, stacked_input_jacobian_norms, stacked_mean_jacobian_gram
 from ijr_cli.curvature.lanczos import lanczos_top_members
 from ijr_cli.curvature.operators import (
     stacked_gauss_newton_operator,
@@ -34,7 +35,7 @@ from ijr_cli.measure.measurer import Measurer
 from ijr_cli.objectives import MemberObjectives
 from ijr_cli.stack import ModelStack
 
-BATCHED_GROUPS = ("probe_outputs", "grad", "sharpness", "gn_sharpness", "jacobian")
+BATCHED_GROUPS = ("probe_outputs", "grad", "sharpness", "gn_sharpness", "jacobian", "input_jacobian")
 
 
 def _inputs(tensors: Sequence[torch.Tensor]):
@@ -64,6 +65,8 @@ class PackedMeasurer:
             self.batched.discard("sharpness")
         if first.data.num_classes > 100:  # (the sequential runs take Algorithm 2's iteration: theirs)
             self.batched.discard("jacobian")
+        if self.probe[0][1] or self.splits["test"][0][1]:  # (inputs that differ per member: member by member)
+            self.batched.discard("input_jacobian")
         self.gradient_for_cosine = COS_GRAD_TOP_EIG in first.wanted
 
     # ------------------------------------------------------------------------------------------ evaluation
@@ -212,3 +215,11 @@ class PackedMeasurer:
         return {
             i: metrics.jacobian_values(self.measurers[i], lrs[i], gram_summaries(grams[i]), passes) for i in members
         }
+
+    def _input_jacobian(self, members: List[int], lrs) -> Dict[int, Dict[str, object]]:
+        """`metrics.input_jacobian` of every member: one vmapped jacrev per chunk for all members (shared inputs)."""
+        first = self.measurers[0]
+        n, chunk = first.n_input_jac, first.probe_chunk
+        probe = stacked_input_jacobian_norms(self.stack, self.probe[0][0][:n], chunk)
+        test = stacked_input_jacobian_norms(self.stack, self.splits["test"][0][0][:n], chunk)
+        return {i: metrics.input_jacobian_values(probe[i], test[i]) for i in members}
