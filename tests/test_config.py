@@ -25,11 +25,11 @@ SAME_NAMES = {  # callable -> the schema whose fields its parameters of the same
     stability_threshold: C.OptimizerConfig,
 }
 RENAMED = [  # (callable, parameter, schema, field)
-    (lanczos.lanczos_top, "k", C.MetricsConfig, "sharpness_k"),
-    (lanczos.lanczos_top, "max_iters", C.MetricsConfig, "lanczos_max_iters"),
-    (lanczos.lanczos_top, "tol", C.MetricsConfig, "lanczos_tol"),
-    (lanczos.lanczos_top, "block_extra", C.MetricsConfig, "lanczos_block_extra"),
-    (lanczos.lanczos_top, "min_depth", C.MetricsConfig, "lanczos_min_depth"),
+    (lanczos.lanczos_solver, "k", C.MetricsConfig, "sharpness_k"),
+    (lanczos.lanczos_solver, "max_iters", C.MetricsConfig, "lanczos_max_iters"),
+    (lanczos.lanczos_solver, "tol", C.MetricsConfig, "lanczos_tol"),
+    (lanczos.lanczos_solver, "block_extra", C.MetricsConfig, "lanczos_block_extra"),
+    (lanczos.lanczos_solver, "min_depth", C.MetricsConfig, "lanczos_min_depth"),
     (operators.hessian_operator, "bn_mode", C.ProbeConfig, "bn_mode"),
     (operators.hessian_operator, "cache_graph", C.ProbeConfig, "cache_graph"),
     (operators.gauss_newton_operator, "bn_mode", C.ProbeConfig, "bn_mode"),

@@ -42,21 +42,9 @@ class LanczosResult:
     ritz_vectors: Optional[torch.Tensor] = None  # (dim, <= b) the top Ritz vectors: the next warm start
 
 
-def lanczos_top(
-    matvec: Callable[[torch.Tensor], torch.Tensor],
-    dim: int,
-    *,
-    k: int = schema_default(MetricsConfig, "sharpness_k"),
-    max_iters: int = schema_default(MetricsConfig, "lanczos_max_iters"),
-    tol: float = schema_default(MetricsConfig, "lanczos_tol"),
-    v0: Optional[torch.Tensor] = None,
-    generator: Optional[torch.Generator] = None,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    block_extra: int = schema_default(MetricsConfig, "lanczos_block_extra"),
-    min_depth: int = schema_default(MetricsConfig, "lanczos_min_depth"),
-) -> LanczosResult:
-    """Top-k eigenpairs of the symmetric operator `matvec` on R^dim by block Lanczos with full reorthogonalisation.
+def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, **settings) -> LanczosResult:
+    """Top-k eigenpairs of the symmetric operator `matvec` on R^dim by block Lanczos with full reorthogonalisation;
+    `settings` are `lanczos_solver`'s (k, max_iters, tol, v0, generator, device, dtype, block_extra, min_depth).
 
     `v0` ((dim,) or (dim, j)) warm-starts: its first b - 1 columns join the start block beside fresh Gaussian
     directions from `generator`. `max_iters` bounds the products (a block costs b of them; at least `min_depth`
@@ -65,18 +53,7 @@ def lanczos_top(
     or when another block would pass `max_iters`. Cost per block: b products, O(n b dim) for the two reorthogonalisation
     passes over the n basis vectors, and about b host syncs (the new block's column norms).
     """
-    solver = lanczos_solver(
-        dim,
-        k=k,
-        max_iters=max_iters,
-        tol=tol,
-        v0=v0,
-        generator=generator,
-        device=device,
-        dtype=dtype,
-        block_extra=block_extra,
-        min_depth=min_depth,
-    )
+    solver = lanczos_solver(dim, **settings)
     block = next(solver)
     while True:
         try:
