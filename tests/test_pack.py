@@ -326,11 +326,17 @@ def test_a_pack_killed_with_sigkill_resumes_to_the_metrics_of_an_uninterrupted_p
     again = cli("ijr-sweep", [study, "--pack", "3", "--sweep-dir", cut], timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "3 job(s): 3 to run (0 new, 3 to resume)" in again.stdout, again.stdout
+    resumed = []
     for run in (tmp_path / "whole").glob("optimizer.lr=*"):
         status = json.loads((cut / run.name / "status.json").read_text())
-        assert status["status"] == "COMPLETED" and status["attempts"][-1]["resumed_from_step"] >= 100
-        strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rs]  # noqa: E731
-        assert strip(rows(cut / run.name)) == strip(rows(run))
+        assert status["status"] == "COMPLETED"
+        # (killed between two members' checkpoint writes, a member without one starts again from step 0: members
+        # resumed from different steps are packed by step)
+        resumed.append(status["attempts"][-1]["resumed_from_step"])
+        # (to rounding: a member that started again alone ran as an ordinary run, not in the pack)
+        assert_rows_close(rows(run), rows(cut / run.name), rel=1e-9)
+    assert json.loads((member / "status.json").read_text())["attempts"][-1]["resumed_from_step"] >= 100
+    assert all(r is None or r >= 100 for r in resumed), resumed
 
 
 def test_the_members_solver_gives_each_member_what_it_would_get_alone(float64):
