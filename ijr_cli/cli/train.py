@@ -117,6 +117,13 @@ def _pack_task(ref: str, sweep_dir: Path, overrides: List[str], multirun: bool) 
         if not multirun:
             _fail(str(e))
         return _job_failed(overrides, str(e))
+    except Exception as e:  # noqa: BLE001 - as for one job: a pack's crash must not stop the multirun's other packs
+        if not multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        import traceback
+
+        traceback.print_exc()  # (each member still running recorded FAILED with the traceback in its status.json)
+        return _job_failed(overrides, f"{type(e).__name__}: {e}")
     failure = None
     for i, message in failures.items():
         _record_failed_job(jobs[i].run_dir, jobs[i].overrides, message)
