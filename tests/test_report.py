@@ -14,7 +14,7 @@ from conftest import TINY, run_cli
 from helpers import cli
 from synthetic_sweep import make_sweep, write_run  # noqa: E402
 
-from ijr_cli.report import collect, figures, tables  # noqa: E402
+from ijr_cli.report import collect, figures, tables, theory  # noqa: E402
 
 
 def report(*args, timeout=300):
@@ -333,7 +333,7 @@ def test_impurity_eigenvalues_agree_with_torch_and_theorem1():
 
     rng = np.random.default_rng(1)
     p = rng.dirichlet(np.full(10, 0.3), size=200)
-    ev = figures.impurity_eigenvalues(p)
+    ev = theory.impurity_eigenvalues(p)
     torch_top = top_impurity(torch.tensor(p, dtype=torch.float64)).numpy()
     assert np.allclose(ev[:, -1], torch_top, atol=1e-10)
     assert np.allclose(ev[:, 0], 0, atol=1e-12)  # λ(C) = 0
@@ -342,7 +342,7 @@ def test_impurity_eigenvalues_agree_with_torch_and_theorem1():
     assert (ev[:, -1] <= q[:, 0] + 1e-12).all() and (ev[:, -1] >= q[:, 1] - 1e-12).all()
     assert (ev[:, -1] >= gini / 2 - 1e-12).all() and (ev[:, -1] <= gini + 1e-12).all()
     roots = ev[0][1:]  # the nonzero eigenvalues are the roots of the secular function
-    assert np.abs(figures.secular(roots, p[0])).max() < 1e-8
+    assert np.abs(theory.secular(roots, p[0])).max() < 1e-8
 
 
 # ------------------------------------------------------------------------------------------ the command
@@ -452,7 +452,7 @@ def test_report_on_runs_written_by_ijr_train(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = report(sweep, "--out", tmp_path / "rep")
+    proc = report(sweep, "--out", tmp_path / "rep", "--theory")
     assert proc.returncode == 0, proc.stderr
     drawn = [ln for ln in proc.stderr.splitlines() if ln.startswith("ijr-report: figure ")]  # progress, per figure
     assert drawn and drawn[0].startswith("ijr-report: figure 1/") and "paper000_fig2" in drawn[-1], proc.stderr

@@ -57,7 +57,7 @@ def chromium(tmp_path_factory):
 def test_index_html_renders_in_chromium_and_every_image_loads(tmp_path, chromium):
     sweep = tmp_path / "lr_bs"
     make_sweep(sweep, [0.01, 0.1], [32, 128], [0, 1], steps=60, every=3)
-    proc = subprocess.run([IJR_REPORT, str(sweep)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([IJR_REPORT, str(sweep), "--theory"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     page = (sweep / "report" / "index.html").read_text()
     assert "src='http" not in page and 'src="http' not in page and "<link" not in page  # self-contained

@@ -7,7 +7,7 @@ Writes into PATH/report/ (or --out), replacing it as a whole only when everythin
   history.parquet            every logged value: run, step, metric, value
   tables/*.md|tex|csv        aggregate (per sweep, grouped by the swept hyperparameters or --group-by),
                              table1 (paper 000 Table 1 layout), correlations (paper 002)
-  figures/*.png|pdf          trajectories, final metrics, heatmaps, paper 000 Figs. 1 and 2 (left)
+  figures/*.png|pdf          trajectories, spectrum, final metrics, heatmaps (+ --theory: paper 000 Figs. 1, 2)
   report.json                the command, versions, counts, warnings and timings
 """
 
@@ -53,6 +53,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="the column that names a run's regulariser family in the correlation table (default: family)",
     )
     ap.add_argument("--no-figures", action="store_true", help="tables and page only (fast)")
+    ap.add_argument(
+        "--theory",
+        action="store_true",
+        help="also paper 000's synthetic theory figures (Fig. 1's secular function, Fig. 2's bounds on random p)",
+    )
     ap.add_argument("--jobs", type=int, default=0, help="threads reading metrics files (default: one per CPU)")
     ap.add_argument("--no-slurm", action="store_true", help="do not ask squeue for the state of SLURM jobs")
     return ap.parse_args(argv)
@@ -74,6 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 metrics=args.metrics,
                 family_by=args.family_by,
                 figures=not args.no_figures,
+                theory=args.theory,
                 jobs=args.jobs,
                 query_slurm=not args.no_slurm,
                 command=" ".join([PROG, *argv]),

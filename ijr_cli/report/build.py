@@ -36,6 +36,7 @@ class ReportOptions:
     metrics: Optional[List[str]] = None  # default: those of tables.KEY_METRICS that the runs logged
     family_by: str = "family"
     figures: bool = True
+    theory: bool = False  # also paper 000's synthetic Figs. 1-2 (no run's data)
     jobs: int = 0  # threads reading metrics files (0: one per CPU)
     query_slurm: bool = True
     command: str = "ijr-report"  # as typed, for the page's "how it was generated"
@@ -112,7 +113,7 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
         theory = []
         if args.figures:
             t2 = time.perf_counter()
-            theory = write_figures(data, sections, tmp / "figures", log)
+            theory = write_figures(data, sections, tmp / "figures", log, theory=args.theory)
             timings["figures_s"] = time.perf_counter() - t2
             log(f"{sum(len(s.figures) for s in sections) + len(theory)} figures drawn ({timings['figures_s']:.1f} s)")
         generated = generation_facts(args.command, out, data, timings)
@@ -226,10 +227,13 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text)).strip("_") or "all"
 
 
-def write_figures(data: collect.Collection, sections, out: Path, log: Callable[[str], None] = lambda m: None):
-    """Every figure of every sweep section, then the theory figures; `log` hears "figure i/N name (elapsed)" as
-    each is drawn (drawing is most of a report's time)."""
+def write_figures(
+    data: collect.Collection, sections, out: Path, log: Callable[[str], None] = lambda m: None, theory: bool = False
+):
+    """Every figure of every sweep section, then (with `theory`) the synthetic theory figures; `log` hears
+    "figure i/N name (elapsed)" as each is drawn (drawing is most of a report's time)."""
     from ijr_cli.report import figures
+    from ijr_cli.report import theory as theory_figures
 
     out.mkdir()
     runs = data.runs
@@ -243,13 +247,16 @@ def write_figures(data: collect.Collection, sections, out: Path, log: Callable[[
         if wide is not None:
             import polars as pl
 
-            cols = ["run", "step"] + [c for c in wide.columns if c in _TRAJECTORY_COLUMNS]
+            cols = ["run", "step"] + [c for c in wide.columns if c in _TRAJECTORY_COLUMNS or _is_spectrum(c)]
             history = wide.filter(pl.col("run").is_in(list(sub.index))).select(cols).to_pandas()
             for k in keys or [None]:
                 hue = k or "sweep"
                 name = f"{slug}_trajectories_{_slug(hue)}"
                 title = f"{sweep}: trajectories by {hue}"
                 planned.append((section, name, partial(figures.trajectories, history, sub, hue, out, name, title)))
+            if any(_is_spectrum(c) for c in cols):
+                name, title = f"{slug}_spectrum", f"{sweep}: tracked top Hessian eigenvalues"
+                planned.append((section, name, partial(figures.spectrum, history, sub, out, name, title)))
         for x in keys:
             hue = next((k for k in keys if k != x), None)
             name = f"{slug}_finals_vs_{_slug(x)}"
@@ -262,17 +269,24 @@ def write_figures(data: collect.Collection, sections, out: Path, log: Callable[[
                 planned.append(
                     (section, name, partial(figures.heatmap, sub, keys[0], keys[1], metric, out, name, title))
                 )
-    planned += [(None, "paper000_fig1", partial(figures.paper000_fig1, out))]
-    planned += [(None, "paper000_fig2", partial(figures.paper000_fig2, out))]
-    theory, started = [], time.perf_counter()
+    if theory:
+        planned += [(None, "paper000_fig1", partial(theory_figures.paper000_fig1, out))]
+        planned += [(None, "paper000_fig2", partial(theory_figures.paper000_fig2, out))]
+    drawn_theory, started = [], time.perf_counter()
     for i, (section, name, draw) in enumerate(planned, 1):
         fig = draw()
         log(f"figure {i}/{len(planned)} {name} ({time.perf_counter() - started:.1f} s)")
         if section is None:
-            theory.append(fig)
+            drawn_theory.append(fig)
         elif fig:
             section.figures.append(fig)
-    return theory
+    return drawn_theory
+
+
+def _is_spectrum(column: str) -> bool:
+    """sharpness_k_2, sharpness_k_3, ...: the tracked eigenvalues below the top one (collect.expand_lists)."""
+    prefix = M.SHARPNESS_K + "_"
+    return column.startswith(prefix) and column[len(prefix) :].isdigit()
 
 
 _TRAJECTORY_COLUMNS = (
@@ -284,6 +298,8 @@ _TRAJECTORY_COLUMNS = (
     M.JAC_OP_NORM,
     M.IJR_PROXY,
     M.INPUT_JAC_MAX,
+    M.TRAIN_LOSS,
+    M.TEST_LOSS,
     M.TRAIN_CE,
     M.TEST_CE,
     M.TRAIN_ACC,

@@ -11,7 +11,9 @@ The `runs` table holds, per run: `sweep`, `run` (its directory name), `run_id` (
 column per swept hyperparameter (the dotted override key, e.g. `optimizer.lr`), the key config values
 (CONFIG_COLUMNS), `family` (the regularisers in force), the final value of every logged metric, `best_test_acc`,
 `eos_onset_step` (first logged step with sharpness ≥ 90 % of the stability threshold), `last_step` and
-`wall_time_s`. A warning names each file that was skipped or only partly read; nothing here raises on bad files.
+`wall_time_s`. A list metric (`sharpness_k`, the tracked top eigenvalues) becomes columns
+`sharpness_k_1` …. A warning names each file that was skipped or only partly read; nothing here raises on bad
+files.
 """
 
 from __future__ import annotations
@@ -215,6 +217,7 @@ def read_metrics(path: Path):
             rows, bad = records.read_rows_counted(path)
             if bad:
                 warning = f"{path}: {bad} unreadable line(s) skipped (truncated or corrupt)"
+            rows = [_expand_row(r) for r in rows]
             frame = (
                 pl.from_pandas(pd.DataFrame.from_records(rows).apply(pd.to_numeric, errors="coerce")) if rows else None
             )
@@ -222,6 +225,7 @@ def read_metrics(path: Path):
         return None, warning or f"{path}: no rows; skipped"
     if "step" not in frame.columns:
         return None, f"{path}: no 'step' column; not an ijr metrics file, skipped"
+    frame = expand_lists(frame)
     numeric = [c for c, t in frame.schema.items() if t.is_numeric() or t == pl.Boolean]
     frame = frame.select([pl.col(c).cast(pl.Int64 if c == "step" else pl.Float64) for c in numeric])
     if frame["step"].null_count():
@@ -232,9 +236,37 @@ def read_metrics(path: Path):
 CHUNK_FILES = 50  # metrics files per polars call
 
 
+def list_column(key: str, i: int) -> str:
+    """The column of the i-th (1-based) entry of a list metric: sharpness_k_2 is the second tracked eigenvalue."""
+    return f"{key}_{i}"
+
+
+def expand_lists(frame):
+    """Each list metric of LIST_KEYS (sharpness_k: the tracked top eigenvalues) as numeric columns key_1 … key_K
+    (K the longest list; a shorter list leaves nulls), beside the other columns."""
+    import polars as pl
+
+    lists = [c for c in LIST_KEYS if c in frame.columns and isinstance(frame.schema[c], pl.List)]
+    for c in lists:
+        longest = frame.select(pl.col(c).list.len().max()).item() or 0
+        frame = frame.with_columns(
+            [pl.col(c).list.get(i, null_on_oob=True).alias(list_column(c, i + 1)) for i in range(longest)]
+        )
+    return frame
+
+
+def _expand_row(row: dict) -> dict:
+    """`expand_lists` for one parsed row (the line-by-line reader)."""
+    for c in LIST_KEYS:
+        if isinstance(row.get(c), list):
+            row.update({list_column(c, i + 1): v for i, v in enumerate(row[c])})
+    return row
+
+
 def _numeric(frame):
     import polars as pl
 
+    frame = expand_lists(frame)
     numeric = [c for c, t in frame.schema.items() if t.is_numeric() or t == pl.Boolean]
     return frame.select(
         [pl.col(c).cast(pl.Int32 if c == "run" else pl.Int64 if c == "step" else pl.Float64) for c in numeric]

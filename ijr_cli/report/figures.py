@@ -1,14 +1,16 @@
-"""Figures of a report (seaborn / matplotlib, Agg backend; each saved as PNG and PDF). No torch.
+"""Figures of a sweep (seaborn / matplotlib, Agg backend; each saved as PNG and PDF). No torch.
 
-- trajectories: sharpness with its stability threshold, mean impurity with its 25–75 % band, ‖⟨J⟩‖ and
-  `ijr_proxy`, losses and accuracies, against the step, one colour per value of a swept hyperparameter;
-- finals: final metrics against a swept hyperparameter, hue/style by another (paper 002 Figs. 2–5);
-- heatmap: a final metric over a two-dimensional grid;
-- paper 000 Fig. 1: the secular function 1 − Σ p_i²/(p_i − λ) of a probability vector, its poles p_i and its
-  roots (the eigenvalues of M = diag(p) − ppᵀ, Theorem 1);
-- paper 000 Fig. 2 (left): λ(1) against p(1) for random probability vectors, with Theorem 1's bounds
-  ½·Gini(p(1)) ≤ λ(1) ≤ Gini(p(1)), Gini(q) = 2q(1 − q), and λ(1) ≤ p(1).
+- trajectories: sharpness with its stability threshold, sharpness / threshold (1 = the edge of stability), mean
+  impurity with its 25–75 % band, ‖⟨J⟩‖ and `ijr_proxy`, the trained loss (MSE or CE, named), plain CE when it
+  differs, accuracies (%), against the step, one colour per value of a swept hyperparameter;
+- spectrum: the tracked top Hessian eigenvalues (`sharpness_k`) over the steps, with the threshold;
+- finals: final metrics against a swept hyperparameter, hue/style by another, markers, the stability threshold on
+  the sharpness panel (paper 002 Figs. 2–5);
+- heatmap: a final metric over a two-dimensional grid.
 
+Every axis is readable: a positive metric spanning ≥ 30× gets a log axis with labelled 1-2-5 ticks (else linear),
+a swept log axis is ticked at the swept values, and `declutter` drops every other tick label of an axis until no
+two labels of the figure overlap (tested on the rendered bounding boxes). Accuracies are in % everywhere.
 Lines are means over the runs sharing a value (seeds, and any other swept key), bands ± one standard deviation.
 """
 
@@ -27,6 +29,9 @@ from ijr_cli.report.collect import present
 
 MAX_POINTS = 400  # steps kept per run in trajectory plots (evenly thinned; the tables use every step)
 FINAL_PANELS = (M.INPUT_JAC_MAX, M.JAC_OP_NORM, M.SHARPNESS, M.GEN_GAP_LOSS, M.GEN_GAP_ACC, M.TEST_ACC)
+PERCENT = (M.TEST_ACC, M.TRAIN_ACC, M.GEN_GAP_ACC, "best_test_acc")  # fractions, drawn in %
+EDGE = "sharpness_over_threshold"  # derived here: sharpness / the run's threshold (carried forward)
+LOG_RATIO = 30  # a positive metric spanning at least this factor is drawn on a log axis
 
 
 @dataclass
@@ -50,6 +55,7 @@ def _plt():
 
 
 def _save(fig, out_dir: Path, name: str, title: str, caption: str) -> Figure:
+    declutter(fig)
     png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
     fig.savefig(png, dpi=130, bbox_inches="tight")
     fig.savefig(pdf, bbox_inches="tight")
@@ -59,9 +65,102 @@ def _save(fig, out_dir: Path, name: str, title: str, caption: str) -> Figure:
     return Figure(name=name, title=title, caption=caption, png=png, pdf=pdf)
 
 
-def _log_scale(values: pd.Series) -> bool:
-    v = pd.to_numeric(values, errors="coerce").dropna()
-    return len(v) > 1 and (v > 0).all() and v.max() / v.min() >= 8
+# ------------------------------------------------------------------------------------------ readable axes
+def label(value) -> str:
+    """A hyperparameter value as text: integers without '.0' (200, not 200.0), other numbers with %g."""
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return "–"
+        return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+    return str(value)
+
+
+def _drawn_labels(axis) -> list:
+    """The tick labels matplotlib draws on `axis` (those of the ticks in view, with text)."""
+    ticks = axis._update_ticks()  # (private, since matplotlib 2: the ticks in view; get_ticklabels has stale ones)
+    return [t.label1 for t in ticks if t.label1.get_visible() and t.label1.get_text()]
+
+
+def tick_label_boxes(fig) -> List[tuple]:
+    """(axes index, 'x'|'y', text, display-space bounding box) of every drawn tick label of the figure."""
+    if not hasattr(fig.canvas, "get_renderer"):  # a closed figure: give it back an Agg canvas to measure on
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    out = []
+    for i, ax in enumerate(fig.axes):
+        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            for text in _drawn_labels(axis):
+                out.append((i, name, text.get_text(), text.get_window_extent(renderer)))
+    return out
+
+
+def overlapping_tick_labels(fig, pad: float = 1.0) -> List[tuple]:
+    """Pairs of tick labels of `fig` whose rendered bounding boxes intersect (`pad` pixels of air required)."""
+    boxes = tick_label_boxes(fig)
+    clashes = []
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            p, q = boxes[a][3], boxes[b][3]
+            if p.x0 < q.x1 + pad and q.x0 < p.x1 + pad and p.y0 < q.y1 + pad and q.y0 < p.y1 + pad:
+                clashes.append((boxes[a][:3], boxes[b][:3]))
+    return clashes
+
+
+def declutter(fig, rounds: int = 6) -> None:
+    """Drop every other major tick of an axis whose labels overlap each other, until none do."""
+    import matplotlib.ticker as mticker
+
+    for _ in range(rounds):
+        clashes = overlapping_tick_labels(fig)
+        if not clashes:
+            return
+        for i, name in dict.fromkeys((a[0], a[1]) for pair in clashes for a in pair):
+            axis = getattr(fig.axes[i], f"{name}axis")
+            locs = [t.get_loc() for t in axis._update_ticks() if t.label1.get_text()]
+            if len(locs) > 1:
+                axis.set_major_locator(mticker.FixedLocator(locs[::2]))
+            axis.set_minor_formatter(mticker.NullFormatter())
+
+
+def _plain_formatter():
+    import matplotlib.ticker as mticker
+
+    return mticker.FuncFormatter(lambda v, _: f"{v:g}")
+
+
+def readable_scale(ax, values, axis: str = "y") -> None:
+    """A log axis with labelled 1-2-5 ticks when `values` are positive and span ≥ LOG_RATIO×, else linear."""
+    import matplotlib.ticker as mticker
+
+    v = pd.to_numeric(pd.Series(np.ravel(values)), errors="coerce").dropna()
+    v = v[np.isfinite(v)]
+    if len(v) < 2 or (v <= 0).any() or v.max() / v.min() < LOG_RATIO:
+        return
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(_plain_formatter())
+    target.set_minor_formatter(mticker.NullFormatter())
+
+
+def swept_log_axis(ax, values) -> None:
+    """A log x axis ticked at the swept values themselves (labels %g), for a swept key spanning ≥ 8×."""
+    import matplotlib.ticker as mticker
+
+    v = np.unique(pd.to_numeric(pd.Series(values), errors="coerce").dropna().to_numpy())
+    if len(v) < 2 or (v <= 0).any() or v.max() / v.min() < 8:
+        return
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(mticker.FixedLocator(v))
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda x, _: label(float(f"{x:.6g}"))))
+    ax.xaxis.set_minor_locator(mticker.NullLocator())
 
 
 # ------------------------------------------------------------------------------------------ trajectories
@@ -77,18 +176,40 @@ def thin(history: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
     return history[keep]
 
 
-def trajectory_panels(columns: Sequence[str]) -> List[tuple]:
-    """(title, main metric, extra) for the panels whose metric was logged."""
+def with_edge(history: pd.DataFrame) -> pd.DataFrame:
+    """`history` with EDGE = sharpness / threshold, the threshold carried forward within each run (it is logged
+    when the learning rate changes); rows without sharpness get NaN."""
+    if M.SHARPNESS not in history or M.THRESHOLD not in history:
+        return history
+    threshold = history.groupby("run", sort=False)[M.THRESHOLD].ffill()
+    return history.assign(**{EDGE: history[M.SHARPNESS] / threshold.where(threshold > 0)})
+
+
+def loss_names(runs: pd.DataFrame) -> str:
+    """The trained losses of the runs, e.g. 'mse' or 'ce, mse' (config `loss.name`)."""
+    names = sorted({str(v) for v in runs.get("loss.name", pd.Series(dtype=object)).dropna()})
+    return ", ".join(names) or "the trained objective"
+
+
+def trajectory_panels(history: pd.DataFrame, loss: str = "the trained objective") -> List[tuple]:
+    """(title, main metric, extra, percent) for the panels whose metric was logged; `extra` is a dashed companion
+    (a name) or a band (two names). Plain CE gets its own panel only where it differs from the trained loss."""
+    ce_differs = M.TRAIN_LOSS not in history or (
+        M.TRAIN_CE in history
+        and not np.allclose(history[M.TRAIN_LOSS], history[M.TRAIN_CE], rtol=1e-9, atol=0, equal_nan=True)
+    )
     panels = [
-        ("sharpness vs 2/η-type threshold (dashed)", M.SHARPNESS, M.THRESHOLD),
-        ("mean impurity ⟨λ(1)⟩ (band: 25–75 %)", M.IMPURITY_MEAN, (M.IMPURITY_Q25, M.IMPURITY_Q75)),
-        ("‖⟨J⟩‖₂", M.JAC_OP_NORM, None),
-        ("ijr_proxy = ⟨λ(1)⟩·‖⟨J⟩û‖²", M.IJR_PROXY, None),
-        ("input–output Jacobian (max)", M.INPUT_JAC_MAX, None),
-        ("loss (solid train, dashed test; plain CE)", M.TRAIN_CE, M.TEST_CE),
-        ("accuracy (solid train, dashed test)", M.TRAIN_ACC, M.TEST_ACC),
+        ("sharpness λ_max (dashed: stability threshold 2/η)", M.SHARPNESS, M.THRESHOLD, False),
+        ("sharpness / threshold (1 = the edge of stability)", EDGE, None, False),
+        ("mean impurity ⟨λ(1)⟩ (band: 25–75 %)", M.IMPURITY_MEAN, (M.IMPURITY_Q25, M.IMPURITY_Q75), False),
+        ("‖⟨J⟩‖₂", M.JAC_OP_NORM, None, False),
+        ("ijr_proxy = ⟨λ(1)⟩·‖⟨J⟩û‖²", M.IJR_PROXY, None, False),
+        ("input–output Jacobian (max)", M.INPUT_JAC_MAX, None, False),
+        (f"trained loss: {loss} (solid train, dashed test)", M.TRAIN_LOSS, M.TEST_LOSS, False),
+        ("plain cross-entropy (solid train, dashed test)", M.TRAIN_CE, M.TEST_CE, False),
+        ("accuracy % (solid train, dashed test)", M.TRAIN_ACC, M.TEST_ACC, True),
     ]
-    return [p for p in panels if p[1] in columns]
+    return [p for p in panels if p[1] in history and (p[1] != M.TRAIN_CE or ce_differs)]
 
 
 def _extras(extra) -> tuple:
@@ -125,13 +246,33 @@ def _of(stats: pd.DataFrame, value: str) -> pd.DataFrame:
     )
 
 
+def _grid(plt, n: int, width: float = 4.2, height: float = 3.1):
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, axes, nrows
+
+
+def _legend_on_top(fig, axes, hue: str, n: int, nrows: int, title: str) -> None:
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(
+            handles, labels, title=hue, loc="upper center", ncols=min(8, n), frameon=False, bbox_to_anchor=(0.5, 1.0)
+        )
+    fig.suptitle(title, y=1.0 + 0.12 / nrows, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.16 / nrows))
+
+
 def trajectories(
     history: pd.DataFrame, runs: pd.DataFrame, hue: str, out_dir: Path, name: str, title: str
 ) -> Optional[Figure]:
     """`history`: wide per-run rows (run index, step, metrics); `runs` indexed by run index with column `hue`."""
     plt, sns = _plt()
-    values = runs[hue].map(str)
-    panels = trajectory_panels(history.columns)
+    values = runs[hue].map(label)
+    history = with_edge(history)
+    panels = trajectory_panels(history, loss_names(runs))
     columns = [c for c in dict.fromkeys(x for p in panels for x in (p[1], *_extras(p[2]))) if c in history]
     stats = trajectory_stats(history, values, columns)
     panels = [p for p in panels if p[1] in stats]
@@ -139,62 +280,77 @@ def trajectories(
         return None
     order = sorted(values.loc[values.index.intersection(history["run"].unique())].unique(), key=_natural)
     palette = dict(zip(order, sns.color_palette("viridis", len(order))))
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.1 * nrows), squeeze=False)
-    for ax, (panel_title, metric, extra) in zip(axes.flat, panels):
+    fig, axes, nrows = _grid(plt, len(panels))
+    for ax, (panel_title, metric, extra, percent) in zip(axes.flat, panels):
+        scale = 100 if percent else 1
         for value in order:
             color = palette[value]
-            line = _of(stats[metric], value)
+            line = _of(stats[metric], value) * scale
             ax.plot(line.index, line["mean"], color=color, linewidth=1.2, label=value)
             ax.fill_between(
                 line.index, line["mean"] - line["std"], line["mean"] + line["std"], color=color, alpha=0.2, linewidth=0
             )
             if isinstance(extra, str) and extra in stats:
-                dashed = _of(stats[extra], value)
+                dashed = _of(stats[extra], value) * scale
                 ax.plot(dashed.index, dashed["mean"], color=color, linestyle="--", linewidth=1.0)
             elif isinstance(extra, tuple) and all(e in stats for e in extra):
                 low, high = _of(stats[extra[0]], value)["mean"], _of(stats[extra[1]], value)["mean"]
                 low, high = low.align(high, join="inner")
                 ax.fill_between(low.index, low, high, color=color, alpha=0.2, linewidth=0)
+        if metric == EDGE:
+            ax.axhline(1.0, color="k", linestyle="--", linewidth=0.9)
         ax.set_title(panel_title, fontsize=9)
         ax.set_xlabel("step")
-        ax.set_ylabel(metric)
-        if metric in (M.SHARPNESS, M.JAC_OP_NORM, M.IJR_PROXY) and (history[metric].dropna() > 0).all():
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(_plain_formatter())
-            ax.yaxis.set_minor_formatter(_plain_formatter(minor=True))
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(
-            handles,
-            labels,
-            title=hue,
-            loc="upper center",
-            ncols=min(8, len(order)),
-            frameon=False,
-            bbox_to_anchor=(0.5, 1.0),
-        )
-    fig.suptitle(title, y=1.0 + 0.12 / nrows, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.16 / nrows))
+        ax.set_ylabel(metric + (" (%)" if percent else ""))
+        if not percent:
+            readable_scale(ax, stats[metric]["mean"])
+    _legend_on_top(fig, axes, hue, len(order), nrows, title)
     return _save(
         fig,
         out_dir,
         name,
         title,
         f"Against the step, one colour per value of {hue} (mean over the runs sharing it, band ± 1 sd). "
-        "Sharpness: the dashed line is the stability threshold of the run's learning rate.",
+        "Sharpness: the dashed line is the stability threshold of the run's learning rate (2/η for GD); "
+        "sharpness / threshold = 1 is the edge of stability. Accuracies in %.",
     )
 
 
-def _plain_formatter(minor: bool = False):
-    import matplotlib.ticker as mticker
-
-    if minor:
-        return mticker.NullFormatter()
-    return mticker.FuncFormatter(lambda v, _: f"{v:g}")
+def spectrum(history: pd.DataFrame, runs: pd.DataFrame, out_dir: Path, name: str, title: str, max_runs: int = 6):
+    """The tracked top-k Hessian eigenvalues (sharpness_k_1 … sharpness_k_K) of up to `max_runs` runs (the first
+    seed of each setting first), each against the step with the run's threshold; None when k = 1 throughout."""
+    plt, sns = _plt()
+    columns = sorted((c for c in history if c.startswith(M.SHARPNESS_K + "_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+    if len(columns) < 2:
+        return None
+    has = history.dropna(subset=[columns[1]])["run"].unique()
+    chosen = [r for r in runs.sort_values("seed" if "seed" in runs else "run", kind="stable").index if r in has]
+    chosen = chosen[:max_runs]
+    if not chosen:
+        return None
+    fig, axes, nrows = _grid(plt, len(chosen), 4.0, 3.0)
+    colours = sns.color_palette("rocket", len(columns))
+    for ax, run in zip(axes.flat, chosen):
+        mine = thin(history[history["run"] == run], MAX_POINTS)
+        for i, (c, colour) in enumerate(zip(columns, colours), 1):
+            rows = mine.dropna(subset=[c])
+            ax.plot(rows["step"], rows[c], color=colour, linewidth=1.0, label=f"λ_{i}")
+        if M.THRESHOLD in mine:
+            t = mine[["step", M.THRESHOLD]].dropna()
+            ax.plot(t["step"], t[M.THRESHOLD], color="k", linestyle="--", linewidth=0.9, label="threshold")
+        ax.set_title(str(runs.loc[run, "run"]), fontsize=7)
+        ax.set_xlabel("step")
+        ax.set_ylabel("eigenvalue")
+        readable_scale(ax, mine[columns].to_numpy())
+    _legend_on_top(fig, axes, "tracked eigenvalues", len(columns) + 1, nrows, title)
+    return _save(
+        fig,
+        out_dir,
+        name,
+        title,
+        f"The top {len(columns)} Hessian eigenvalues tracked by the sharpness group (metrics.sharpness_k) of "
+        f"{len(chosen)} run(s), with the stability threshold (dashed).",
+    )
 
 
 def _natural(value: str):
@@ -206,7 +362,8 @@ def _natural(value: str):
 
 # ------------------------------------------------------------------------------------------ final metrics
 def finals(runs: pd.DataFrame, x: str, hue: Optional[str], out_dir: Path, name: str, title: str) -> Optional[Figure]:
-    """Final metrics against swept hyperparameter `x`, hue and line style by `hue` (paper 002 Figs. 2–5)."""
+    """Final metrics against swept hyperparameter `x`, hue and line style by `hue`, markers at every swept value;
+    the sharpness panel carries the mean stability threshold per value of x (paper 002 Figs. 2–5)."""
     plt, sns = _plt()
     metrics = present(runs, FINAL_PANELS)
     if not metrics or x not in runs:
@@ -214,30 +371,46 @@ def finals(runs: pd.DataFrame, x: str, hue: Optional[str], out_dir: Path, name: 
     data = runs.copy()
     numeric_x = pd.to_numeric(data[x], errors="coerce").notna().all()
     if not numeric_x:
-        data[x] = data[x].map(str)
+        data[x] = data[x].map(label)
+    order = None
     if hue:
-        data[hue] = data[hue].map(str)
+        data[hue] = data[hue].map(label)
+        order = sorted(data[hue].unique(), key=_natural)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.0), squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
-        data[metric] = pd.to_numeric(data[metric], errors="coerce")
+        scale = 100 if metric in PERCENT else 1
+        data[metric] = pd.to_numeric(data[metric], errors="coerce") * scale
+        style = (
+            dict(hue=hue, style=hue, markers=True, palette="viridis", hue_order=order, style_order=order)
+            if hue
+            else dict(marker="o", color="C0")
+        )
         sns.lineplot(
             data=data,
             x=x,
             y=metric,
-            hue=hue,
-            style=hue,
-            markers=True,
+            dashes=False,
             errorbar="sd",
+            err_style="bars",
             ax=ax,
             legend=ax is axes.flat[-1],
-            palette="viridis" if hue else None,
             sort=numeric_x,
-            color=None if hue else "C0",
+            **style,
         )
-        if numeric_x and _log_scale(data[x]):
-            ax.set_xscale("log")
-        ax.set_title(metric, fontsize=9)
-    if hue and axes.flat[-1].get_legend() is not None:
+        if metric == M.SHARPNESS and M.THRESHOLD in data:
+            t = data.assign(_t=pd.to_numeric(data[M.THRESHOLD], errors="coerce")).groupby(x, sort=numeric_x)["_t"]
+            t = t.mean().dropna()
+            if len(t):
+                ax.plot(t.index, t.to_numpy(), color="k", linestyle="--", linewidth=1.0, label="threshold (2/η)")
+                if ax is not axes.flat[-1]:
+                    ax.legend(fontsize=6, loc="best")
+        if numeric_x:
+            swept_log_axis(ax, data[x])
+        shown = data[metric] if metric != M.SHARPNESS or M.THRESHOLD not in data else data[[metric, M.THRESHOLD]]
+        readable_scale(ax, pd.DataFrame(shown).apply(pd.to_numeric, errors="coerce").to_numpy())
+        ax.set_title(metric + (" (%)" if scale == 100 else ""), fontsize=9)
+        ax.set_ylabel(metric + (" (%)" if scale == 100 else ""))
+    if axes.flat[-1].get_legend() is not None:
         sns.move_legend(axes.flat[-1], "upper left", bbox_to_anchor=(1.02, 1), title=hue, frameon=False)
     fig.suptitle(title, y=1.04, fontsize=11)
     fig.tight_layout()
@@ -246,27 +419,37 @@ def finals(runs: pd.DataFrame, x: str, hue: Optional[str], out_dir: Path, name: 
         out_dir,
         name,
         title,
-        f"Final values against {x}" + (f", line style by {hue}" if hue else "") + "; mean over seeds with ± 1 sd bars.",
+        f"Final values against {x}"
+        + (f", line style by {hue}" if hue else "")
+        + "; mean over seeds with ± 1 sd bars; sharpness panel: dashed, the stability threshold (2/η for GD). "
+        "Accuracies in %.",
     )
 
 
 def heatmap(
     runs: pd.DataFrame, rows: str, cols: str, metric: str, out_dir: Path, name: str, title: str
 ) -> Optional[Figure]:
-    """Mean final `metric` over the (rows × cols) grid, the number of runs per cell in brackets."""
+    """Mean final `metric` over the (rows × cols) grid; the number of runs per cell in brackets when it varies."""
     plt, sns = _plt()
     if metric not in runs:
         return None
     data = runs[[rows, cols]].copy()
+    for k in (rows, cols):
+        data[k] = data[k].map(lambda v: v if isinstance(v, (int, float, np.number)) else label(v))
     data[metric] = pd.to_numeric(runs[metric], errors="coerce")
     mean = data.pivot_table(index=rows, columns=cols, values=metric, aggfunc="mean")
-    count = data.pivot_table(index=rows, columns=cols, values=metric, aggfunc="count")
+    count = data.pivot_table(index=rows, columns=cols, values=metric, aggfunc="count").reindex_like(mean)
     if mean.empty or mean.isna().all().all():
         return None
-    scale = 100 if metric in (M.TEST_ACC, M.TRAIN_ACC, M.GEN_GAP_ACC, "best_test_acc") else 1
-    labels = (mean * scale).map(lambda v: "–" if pd.isna(v) else f"{v:.3g}") + count.reindex_like(mean).map(
-        lambda n: f"\n({0 if pd.isna(n) else int(n)})"
-    )
+    mean.index = [label(v) for v in mean.index]
+    mean.columns = [label(v) for v in mean.columns]
+    count.index, count.columns = mean.index, mean.columns
+    scale = 100 if metric in PERCENT else 1
+    counts = count.fillna(0).astype(int)
+    same = counts.to_numpy().min() == counts.to_numpy().max()
+    labels = (mean * scale).map(lambda v: "–" if pd.isna(v) else f"{v:.3g}")
+    if not same:
+        labels = labels + counts.map(lambda n: f"\n({n})")
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * mean.shape[1], 0.8 + 0.6 * mean.shape[0]))
     sns.heatmap(
         mean * scale,
@@ -277,79 +460,9 @@ def heatmap(
         annot_kws={"fontsize": 7},
         cbar_kws={"label": metric + (" (%)" if scale == 100 else "")},
     )
+    ax.set_ylabel(rows)
+    ax.set_xlabel(cols)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return _save(
-        fig, out_dir, name, title, f"Mean final {metric} per ({rows}, {cols}) cell; runs per cell in brackets."
-    )
-
-
-# ------------------------------------------------------------------------------------------ paper 000 Figs. 1–2
-def impurity_eigenvalues(p: np.ndarray) -> np.ndarray:
-    """Eigenvalues (ascending) of M = diag(p) − ppᵀ for each probability vector in the rows of `p` (float64)."""
-    p = np.atleast_2d(np.asarray(p, dtype=np.float64))
-    m = np.einsum("ni,ij->nij", p, np.eye(p.shape[1])) - p[:, :, None] * p[:, None, :]
-    return np.linalg.eigvalsh(m)
-
-
-def secular(lam: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """The secular function f(λ) = 1 − Σ_i p_i²/(p_i − λ), whose roots are M's nonzero eigenvalues (Theorem 1)."""
-    return 1 - np.sum(p[None, :] ** 2 / (p[None, :] - lam[:, None]), axis=1)
-
-
-def paper000_fig1(out_dir: Path, p: Sequence[float] = (0.45, 0.3, 0.15, 0.07, 0.03)) -> Figure:
-    plt, sns = _plt()
-    p = np.sort(np.asarray(p, dtype=np.float64))[::-1]
-    roots = impurity_eigenvalues(p)[0]
-    lam = np.linspace(-0.05, p[0] + 0.1, 6000)
-    f = secular(lam, p)
-    near_pole = np.min(np.abs(lam[:, None] - p[None, :]), axis=1) < 2e-3
-    f[near_pole] = np.nan
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    ax.plot(lam, f, color="C0", linewidth=1.3, label="f(λ) = 1 − Σ p_i²/(p_i − λ)")
-    for i, pi in enumerate(p):
-        ax.axvline(pi, color="0.5", linestyle="--", linewidth=0.8, label="poles p_i" if i == 0 else None)
-    ax.axhline(0, color="k", linewidth=0.6)
-    ax.plot(roots, np.zeros_like(roots), "o", color="C3", label="roots: eigenvalues of diag(p) − ppᵀ")
-    ax.set_ylim(-6, 6)
-    ax.set_xlabel("λ")
-    ax.set_title(f"Secular function for p = {tuple(round(float(x), 3) for x in p)}", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return _save(
-        fig,
-        out_dir,
-        "paper000_fig1_secular",
-        "Paper 000 Fig. 1: the secular function",
-        "The eigenvalues of M = diag(p) − ppᵀ interlace the sorted p_i (poles): one root in each interval "
-        f"(p(i+1), p(i)) and λ(C) = 0. Here λ(1) = {roots[-1]:.4f} ∈ [p(2), p(1)] = [{p[1]}, {p[0]}].",
-    )
-
-
-def paper000_fig2(out_dir: Path, num_classes: int = 10, n: int = 4000, seed: int = 0) -> Figure:
-    plt, sns = _plt()
-    rng = np.random.default_rng(seed)
-    concentrations = rng.choice([0.05, 0.2, 1.0], size=n)
-    p = np.stack([rng.dirichlet(np.full(num_classes, a)) for a in concentrations])
-    lam1 = impurity_eigenvalues(p)[:, -1]
-    p1 = p.max(axis=1)
-    q = np.linspace(1 / num_classes, 1, 300)
-    gini = 2 * q * (1 - q)
-    fig, ax = plt.subplots(figsize=(5.0, 3.8))
-    ax.scatter(p1, lam1, s=3, alpha=0.35, color="C0", label=f"λ(1) of random p (C = {num_classes})")
-    ax.plot(q, gini, color="C3", label="Gini(p(1)) = 2p(1)(1 − p(1))")
-    ax.plot(q, gini / 2, color="C2", label="½·Gini(p(1))")
-    ax.plot(q, q, color="0.4", linestyle=":", label="p(1)")
-    ax.set_xlabel("p(1), the top probability")
-    ax.set_ylabel("λ(1), the impurity")
-    ax.set_ylim(0, 0.55)
-    ax.legend(fontsize=7)
-    ax.set_title("Impurity against the top probability (Theorem 1 bounds)", fontsize=10)
-    fig.tight_layout()
-    return _save(
-        fig,
-        out_dir,
-        "paper000_fig2_impurity_bounds",
-        "Paper 000 Fig. 2 (left): impurity and its bounds",
-        "Every point lies between ½·Gini(p(1)) and min(Gini(p(1)), p(1)) (Theorem 1); λ(1) → 0 as p(1) → 1.",
-    )
+    n_note = f"n = {counts.to_numpy().max()} run(s) per cell" if same else "runs per cell in brackets"
+    return _save(fig, out_dir, name, title, f"Mean final {metric} per ({rows}, {cols}) cell; {n_note}.")
