@@ -80,11 +80,15 @@ def test_aggregate_mean_std_count_show_missing_seeds(tmp_path):
     # the gap per run (train 1.0 − test), then aggregated
     assert agg["gen_gap_acc_mean"].tolist() == pytest.approx([0.4, 0.15])
     shown = tables.display_aggregate(agg, keys, ["test_acc"])
-    assert shown["test_acc (%)"].tolist() == ["60.00 ± 10.00 (n=3)", "85.00 ± 7.07 (n=2)"]
+    assert shown["n"].tolist() == [3, 2]  # the count once per row (the missing seed is visible)
+    assert shown["test_acc (%)"].tolist() == ["60.00 ± 10.00", "85.00 ± 7.07"]
     md = tables.to_markdown(shown)
-    assert "| 0.3            | 85.00 ± 7.07 (n=2)" in md
+    assert "| 0.3            | 2   | 85.00 ± 7.07" in md
     tex = tables.to_latex(shown, caption="c")
-    assert "\\toprule" in tex and "60.00 ± 10.00 (n=3)" in tex and "test\\_acc (\\%)" in tex
+    assert "\\toprule" in tex and "60.00 ± 10.00" in tex and "test\\_acc (\\%)" in tex
+    partial = agg.assign(gen_gap_acc_n=[2, 2])  # a metric one run of the first group did not log
+    shown = tables.display_aggregate(partial, keys, ["test_acc", "gen_gap_acc"])
+    assert shown["gen_gap_acc (%)"].tolist()[0].endswith("(n=2)") and "(n=" not in shown["gen_gap_acc (%)"][1]
 
 
 def test_correlations_against_scipy_and_by_family(tmp_path):
@@ -382,7 +386,8 @@ def test_report_on_a_partial_sweep_with_bad_files(tmp_path):
     assert "missing: 1" in page and "running: 1" in page and "optimizer.lr=1.0" in page
     assert "unreadable line(s) skipped" in page
     summary = json.loads((out / "report.json").read_text())
-    assert summary["runs"] == 5 and len(summary["warnings"]) == 2
+    assert summary["runs"] == 5 and len(summary["warnings"]) == 3  # the torn COMPLETED run: finals from summary.json
+    assert f"{torn}: damaged or unreadable; the COMPLETED run's final values are taken from" in proc.stderr
     assert not list(tmp_path.glob("**/.report.tmp-*"))
 
 

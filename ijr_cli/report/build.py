@@ -120,7 +120,7 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
         files = ["runs.parquet", "runs.csv", "history.parquet", "tables/", "report.json"] + (
             ["figures/"] if args.figures else []
         )
-        title = "ijr report: " + ", ".join(data.sweep_dirs)
+        title = "ijr report: " + data.title
         (tmp / "index.html").write_text(page.page(title, sections, general, theory, data.warnings, generated, files))
         summary = {
             "command": generated["command"],
@@ -194,7 +194,9 @@ def write_tables(data: collect.Collection, args, out: Path):
         note = (
             "Kendall τ and Spearman ρ across runs between the generalisation gap and each measure's final value "
             "(paper 002 §7), per regulariser family and pooled (all); loss gap = |test CE − train CE|, "
-            "acc gap = train acc − test acc; n runs; '–' below 3 runs or for a constant"
+            "acc gap = train acc − test acc; n runs; '–' below 3 runs or for a constant. 95 % intervals: "
+            f"the percentile bootstrap ({tables.BOOTSTRAP} paired resamples) below {tables.CAUTION_N} runs, where "
+            "the row carries a caution mark, else Fisher's z with Fieller et al.'s variance"
         )
         general.append(("Correlation with the generalisation gap (paper 002)", note, corr))
         _write_all(out, "correlations", corr, "Correlation with the generalisation gap")

@@ -71,6 +71,12 @@ class Collection:
     states: Dict[str, List[sweep_state.JobState]]  # sweep -> every job's state (missing ones included)
     sweep_dirs: Dict[str, Path]
     warnings: List[str] = field(default_factory=list)
+    single_runs: List[str] = field(default_factory=list)  # run_ids given as paths themselves (a report of runs)
+
+    @property
+    def title(self) -> str:
+        """The runs' ids for a report of run directories, else the sweeps' names."""
+        return ", ".join(self.single_runs) if self.single_runs else ", ".join(self.sweep_dirs)
 
 
 # ------------------------------------------------------------------------------------------ discovery
@@ -326,13 +332,13 @@ def read_chunk(items: List[Tuple[int, Path]]):
     return (pl.concat(frames, how="diagonal_relaxed") if frames else None), warnings
 
 
-def concat_histories(results, keep) -> Tuple[object, List[str]]:
+def concat_histories(results, keep) -> Tuple[object, List[Tuple[int, str]]]:
     """`read_chunk` results -> one wide polars frame (run index, step, metric columns) of the runs in `keep`, and
-    their warnings."""
+    their warnings as (run index, text)."""
     import polars as pl
 
     results = list(results)
-    warnings = [w for _, ws in results for i, w in ws if i in keep]
+    warnings = [(i, w) for _, ws in results for i, w in ws if i in keep]
     frames = [f for f, _ in results if f is not None]
     if not frames:
         return None, warnings
@@ -468,16 +474,92 @@ def collect(paths: Sequence[Path], jobs: int = 0, query_slurm: bool = True) -> C
                 metas[i] = meta
                 sweep_dirs.setdefault(sweep, sweep_dir)
         wide, read_warnings = concat_histories(pending, keep=metas)
-    warnings += read_warnings
+    warnings += [w for _, w in read_warnings]
     states = {s: sweep_state.sweep_states(d, query_slurm=query_slurm) for s, d in sweep_dirs.items()}
+    single = _single_runs(paths, found, metas)
+    for sweep, names in single.items():  # a report of run directories: their states only, not their folder's
+        states[sweep] = [st for st in states[sweep] if st.name in names]
     swept = {s: swept_columns([m["pairs"] for m in metas.values() if m["sweep"] == s]) for s in sweep_dirs}
     runs = _runs_table(metas, states, swept)
     if wide is not None:
         facts = run_facts(wide)
         facts.index = facts.index.astype(int)
         runs = runs.join(facts.drop(columns=[c for c in facts if c in runs or c == "elapsed_s"]), how="left")
+    logged = set(runs.index[runs["last_step"].notna()]) if "last_step" in runs else set()
+    damaged = {i for i, _ in read_warnings} | (set(metas) - logged)  # bad lines skipped, or no history at all
+    runs = finals_from_summaries(runs, metas, damaged, warnings)
     runs = _finish(runs)
-    return Collection(runs=runs, wide=wide, swept=swept, states=states, sweep_dirs=sweep_dirs, warnings=warnings)
+    return Collection(
+        runs=runs,
+        wide=wide,
+        swept=swept,
+        states=states,
+        sweep_dirs=sweep_dirs,
+        warnings=warnings,
+        single_runs=[f"{s}/{n}" for s, names in single.items() for n in sorted(names)],
+    )
+
+
+def _single_runs(paths: Sequence[Path], found, metas: Dict[int, dict]) -> Dict[str, set]:
+    """sweep -> the names of its runs that were given as paths themselves, for the sweeps no path covers whole."""
+    given = {Path(p).resolve() for p in paths}
+    by_sweep: Dict[str, set] = {}
+    whole = set()
+    for i, (run_dir, (sweep, _)) in enumerate(found):
+        if i not in metas:
+            continue
+        if run_dir in given:
+            by_sweep.setdefault(sweep, set()).add(run_dir.name)
+        else:
+            whole.add(sweep)
+    return {s: names for s, names in by_sweep.items() if s not in whole}
+
+
+# bookkeeping keys of summary.json that are not a metric's final value
+SUMMARY_FACTS = (
+    "status",
+    "stop_reason",
+    "steps",
+    "epochs",
+    "best_test_acc",
+    "diverged_at_step",
+    "num_params",
+    "wall_time_s",
+    M.STEP,
+    M.LR,
+    M.ELAPSED_S,
+)
+
+
+def finals_from_summaries(runs: pd.DataFrame, metas: Dict[int, dict], damaged: set, warnings: List[str]):
+    """A COMPLETED run whose metrics.jsonl is damaged (bad lines skipped, or unreadable) takes its final values
+    from summary.json (the last logged row, written when the run finished), with a warning naming the file."""
+    for i in sorted(damaged):
+        meta = metas.get(i)
+        if meta is None or runs.at[i, "status"] != "COMPLETED" or not meta["summary"]:
+            continue
+        summary = dict(meta["summary"])
+        for key in LIST_KEYS:
+            if isinstance(summary.get(key), list):
+                summary.update({list_column(key, k + 1): v for k, v in enumerate(summary[key])})
+        finals = {
+            k: float(v)
+            for k, v in summary.items()
+            if k not in SUMMARY_FACTS and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        if not finals:
+            continue
+        for k, v in finals.items():
+            if k not in runs:
+                runs[k] = np.nan
+            runs.at[i, k] = v
+        if isinstance(summary.get("steps"), int):
+            runs.at[i, "last_step"] = summary["steps"]
+        warnings.append(
+            f"{Path(meta['path']) / 'metrics.jsonl'}: damaged or unreadable; the COMPLETED run's final values are "
+            "taken from its summary.json"
+        )
+    return runs
 
 
 def _read_run_meta(run_dir: Path, sweep: str, warnings: List[str]) -> Optional[dict]:

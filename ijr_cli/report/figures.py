@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ijr_cli.core import metric_names as M
+from ijr_cli.core.humanize import value as label
 from ijr_cli.report.collect import present
 
 MAX_POINTS = 400  # steps kept per run in trajectory plots (evenly thinned; the tables use every step)
@@ -66,19 +67,6 @@ def _save(fig, out_dir: Path, name: str, title: str, caption: str) -> Figure:
 
 
 # ------------------------------------------------------------------------------------------ readable axes
-def label(value) -> str:
-    """A hyperparameter value as text: integers without '.0' (200, not 200.0), other numbers with %g."""
-    if isinstance(value, (bool, np.bool_)) or value is None:
-        return str(value)
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(value):
-            return "–"
-        return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
-    return str(value)
-
-
 def _drawn_labels(axis) -> list:
     """The tick labels matplotlib draws on `axis` (those of the ticks in view, with text)."""
     ticks = axis._update_ticks()  # (private, since matplotlib 2: the ticks in view; get_ticklabels has stale ones)

@@ -18,9 +18,13 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2r
        padding: 0 1rem; color: #222; line-height: 1.4; }
 h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2rem; margin-top: 2.2rem; }
 h3 { margin-top: 1.6rem; }
-table { border-collapse: collapse; font-size: .82rem; margin: .6rem 0; display: block; overflow-x: auto; }
+.scroll { width: fit-content; max-width: 100%; overflow: auto; max-height: 36rem; margin: .6rem 0;
+          border: 1px solid #eee; }
+table { border-collapse: collapse; font-size: .82rem; }
 th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; white-space: nowrap; }
-th { background: #f4f4f4; } td.text, th.text { text-align: left; }
+th { background: #f4f4f4; position: sticky; top: 0; } td.text, th.text { text-align: left; }
+nav.toc { background: #fafafa; border: 1px solid #e4e4e4; padding: .4rem 1rem; font-size: .9rem; }
+nav.toc ul { margin: .2rem 0; padding-left: 1.2rem; } nav.toc li { margin: .1rem 0; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: .85rem; color: #555; }
 .counts span { display: inline-block; margin-right: 1rem; padding: .2rem .6rem; border-radius: .3rem; }
@@ -53,7 +57,7 @@ def table_html(table: pd.DataFrame) -> str:
                 text, cls = ("–" if value is None else str(value)), " class='text'"
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def figure_html(fig: Figure) -> str:
@@ -88,6 +92,32 @@ def status_html(states: List[sweep_state.JobState]) -> str:
     return "".join(parts)
 
 
+class _Outline:
+    """Headings with anchors, collected as the page is written, for its table of contents."""
+
+    def __init__(self):
+        self.entries: List[tuple] = []  # (level, anchor, text)
+
+    def h(self, level: int, text: str, code: bool = False) -> str:
+        anchor = f"s{len(self.entries) + 1}"
+        self.entries.append((level, anchor, text))
+        shown = f"<code>{html.escape(text)}</code>" if code else html.escape(text)
+        return f"<h{level} id='{anchor}'>{shown}</h{level}>"
+
+    def nav(self) -> str:
+        out, depth = ["<nav class='toc'><b>Contents</b>"], 1
+        for level, anchor, text in self.entries:
+            while depth < level:
+                out.append("<ul>")
+                depth += 1
+            while depth > level:
+                out.append("</ul>")
+                depth -= 1
+            out.append(f"<li><a href='#{anchor}'>{html.escape(text)}</a></li>")
+        out += ["</ul>"] * (depth - 1) + ["</nav>"]
+        return "".join(out)
+
+
 def page(
     title: str,
     sections: List[SweepSection],
@@ -97,44 +127,45 @@ def page(
     generated: Dict[str, str],
     files: List[str],
 ) -> str:
-    """The whole page. `general`: (title, note, DataFrame) tables across sweeps; `generated`: label -> text."""
-    out = [
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-    ]
+    """The whole page: title, a table of contents, then per sweep its status, tables and figures.
+    `general`: (title, note, DataFrame) tables across sweeps; `generated`: label -> text."""
+    o = _Outline()
+    body = []
+    if warnings:
+        body.append(
+            o.h(2, "Warnings") + "<ul class='warn'>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>"
+        )
+    for s in sections:
+        body.append(o.h(2, f"Sweep {s.name}") + f"<p><code>{html.escape(s.path)}</code></p>")
+        body.append(o.h(3, f"{s.name}: status") + status_html(s.states))
+        for t_title, note, table in s.tables:
+            body.append(
+                o.h(3, f"{s.name}: {t_title}") + (f"<p>{html.escape(note)}</p>" if note else "") + table_html(table)
+            )
+        if s.figures:
+            body.append(o.h(3, f"{s.name}: figures") + "".join(figure_html(f) for f in s.figures))
+    for t_title, note, table in general:
+        body.append(o.h(2, t_title) + (f"<p>{html.escape(note)}</p>" if note else "") + table_html(table))
+    if theory:
+        body.append(o.h(2, "Theory figures (paper 000)") + "".join(figure_html(f) for f in theory))
+    body.append(
+        o.h(2, "How this report was generated")
+        + "<div class='scroll'><table>"
+        + "".join(
+            f"<tr><th class='text'>{html.escape(k)}</th><td class='text'><code>{html.escape(v)}</code></td></tr>"
+            for k, v in generated.items()
+        )
+        + "</table></div>"
+    )
     total = sum(len(s.states) for s in sections)
-    out.append(
+    intro = (
         f"<p>{len(sections)} sweep(s), {total} job(s). Tables are mean ± sample standard deviation over the "
         "runs of a group, with the number of runs n; accuracies in %. Files beside this page: "
         + ", ".join(f"<code>{html.escape(f)}</code>" for f in files)
         + ".</p>"
     )
-    if warnings:
-        out.append(
-            "<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>"
-        )
-    for s in sections:
-        out.append(f"<h2>Sweep <code>{html.escape(s.name)}</code></h2><p><code>{html.escape(s.path)}</code></p>")
-        out.append("<h3>Status</h3>" + status_html(s.states))
-        for t_title, note, table in s.tables:
-            out.append(
-                f"<h3>{html.escape(t_title)}</h3>" + (f"<p>{html.escape(note)}</p>" if note else "") + table_html(table)
-            )
-        if s.figures:
-            out.append("<h3>Figures</h3>" + "".join(figure_html(f) for f in s.figures))
-    for t_title, note, table in general:
-        out.append(
-            f"<h2>{html.escape(t_title)}</h2>" + (f"<p>{html.escape(note)}</p>" if note else "") + table_html(table)
-        )
-    if theory:
-        out.append("<h2>Theory figures (paper 000)</h2>" + "".join(figure_html(f) for f in theory))
-    out.append(
-        "<h2>How this report was generated</h2><table>"
-        + "".join(
-            f"<tr><th class='text'>{html.escape(k)}</th><td class='text'><code>{html.escape(v)}</code></td></tr>"
-            for k, v in generated.items()
-        )
-        + "</table>"
+    head = (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
     )
-    out.append("</body></html>")
-    return "\n".join(out)
+    return "\n".join([head, intro, o.nav(), *body, "</body></html>"])

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ijr_cli.core import metric_names as M
+from ijr_cli.core.humanize import value as _fmt_key
 from ijr_cli.report.collect import present
 
 SEED = "seed"
@@ -106,28 +107,28 @@ def fmt_number(value, percent: bool = False, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def fmt_mean_std(mean, std, n, percent: bool = False) -> str:
+def fmt_mean_std(mean, std, n, percent: bool = False, show_n: bool = True) -> str:
+    """'mean ± std (n=N)'; without the count when `show_n` is False (the row states it), except n = 0."""
     if n == 0 or mean is None or not math.isfinite(mean):
         return "– (n=0)"
     spread = "" if n < 2 or not math.isfinite(std) else f" ± {fmt_number(std, percent)}"
-    return f"{fmt_number(mean, percent)}{spread} (n={n})"
+    return f"{fmt_number(mean, percent)}{spread}" + (f" (n={n})" if show_n else "")
 
 
 def display_aggregate(agg: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
-    """The aggregate as text cells: keys as they are, each metric as 'mean ± std (n=N)'; % for accuracies."""
+    """The aggregate as text cells: keys as they are (integers as integers), `n` (runs in the group: the largest
+    count of its metrics), each metric as 'mean ± std', with '(n=k)' only where a metric has fewer values than
+    the row's n (a run that did not log it); % for accuracies."""
     out = pd.DataFrame({k: agg[k].map(_fmt_key) for k in keys})
+    counts = agg[[f"{m}_n" for m in metrics]].max(axis=1) if metrics else pd.Series(0, index=agg.index)
+    out["n"] = counts.astype(int).to_numpy()
     for m in metrics:
         label = f"{m} (%)" if m in PERCENT else m
         out[label] = [
-            fmt_mean_std(a, b, c, m in PERCENT) for a, b, c in zip(agg[f"{m}_mean"], agg[f"{m}_std"], agg[f"{m}_n"])
+            fmt_mean_std(a, b, c, m in PERCENT, show_n=c != n)
+            for a, b, c, n in zip(agg[f"{m}_mean"], agg[f"{m}_std"], agg[f"{m}_n"], counts)
         ]
     return out
-
-
-def _fmt_key(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return str(value)
 
 
 # ------------------------------------------------------------------------------------------ paper 000 Table 1
@@ -195,10 +196,66 @@ def delta_acc_err(acc_base: float, acc_ejr: float):
 
 
 # ------------------------------------------------------------------------------------------ paper 002 correlations
+CAUTION_N = 10  # correlations over fewer runs carry a bootstrap interval and a caution mark
+BOOTSTRAP = 2000  # resamples of the bootstrap interval (seeded: the report is reproducible)
+# Fieller, Hartley & Pearson (1957): var(atanh r) ≈ 0.437/(n − 4) for Kendall's τ, 1.06/(n − 3) for Spearman's ρ
+FIELLER = {"τ": (0.437, 4), "ρ": (1.06, 3)}
+
+
+def kendall_tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's τ_b of each row pair of x, y (B, n) (ties handled as scipy.stats.kendalltau does); NaN where a
+    row is constant. Vectorised over rows for the bootstrap (n is small there)."""
+    dx = np.sign(x[:, :, None] - x[:, None, :])
+    dy = np.sign(y[:, :, None] - y[:, None, :])
+    pairs = x.shape[1] * (x.shape[1] - 1) / 2
+    s = (dx * dy).sum(axis=(1, 2)) / 2
+    untied_x = pairs - ((dx == 0).sum(axis=(1, 2)) - x.shape[1]) / 2
+    untied_y = pairs - ((dy == 0).sum(axis=(1, 2)) - x.shape[1]) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((untied_x > 0) & (untied_y > 0), s / np.sqrt(untied_x * untied_y), np.nan)
+
+
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's ρ of each row pair (average ranks for ties, as scipy.stats.spearmanr); NaN where constant."""
+    from scipy import stats
+
+    rx, ry = stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)
+    rx, ry = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
+    den = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rx * ry).sum(axis=1) / den, np.nan)
+
+
+def correlation_interval(x, y, kind: str, level: float = 0.95, seed: int = 0) -> tuple:
+    """A `level` interval for τ (kind 'τ') or ρ ('ρ') of x, y: below CAUTION_N runs the percentile bootstrap
+    (BOOTSTRAP paired resamples, seeded), else the Fisher-z interval with Fieller et al.'s variance."""
+    from scipy import stats
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = len(x)
+    if n < CAUTION_N:
+        idx = np.random.default_rng(seed).integers(0, n, size=(BOOTSTRAP, n))
+        values = (kendall_tau_b_rows if kind == "τ" else spearman_rows)(x[idx], y[idx])
+        values = values[np.isfinite(values)]
+        if not len(values):
+            return (math.nan, math.nan)
+        low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+        return (float(low), float(high))
+    r = stats.kendalltau(x, y).statistic if kind == "τ" else stats.spearmanr(x, y).statistic
+    c, k = FIELLER[kind]
+    z, half = math.atanh(min(max(r, -0.999999), 0.999999)), stats.norm.ppf(0.5 + level / 2) * math.sqrt(c / (n - k))
+    return (math.tanh(z - half), math.tanh(z + half))
+
+
+def _interval_text(interval: tuple) -> str:
+    return "–" if not all(map(math.isfinite, interval)) else f"[{interval[0]:+.2f}, {interval[1]:+.2f}]"
+
+
 def correlations(runs: pd.DataFrame, family_column: str = "family", min_runs: int = 3) -> Optional[pd.DataFrame]:
     """Kendall τ and Spearman ρ across runs between each generalisation gap and each measure's final value,
-    per regulariser family and pooled ('all'); n runs in each. Families with fewer than `min_runs` runs holding
-    both values get '–'. None when no measure and gap are both present."""
+    per regulariser family and pooled ('all'); n runs in each, a 95 % interval for each (`correlation_interval`),
+    and a caution mark where a family has fewer than CAUTION_N runs. Families with fewer than `min_runs` runs
+    holding both values get '–'. None when no measure and gap are both present."""
     from scipy import stats
 
     measures = present(runs, MEASURES)
@@ -222,9 +279,14 @@ def correlations(runs: pd.DataFrame, family_column: str = "family", min_runs: in
                 row[f"n ({label})"] = n
                 if n >= min_runs and x[ok].nunique() > 1 and y[ok].nunique() > 1:
                     row[f"τ ({label})"] = stats.kendalltau(x[ok], y[ok]).statistic
+                    row[f"τ 95% CI ({label})"] = _interval_text(correlation_interval(x[ok], y[ok], "τ"))
                     row[f"ρ ({label})"] = stats.spearmanr(x[ok], y[ok]).statistic
+                    row[f"ρ 95% CI ({label})"] = _interval_text(correlation_interval(x[ok], y[ok], "ρ"))
                 else:
                     row[f"τ ({label})"] = row[f"ρ ({label})"] = math.nan
+                    row[f"τ 95% CI ({label})"] = row[f"ρ 95% CI ({label})"] = "–"
+            few = [label for label in gaps if min_runs <= row[f"n ({label})"] < CAUTION_N]
+            row["caution"] = f"⚠ n < {CAUTION_N}: few runs, wide interval" if few else ""
             rows.append(row)
     return pd.DataFrame(rows)
 
