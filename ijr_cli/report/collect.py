@@ -10,8 +10,9 @@ The `runs` table holds, per run: `sweep`, `run` (its directory name), `run_id` (
 (the sweep-state bucket of `ijr_cli.sweep_state`: COMPLETED / RUNNING / FAILED / DIVERGED), `status_detail`, one
 column per swept hyperparameter (the dotted override key, e.g. `optimizer.lr`), the key config values
 (CONFIG_COLUMNS), `family` (the regularisers in force), the final value of every logged metric, `best_test_acc`,
-`eos_onset_step` (first logged step with sharpness ≥ 90 % of the stability threshold), `last_step` and
-`wall_time_s`. A list metric (`sharpness_k`, the tracked top eigenvalues) becomes columns
+`eos_onset_step` (first logged step with sharpness ≥ 90 % of the stability threshold), the phases of
+`ijr_cli.report.phases` (`active_reg_start_step`, `active_reg_end_step`, `catapults`, `first_catapult_step`),
+`last_step` and `wall_time_s`. A list metric (`sharpness_k`, the tracked top eigenvalues) becomes columns
 `sharpness_k_1` …. A warning names each file that was skipped or only partly read; nothing here raises on bad
 files.
 """
@@ -31,11 +32,11 @@ import yaml
 from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
 from ijr_cli.core.status import read_status
+from ijr_cli.report.phases import EOS_FRACTION, phase_columns
 from ijr_cli.sweep import state as sweep_state
 
 RUN_FILES = ("status.json", "metrics.jsonl")  # a directory holding either is taken for a run directory
 SKIP_DIRS = {".hydra", ".launch", ".submitit", "report", "__pycache__", ".git"}
-EOS_FRACTION = 0.9  # edge-of-stability onset: sharpness first reaches this fraction of the threshold
 # config values every runs table carries (dotted keys of the resolved config)
 CONFIG_COLUMNS = (
     "dataset.name",
@@ -485,6 +486,7 @@ def collect(paths: Sequence[Path], jobs: int = 0, query_slurm: bool = True) -> C
         facts = run_facts(wide)
         facts.index = facts.index.astype(int)
         runs = runs.join(facts.drop(columns=[c for c in facts if c in runs or c == "elapsed_s"]), how="left")
+        runs = runs.join(phase_columns(wide), how="left")
     logged = set(runs.index[runs["last_step"].notna()]) if "last_step" in runs else set()
     damaged = {i for i, _ in read_warnings} | (set(metas) - logged)  # bad lines skipped, or no history at all
     runs = finals_from_summaries(runs, metas, damaged, warnings)

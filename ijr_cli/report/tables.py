@@ -34,6 +34,9 @@ KEY_METRICS = (
     M.IMPURITY_MEAN,
     M.INPUT_JAC_MAX,
     "eos_onset_step",
+    "active_reg_start_step",
+    "active_reg_end_step",
+    "catapults",
     "wall_time_s",
 )
 # the measures paper 002 correlates with the generalisation gap (final values)
