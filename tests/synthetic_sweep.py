@@ -178,6 +178,89 @@ def write_run(
     )
 
 
+# the scalar metrics of the paper figures beyond METRICS (report/registry.py)
+PAPER_METRICS = METRICS + (
+    M.IMPURITY_Q50,
+    M.P1_MEAN,
+    M.GINI_MEAN,
+    M.LOGIT_NORM_MEAN,
+    M.LOGIT_SUM_ABS_MEAN,
+    M.DIST_INIT,
+    M.COS_M_GRAD_Q25,
+    M.COS_M_GRAD_Q50,
+    M.COS_M_GRAD_Q75,
+    M.ALIGN_S_GRAD,
+    M.ALIGN_S_TOP_EIG,
+    M.BATCH_SHARPNESS,
+    M.BATCH_SHARPNESS_SE,
+    M.INPUT_JAC_MEAN,
+)
+
+
+def paper_values(steps: Sequence[int], lr: float, batch: int, seed: int) -> Dict[str, np.ndarray]:
+    """`trajectories` plus every scalar the paper figures read, with a three-phase ‖⟨J⟩‖ (fast, gentle, fast)
+    and one catapult (a loss spike at 60 % of the run, the sharpness dropping after it)."""
+    values = trajectories(steps, lr, batch, seed, METRICS)
+    t = np.asarray(steps, dtype=float) / max(steps[-1], 1)
+    log_j = np.where(t < 0.25, 8 * t, np.where(t < 0.7, 2 + 0.4 * (t - 0.25), 2.18 + 5 * (t - 0.7)))
+    values[M.JAC_OP_NORM] = np.exp(log_j)
+    spike = (t >= 0.6) & (t < 0.64)
+    values[M.TRAIN_LOSS] = np.where(spike, values[M.TRAIN_LOSS] * 25, values[M.TRAIN_LOSS])
+    values[M.SHARPNESS] = np.where((t >= 0.62) & (t < 0.7), values[M.SHARPNESS] * 0.5, values[M.SHARPNESS])
+    imp = values[M.IMPURITY_MEAN]
+    p1 = 1 - 0.9 * np.exp(-4 * t)
+    values.update(
+        {
+            M.IMPURITY_Q50: imp,
+            M.P1_MEAN: p1,
+            M.GINI_MEAN: 2 * p1 * (1 - p1),
+            M.LOGIT_NORM_MEAN: 1 + 5 * t,
+            M.LOGIT_SUM_ABS_MEAN: 0.1 + t,
+            M.DIST_INIT: 3 * np.sqrt(t),
+            M.COS_M_GRAD_Q25: 0.5 - 0.2 * t,
+            M.COS_M_GRAD_Q50: 0.7 - 0.2 * t,
+            M.COS_M_GRAD_Q75: 0.9 - 0.2 * t,
+            M.ALIGN_S_GRAD: 0.9 - 0.5 * t,
+            M.ALIGN_S_TOP_EIG: 0.6 + 0.2 * t,
+            M.BATCH_SHARPNESS: values[M.THRESHOLD] * (0.5 + 0.5 * (1 - np.exp(-6 * t))),
+            M.BATCH_SHARPNESS_SE: np.full(len(t), 0.05 / lr),
+            M.INPUT_JAC_MEAN: 0.5 * values[M.INPUT_JAC_MAX],
+            M.TEST_LOSS: values[M.TEST_CE],
+            M.BATCH_LOSS: values[M.TRAIN_LOSS],
+        }
+    )
+    return values
+
+
+def write_paper_arrays(run_dir: Path, steps: Sequence[int], classes: int = 4, layers: int = 3, dim: int = 12):
+    """arrays.bin as metrics=appendix_d leaves it: every array metric of the paper figures at every step."""
+    from ijr_cli.core.arrays import Array, ArrayLog
+
+    rng = np.random.default_rng(len(str(run_dir)))
+    position = np.zeros(dim)
+    with ArrayLog(run_dir).open() as log:
+        for i, step in enumerate(steps):
+            t = i / max(len(steps) - 1, 1)
+            position = position + rng.standard_normal(dim) * 0.1 + 0.05
+            q = np.triu(rng.uniform(-0.3, 0.3, (classes, classes))) * (1 - 0.5 * t)
+            cos = np.clip(np.eye(classes) + 0.2 * rng.uniform(-1, 1, (classes, classes)), -1, 1)
+            log.write_row(
+                int(step),
+                {
+                    M.TRAJECTORY: Array(position.astype(np.float32)),
+                    M.Q_LAMBDA_SQRT: Array(q),
+                    M.M_COS: Array((cos + cos.T) / 2),
+                    M.M_CLASS_COUNT: Array(np.full(classes, 10, dtype=np.int64)),
+                    M.M_MRL: Array(np.linspace(0.3, 0.9, classes) * (0.5 + 0.5 * t)),
+                    M.JQ1_NORM_HIST: Array(rng.integers(0, 20, 8).astype(np.float64), list(np.linspace(0, 4, 9))),
+                    M.JQ_COS2_HIST: Array(rng.integers(0, 50, 10).astype(np.float64), list(np.linspace(0, 1, 11))),
+                    M.WEIGHT_NORM_LAYERS: Array(
+                        np.linspace(1, 2, layers) * (1 + t), [f"layer{k}.weight" for k in range(layers)]
+                    ),
+                },
+            )
+
+
 def job_name(overrides: Dict[str, object]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
 

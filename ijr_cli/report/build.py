@@ -115,7 +115,8 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
             t2 = time.perf_counter()
             theory = write_figures(data, sections, tmp / "figures", log, theory=args.theory)
             timings["figures_s"] = time.perf_counter() - t2
-            log(f"{sum(len(s.figures) for s in sections) + len(theory)} figures drawn ({timings['figures_s']:.1f} s)")
+            count = sum(len(s.figures) + len(s.paper_figures) for s in sections) + len(theory)
+            log(f"{count} figures drawn ({timings['figures_s']:.1f} s)")
         generated = generation_facts(args.command, out, data, timings)
         files = ["runs.parquet", "runs.csv", "history.parquet", "tables/", "report.json"] + (
             ["figures/"] if args.figures else []
@@ -234,13 +235,13 @@ def write_figures(
 ):
     """Every figure of every sweep section, then (with `theory`) the synthetic theory figures; `log` hears
     "figure i/N name (elapsed)" as each is drawn (drawing is most of a report's time)."""
-    from ijr_cli.report import figures
+    from ijr_cli.report import figures, registry
     from ijr_cli.report import theory as theory_figures
 
     out.mkdir()
     runs = data.runs
     wide = data.wide
-    planned = []  # (section or None, name, draw)
+    planned = []  # (section or None, name, draw, the section's list it goes to)
     for section in sections:
         sweep = section.name
         sub = runs[runs["sweep"] == sweep]
@@ -249,40 +250,66 @@ def write_figures(
         if wide is not None:
             import polars as pl
 
+            everything = wide.filter(pl.col("run").is_in(list(sub.index))).to_pandas()
             cols = ["run", "step"] + [c for c in wide.columns if c in _TRAJECTORY_COLUMNS or _is_spectrum(c)]
-            history = wide.filter(pl.col("run").is_in(list(sub.index))).select(cols).to_pandas()
+            history = everything[cols]
             for k in keys or [None]:
                 hue = k or "sweep"
                 name = f"{slug}_trajectories_{_slug(hue)}"
                 title = f"{sweep}: trajectories by {hue}"
-                planned.append((section, name, partial(figures.trajectories, history, sub, hue, out, name, title)))
+                planned.append(
+                    (section, name, partial(figures.trajectories, history, sub, hue, out, name, title), section.figures)
+                )
             if any(_is_spectrum(c) for c in cols):
                 name, title = f"{slug}_spectrum", f"{sweep}: tracked top Hessian eigenvalues"
-                planned.append((section, name, partial(figures.spectrum, history, sub, out, name, title)))
+                planned.append(
+                    (section, name, partial(figures.spectrum, history, sub, out, name, title), section.figures)
+                )
         for x in keys:
             hue = next((k for k in keys if k != x), None)
             name = f"{slug}_finals_vs_{_slug(x)}"
             title = f"{sweep}: final metrics vs {x}"
-            planned.append((section, name, partial(figures.finals, sub, x, hue, out, name, title)))
+            planned.append((section, name, partial(figures.finals, sub, x, hue, out, name, title), section.figures))
         if len(keys) == 2:
             for metric in (M.TEST_ACC, M.GEN_GAP_LOSS, M.SHARPNESS):
                 name = f"{slug}_heatmap_{metric}"
                 title = f"{sweep}: {metric} over {keys[0]} × {keys[1]}"
-                planned.append(
-                    (section, name, partial(figures.heatmap, sub, keys[0], keys[1], metric, out, name, title))
-                )
+                draw = partial(figures.heatmap, sub, keys[0], keys[1], metric, out, name, title)
+                planned.append((section, name, draw, section.figures))
+        if wide is not None:
+            sweep_data = registry.SweepData(sweep, sub, everything, keys)
+            drawable, section.not_drawn = registry.plan(sweep_data, len(sections) > 1, slug)
+            for name, entry in drawable:
+                draw = partial(_paper_figure, entry, sweep_data, out, name, section, log)
+                planned.append((section, name, draw, section.paper_figures))
+    drawn_theory = []
     if theory:
-        planned += [(None, "paper000_fig1", partial(theory_figures.paper000_fig1, out))]
-        planned += [(None, "paper000_fig2", partial(theory_figures.paper000_fig2, out))]
-    drawn_theory, started = [], time.perf_counter()
-    for i, (section, name, draw) in enumerate(planned, 1):
+        planned += [(None, "paper000_fig1", partial(theory_figures.paper000_fig1, out), drawn_theory)]
+        planned += [(None, "paper000_fig2", partial(theory_figures.paper000_fig2, out), drawn_theory)]
+    started = time.perf_counter()
+    for i, (_, name, draw, destination) in enumerate(planned, 1):
         fig = draw()
         log(f"figure {i}/{len(planned)} {name} ({time.perf_counter() - started:.1f} s)")
-        if section is None:
-            drawn_theory.append(fig)
-        elif fig:
-            section.figures.append(fig)
+        if fig:
+            destination.append(fig)
     return drawn_theory
+
+
+def _paper_figure(entry, sweep_data, out: Path, name: str, section, log):
+    """One registry figure; one that fails on this sweep's data is listed as not drawn (with the error), and the
+    report goes on."""
+    from ijr_cli.report import registry
+
+    try:
+        return entry.draw(sweep_data, out, name, entry)
+    except Exception as exc:  # noqa: BLE001  (a figure's failure must not lose the report; it is named)
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+        reason = f"failed on this sweep's data: {type(exc).__name__}: {exc}"
+        section.not_drawn.append(registry.NotDrawn(entry, reason))
+        log(f"warning: {name} not drawn: {reason}")
+        return None
 
 
 def _is_spectrum(column: str) -> bool:

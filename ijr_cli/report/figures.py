@@ -69,6 +69,8 @@ def _save(fig, out_dir: Path, name: str, title: str, caption: str) -> Figure:
 # ------------------------------------------------------------------------------------------ readable axes
 def _drawn_labels(axis) -> list:
     """The tick labels matplotlib draws on `axis` (those of the ticks in view, with text)."""
+    if not axis.get_visible() or not axis.axes.get_visible():  # (a twin's hidden shared axis draws nothing)
+        return []
     ticks = axis._update_ticks()  # (private, since matplotlib 2: the ticks in view; get_ticklabels has stale ones)
     return [t.label1 for t in ticks if t.label1.get_visible() and t.label1.get_text()]
 
@@ -112,6 +114,7 @@ def declutter(fig, rounds: int = 6) -> None:
         for i, name in dict.fromkeys((a[0], a[1]) for pair in clashes for a in pair):
             axis = getattr(fig.axes[i], f"{name}axis")
             locs = [t.get_loc() for t in axis._update_ticks() if t.label1.get_text()]
+            # (a twin shares this axis's locator: thinning one thins both, as it should)
             if len(locs) > 1:
                 axis.set_major_locator(mticker.FixedLocator(locs[::2]))
             axis.set_minor_formatter(mticker.NullFormatter())

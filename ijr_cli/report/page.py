@@ -42,6 +42,8 @@ class SweepSection:
     states: List[sweep_state.JobState]
     tables: List[tuple] = field(default_factory=list)  # (title, note, DataFrame)
     figures: List[Figure] = field(default_factory=list)
+    paper_figures: List[Figure] = field(default_factory=list)  # from the figure registry
+    not_drawn: list = field(default_factory=list)  # registry.NotDrawn: the paper figures this sweep cannot draw
 
 
 def table_html(table: pd.DataFrame) -> str:
@@ -144,6 +146,18 @@ def page(
             )
         if s.figures:
             body.append(o.h(3, f"{s.name}: figures") + "".join(figure_html(f) for f in s.figures))
+        if s.paper_figures or s.not_drawn:
+            body.append(o.h(3, f"{s.name}: the papers' figures") + "".join(figure_html(f) for f in s.paper_figures))
+        if s.not_drawn:
+            body.append(
+                "<p>Not drawn from this sweep:</p><ul class='notdrawn'>"
+                + "".join(
+                    f"<li><b>paper {html.escape(n.entry.paper)} {html.escape(n.entry.figure)}</b> "
+                    f"({html.escape(n.entry.what)}): {html.escape(n.reason)}</li>"
+                    for n in s.not_drawn
+                )
+                + "</ul>"
+            )
     for t_title, note, table in general:
         body.append(o.h(2, t_title) + (f"<p>{html.escape(note)}</p>" if note else "") + table_html(table))
     if theory:
