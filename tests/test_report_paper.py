@@ -144,3 +144,23 @@ def test_every_registry_figure_draws_from_a_sweep_that_holds_its_data(tmp_path, 
     assert html.escape("everything: the papers' figures") in page and "Not drawn from this sweep" not in page
     runs = collect.collect([root], query_slurm=False).runs
     assert runs["catapults"].min() >= 1 and runs["active_reg_start_step"].notna().all()
+
+
+def test_run_page_array_views(tmp_path):
+    from ijr_cli.report import run_pages
+
+    root = paper_sweep(tmp_path / "arr", {"optimizer.lr": [0.05]}, steps=20)
+    run = next(p for p in root.iterdir() if p.is_dir())
+    views = {v["name"].split(" ")[0].rstrip(":"): v for v in run_pages.array_views(run, onset=8)}
+    assert views["trajectory"]["kind"] == "scatter" and len(views["trajectory"]["x"]) == 20
+    assert views["q_lambda_sqrt"]["kind"] == "heatmaps" and views["q_lambda_sqrt"]["steps"] == [0, 8, 13, 19]
+    assert np.asarray(views["q_lambda_sqrt"]["matrices"][0]).shape == (4, 4)
+    assert views["weight_norm_layers"]["kind"] == "lines"
+    assert [s["name"] for s in views["weight_norm_layers"]["series"]] == [
+        "layer0.weight",
+        "layer1.weight",
+        "layer2.weight",
+    ]
+    hist = views["jq1_norm_hist"]
+    assert hist["kind"] == "lines" and hist["series"][0]["x"][0] == pytest.approx(0.25)
+    json.dumps(views, allow_nan=False)  # embeddable as it is

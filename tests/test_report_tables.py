@@ -129,3 +129,29 @@ def test_a_completed_run_with_a_damaged_history_takes_its_finals_from_summary_js
     assert summary["sharpness"] != json.loads(lines[4])["sharpness"]  # (the history alone would be wrong)
     said = [w for w in data.warnings if "final values are taken from its summary.json" in w]
     assert len(said) == 2 and str(runs[0] / "metrics.jsonl") in said[0]
+
+
+def test_run_pages_one_per_run_linked_from_the_runs_table(tmp_path):
+    from urllib.parse import unquote
+
+    from ijr_cli.report import run_pages
+
+    sweep = tmp_path / "lr"
+    make_sweep(sweep, [0.05, 0.1], [32], [0, 1], steps=30, every=3)
+    build.build(build.ReportOptions(paths=[sweep], figures=False, query_slurm=False))
+    out = sweep / "report"
+    index = (out / "index.html").read_text()
+    links = re.findall(r"<td class='text' data-v='[^']*'><a href='([^']+)'>", index)
+    assert len(links) == 4 and all((out / unquote(link)).is_file() for link in links)
+    page = (out / unquote(links[0])).read_text()
+    payload = json.loads(re.search(r"id='ijr-run-data'>(.*?)</script>", page, re.S).group(1))
+    sharp = next(c for c in payload["charts"] if c["title"] == "sharpness")
+    assert [s["name"] for s in sharp["series"]] == ["sharpness", "threshold"] and len(sharp["series"][0]["x"]) == 10
+    assert "<a href='../../index.html'>" in page
+    diff = re.search(r"differs from its sweep</h2>(.*?)</table>", page, re.S).group(1)
+    assert re.findall(r"<td class='text'>([a-z_.]+)</td>", diff) == ["optimizer.lr", "seed"]
+    data = json.loads(re.search(r"id='ijr-explorer-data'>(.*?)</script>", index, re.S).group(1))
+    assert [a["name"] for a in data["parallel"]["axes"]][0] == "optimizer.lr"
+    assert len(data["overlay"][0]["series"]) == 4
+    assert run_pages.embed_json("x", {"a": "</script><b>"}).count("</script>") == 1  # only its own end
+    assert run_pages.rounded(np.array([1.23456789, -0.000123456789, 0.0, np.inf])) == [1.23457, -0.000123457, 0.0, None]

@@ -117,12 +117,18 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
             timings["figures_s"] = time.perf_counter() - t2
             count = sum(len(s.figures) + len(s.paper_figures) for s in sections) + len(theory)
             log(f"{count} figures drawn ({timings['figures_s']:.1f} s)")
+        t3 = time.perf_counter()
+        explorer = write_run_pages_and_explorer(data, tmp, log)
+        timings["run_pages_s"] = time.perf_counter() - t3
+        log(f"{len(runs)} run page(s) written ({timings['run_pages_s']:.1f} s)")
         generated = generation_facts(args.command, out, data, timings)
-        files = ["runs.parquet", "runs.csv", "history.parquet", "tables/", "report.json"] + (
+        files = ["runs.parquet", "runs.csv", "history.parquet", "tables/", "runs/", "report.json"] + (
             ["figures/"] if args.figures else []
         )
         title = "ijr report: " + data.title
-        (tmp / "index.html").write_text(page.page(title, sections, general, theory, data.warnings, generated, files))
+        (tmp / "index.html").write_text(
+            page.page(title, sections, general, theory, data.warnings, generated, files, explorer)
+        )
         summary = {
             "command": generated["command"],
             "generated": generated["generated"],
@@ -202,6 +208,44 @@ def write_tables(data: collect.Collection, args, out: Path):
         general.append(("Correlation with the generalisation gap (paper 002)", note, corr))
         _write_all(out, "correlations", corr, "Correlation with the generalisation gap")
     return sections, general
+
+
+RUN_COLUMNS = (  # the runs table's columns after the swept keys, when logged
+    M.TEST_ACC,
+    M.GEN_GAP_ACC,
+    M.GEN_GAP_LOSS,
+    M.SHARPNESS,
+    M.THRESHOLD,
+    M.JAC_OP_NORM,
+    M.INPUT_JAC_MAX,
+    "eos_onset_step",
+    "active_reg_start_step",
+    "catapults",
+    "last_step",
+)
+PARALLEL_METRICS = (M.TEST_ACC, M.GEN_GAP_LOSS, M.SHARPNESS, M.JAC_OP_NORM, M.INPUT_JAC_MAX)
+
+
+def write_run_pages_and_explorer(data: collect.Collection, out: Path, log: Callable[[str], None]) -> str:
+    """runs/<sweep>/<run>.html for every run, and the index page's explorer: the runs table (sort, filter,
+    select), parallel coordinates and every run's sharpness / threshold and test accuracy, selected runs
+    highlighted (explorer.js)."""
+    from ijr_cli.report import run_pages
+
+    links = run_pages.write_run_pages(data, out, page.CSS, page.script(), log)
+    swept = list(dict.fromkeys(k for keys in data.swept.values() for k in keys))
+    columns = swept + [c for c in collect.present(data.runs, RUN_COLUMNS) if c not in swept]
+    axes = [k for k in swept if k != tables.SEED and pd.to_numeric(data.runs[k], errors="coerce").notna().all()]
+    axes += [m for m in collect.present(data.runs, PARALLEL_METRICS) if m not in axes]
+    payload = run_pages.explorer_payload(data, links, axes)
+    return (
+        "<p>One row per run; its name opens the run's own page. Click a heading to sort; type in the box under "
+        "it to filter (<code>0.1</code>, <code>&gt;0.5</code>, <code>&lt;=200</code>, <code>!text</code> or a "
+        "substring); tick runs to highlight them in the charts below (filtered-out runs are hidden there).</p>"
+        + page.runs_table_html(data.runs, links, columns, percent=[c for c in columns if c in tables.PERCENT])
+        + "<div id='parallel' class='charts'></div><div id='overlay' class='charts'></div>"
+        + run_pages.embed_json("ijr-explorer-data", payload)
+    )
 
 
 def check_columns(runs: pd.DataFrame, swept: dict, args) -> None:

@@ -73,6 +73,7 @@ class Collection:
     sweep_dirs: Dict[str, Path]
     warnings: List[str] = field(default_factory=list)
     single_runs: List[str] = field(default_factory=list)  # run_ids given as paths themselves (a report of runs)
+    configs: Dict[int, dict] = field(default_factory=dict)  # run index -> its flattened resolved config
 
     @property
     def title(self) -> str:
@@ -499,6 +500,7 @@ def collect(paths: Sequence[Path], jobs: int = 0, query_slurm: bool = True) -> C
         sweep_dirs=sweep_dirs,
         warnings=warnings,
         single_runs=[f"{s}/{n}" for s, names in single.items() for n in sorted(names)],
+        configs={i: m["config"] for i, m in metas.items()},
     )
 
 

@@ -8,6 +8,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Dict, List
 
+import numpy as np
 import pandas as pd
 
 from ijr_cli.report.figures import Figure
@@ -32,7 +33,87 @@ figcaption { font-size: .85rem; color: #555; }
 .DIVERGED { background: #fbeed5; } .MISSING { background: #eee; }
 pre, code { background: #f6f6f6; font-size: .85rem; } pre { padding: .6rem; overflow-x: auto; }
 .warn { color: #8a4b00; }
+.charts { display: flex; flex-wrap: wrap; gap: .4rem; } svg.chart { background: #fff; border: 1px solid #eee; }
+.chart-title { font-size: 10px; fill: #333; } .tick { font-size: 9px; fill: #555; }
+.plot-area { fill: none; stroke: #ddd; } .mark { stroke: #888; stroke-dasharray: 2 2; } .axis { stroke: #999; }
+.pc-line { fill: none; stroke: #4c72b0; stroke-opacity: .35; stroke-width: 1; }
+path.picked, .pc-line.picked { stroke: #d62728 !important; stroke-opacity: 1 !important; opacity: 1 !important;
+  stroke-width: 2.2 !important; } path.faded { display: none; }
+thead input.filter { width: 100%; box-sizing: border-box; font-size: .75rem; min-width: 4rem; }
+th[aria-sort] { cursor: pointer; } th[aria-sort='ascending']::after { content: ' ▲'; }
+th[aria-sort='descending']::after { content: ' ▼'; } tr[hidden] { display: none; }
+.caution { color: #8a4b00; }
 """
+
+
+def _script() -> str:
+    """explorer.js (the page scripts), embedded in every page."""
+    from pathlib import Path
+
+    return (Path(__file__).with_name("explorer.js")).read_text()
+
+
+SCRIPT = None
+
+
+def script() -> str:
+    global SCRIPT
+    if SCRIPT is None:
+        SCRIPT = _script()
+    return SCRIPT
+
+
+def runs_table_html(runs: pd.DataFrame, links: Dict[int, str], columns: List[str], percent=()) -> str:
+    """The interactive runs table: a link to each run's page, a checkbox to select it, its sweep, status and
+    `columns`; a filter box under every heading ('0.1', '>0.5', '<=200', '!text' or a substring); sortable by a
+    click on a heading (explorer.js). Each numeric cell carries its exact value in data-v."""
+    from ijr_cli.core.humanize import value as text_of
+
+    heads = ["", "run", "sweep", "status", *columns]
+    names = "".join(
+        f"<th class='text{' nosort' if i == 0 else ''}' aria-sort='none'>{html.escape(h)}"
+        f"{' (%)' if h in percent else ''}</th>"
+        for i, h in enumerate(heads)
+    )
+    filters = "<th class='nosort'></th>" + "".join(
+        f"<th class='nosort'><input class='filter' data-col='{i}' placeholder='filter' aria-label='filter "
+        f"{html.escape(h)}'></th>"
+        for i, h in enumerate(heads)
+        if i > 0
+    )
+    body = []
+    for i, row in runs.iterrows():
+        run_id = html.escape(str(row["run_id"]))
+        link = links.get(i)
+        name = f"<a href='{link}'>{html.escape(str(row['run']))}</a>" if link else html.escape(str(row["run"]))
+        cells = [
+            f"<td><input type='checkbox' class='pick' value='{run_id}' aria-label='select {run_id}'></td>",
+            f"<td class='text' data-v='{html.escape(str(row['run']))}'>{name}</td>",
+            f"<td class='text'>{html.escape(str(row['sweep']))}</td>",
+            f"<td class='text {html.escape(str(row['status']))}'>{html.escape(str(row['status']))}</td>",
+        ]
+        for c in columns:
+            v = row.get(c)
+            number = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
+            if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+                shown = v * 100 if c in percent and not pd.isna(v) else v
+                text = "–" if pd.isna(v) else (f"{shown:.2f}" if c in percent else text_of(round_sig(shown)))
+                exact = "" if pd.isna(number) else repr(float(shown))
+                cells.append(f"<td data-v='{exact}'>{html.escape(text)}</td>")
+            else:
+                cells.append(f"<td class='text' data-v='{html.escape(text_of(v))}'>{html.escape(text_of(v))}</td>")
+        body.append(f"<tr data-run='{run_id}'>" + "".join(cells) + "</tr>")
+    return (
+        f"<p id='runs-table-count'></p><div class='scroll'><table id='runs-table'><thead><tr class='names'>{names}"
+        f"</tr><tr class='filters'>{filters}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def round_sig(v, digits: int = 4):
+    """A float to `digits` significant digits (integers unchanged)."""
+    if isinstance(v, (int, np.integer)) or pd.isna(v) or v == 0:
+        return v
+    return float(f"{float(v):.{digits}g}")
 
 
 @dataclass
@@ -128,6 +209,7 @@ def page(
     warnings: List[str],
     generated: Dict[str, str],
     files: List[str],
+    explorer: str = "",
 ) -> str:
     """The whole page: title, a table of contents, then per sweep its status, tables and figures.
     `general`: (title, note, DataFrame) tables across sweeps; `generated`: label -> text."""
@@ -158,6 +240,8 @@ def page(
                 )
                 + "</ul>"
             )
+    if explorer:
+        body.append(o.h(2, "Runs: sort, filter, select") + explorer)
     for t_title, note, table in general:
         body.append(o.h(2, t_title) + (f"<p>{html.escape(note)}</p>" if note else "") + table_html(table))
     if theory:
@@ -182,4 +266,5 @@ def page(
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
     )
-    return "\n".join([head, intro, o.nav(), *body, "</body></html>"])
+    tail = f"<script>{script()}</script></body></html>" if explorer else "</body></html>"
+    return "\n".join([head, intro, o.nav(), *body, tail])
