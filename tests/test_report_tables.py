@@ -155,3 +155,34 @@ def test_run_pages_one_per_run_linked_from_the_runs_table(tmp_path):
     assert len(data["overlay"][0]["series"]) == 4
     assert run_pages.embed_json("x", {"a": "</script><b>"}).count("</script>") == 1  # only its own end
     assert run_pages.rounded(np.array([1.23456789, -0.000123456789, 0.0, np.inf])) == [1.23457, -0.000123457, 0.0, None]
+
+
+def test_compare_overlays_two_sweeps_with_paired_differences(tmp_path, monkeypatch):
+    from ijr_cli.core.errors import UserError
+    from ijr_cli.report import figures
+
+    a, b = tmp_path / "a" / "multirun", tmp_path / "b" / "multirun"  # same names: a packed run and its twin
+    make_sweep(a, [0.05, 0.1], [32], [0, 1], steps=30, every=3)
+    make_sweep(b, [0.05, 0.1], [32], [0, 1], steps=30, every=3)
+    shifted = next(p for p in b.iterdir() if p.is_dir() and "lr=0.1,seed=1" in p.name)
+    rows = [json.loads(line) for line in (shifted / "metrics.jsonl").read_text().splitlines()]
+    rows[-1]["test_acc"] += 0.125
+    (shifted / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen = {}
+    save = figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, *a: seen.setdefault(a[1], fig) and save(fig, *a))
+    out = tmp_path / "rep"
+    build.build(build.ReportOptions(paths=[a, b], out=out, compare=True, query_slurm=False))
+    summary = json.loads((out / "report.json").read_text())
+    assert set(summary["sweeps"]) == {"a/multirun", "b/multirun"}  # two sections, never merged
+    side = pd.read_csv(out / "tables" / "comparison.csv")
+    assert side["sweep"].tolist() == ["a/multirun", "a/multirun", "b/multirun", "b/multirun"]
+    paired = pd.read_csv(out / "tables" / "comparison_paired.csv").set_index("metric")
+    assert paired.loc["test_acc", "pairs"] == 4 and paired.loc["test_acc", "max abs Δ"] == pytest.approx(0.125)
+    assert paired.loc["test_acc", "mean Δ"] == pytest.approx(0.125 / 4) and paired.loc["sharpness", "max abs Δ"] == 0
+    legend = [t.get_text() for t in seen["comparison_trajectories"].legends[0].get_texts()]
+    assert legend == [f"{s}, optimizer.lr={lr}" for s in ("a/multirun", "b/multirun") for lr in ("0.05", "0.1")]
+    page = (out / "index.html").read_text()
+    assert "Comparison: a/multirun vs b/multirun" in page and "2 sweep(s), 8 job(s)" in page
+    with pytest.raises(UserError, match=r"--compare needs at least two sweeps; found 1 \(multirun\)"):
+        build.build(build.ReportOptions(paths=[a], compare=True, figures=False, query_slurm=False))

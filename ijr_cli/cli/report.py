@@ -54,6 +54,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     ap.add_argument("--no-figures", action="store_true", help="tables and page only (fast)")
     ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="also overlay the sweeps in the same tables and figures (e.g. a baseline study and its EJR study, or a "
+        "packed sweep and its unpacked twin), with the paired differences of matching runs",
+    )
+    ap.add_argument(
         "--theory",
         action="store_true",
         help="also paper 000's synthetic theory figures (Fig. 1's secular function, Fig. 2's bounds on random p)",
@@ -80,6 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 family_by=args.family_by,
                 figures=not args.no_figures,
                 theory=args.theory,
+                compare=args.compare,
                 jobs=args.jobs,
                 query_slurm=not args.no_slurm,
                 command=" ".join([PROG, *argv]),

@@ -37,6 +37,7 @@ class ReportOptions:
     family_by: str = "family"
     figures: bool = True
     theory: bool = False  # also paper 000's synthetic Figs. 1-2 (no run's data)
+    compare: bool = False  # overlay the sweeps in the same tables and figures
     jobs: int = 0  # threads reading metrics files (0: one per CPU)
     query_slurm: bool = True
     command: str = "ijr-report"  # as typed, for the page's "how it was generated"
@@ -86,6 +87,9 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
             "holds status.json or metrics.jsonl (ijr-train writes them)"
         )
     check_columns(runs, data.swept, args)
+    if args.compare and len(data.sweep_dirs) < 2:
+        found = ", ".join(data.sweep_dirs) or "none"
+        raise UserError(f"--compare needs at least two sweeps; found {len(data.sweep_dirs)} ({found})")
     for w in data.warnings:
         log(f"warning: {w}")
     timings = {"collect_s": time.perf_counter() - t0}
@@ -134,7 +138,7 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
             "generated": generated["generated"],
             "runs": len(runs),
             "history_values": n_history,
-            "sweeps": {s.name: sweep_state.counts(s.states) for s in sections},
+            "sweeps": {s.name: sweep_state.counts(s.states) for s in sections if s.kind == "sweep"},
             "warnings": data.warnings,
             "timings_s": timings,
             "versions": records.package_versions(
@@ -169,6 +173,8 @@ def write_tables(data: collect.Collection, args, out: Path):
     """Per sweep: the aggregate and (when the runs allow) Table 1; across sweeps: the correlations."""
     runs = data.runs
     sections, md, tex, csv_parts = [], [], [], []
+    if getattr(args, "compare", False):
+        sections.append(write_comparison(data, args, out))
     for sweep, sweep_dir in data.sweep_dirs.items():
         sub = runs[runs["sweep"] == sweep]
         section = page.SweepSection(sweep, str(sweep_dir), data.states.get(sweep, []))
@@ -248,6 +254,35 @@ def write_run_pages_and_explorer(data: collect.Collection, out: Path, log: Calla
     )
 
 
+def write_comparison(data: collect.Collection, args, out: Path) -> page.SweepSection:
+    """The sweeps side by side (--compare): finals per sweep and common key, and the paired differences of runs
+    matched on every common key (a packed sweep against its unpacked twin, a baseline study against its EJR
+    study with the same seeds)."""
+    sweeps = list(data.sweep_dirs)
+    section = page.SweepSection(" vs ".join(sweeps), ", ".join(str(p) for p in data.sweep_dirs.values()), [])
+    section.kind = "comparison"
+    keys = tables.common_keys(data.runs, data.swept, sweeps)
+    section.compare_keys = keys
+    metrics = collect.present(data.runs, args.metrics or tables.KEY_METRICS)
+    if metrics:
+        shown = tables.comparison(data.runs, keys, metrics)
+        note = (
+            f"the sweeps side by side, grouped by sweep and the keys they all swept "
+            f"({', '.join(k for k in keys if k != tables.SEED) or 'none'}); final values per run"
+        )
+        section.tables.append(("Final metrics by sweep", note, shown))
+        _write_all(out, "comparison", shown, "the sweeps side by side")
+        paired = tables.paired_differences(data.runs, keys, metrics, sweeps[0])
+        if paired is not None:
+            note = (
+                f"runs matched on {', '.join(keys)}: per sweep and metric, the pairs, the largest |sweep − "
+                f"{sweeps[0]}| and its mean signed difference"
+            )
+            section.tables.append((f"Paired differences against {sweeps[0]}", note, paired))
+            _write_all(out, "comparison_paired", paired, f"paired differences against {sweeps[0]}")
+    return section
+
+
 def check_columns(runs: pd.DataFrame, swept: dict, args) -> None:
     """--group-by, --metrics and --family-by must name columns of the runs table."""
     missing = [k for k in args.group_by or [] if k not in runs]
@@ -287,6 +322,9 @@ def write_figures(
     wide = data.wide
     planned = []  # (section or None, name, draw, the section's list it goes to)
     for section in sections:
+        if getattr(section, "kind", "sweep") == "comparison":
+            planned += _comparison_figures(data, section, out)
+            continue
         sweep = section.name
         sub = runs[runs["sweep"] == sweep]
         keys = [k for k in data.swept.get(sweep, []) if k != tables.SEED]
@@ -337,6 +375,31 @@ def write_figures(
         if fig:
             destination.append(fig)
     return drawn_theory
+
+
+def _comparison_figures(data: collect.Collection, section, out: Path) -> list:
+    """Every sweep in the same figures: trajectories coloured by sweep (and by the first common key, when it has
+    at most six values), and finals against each common key with one line per sweep."""
+    from ijr_cli.report import figures
+
+    if data.wide is None:
+        return []
+    runs = data.runs
+    keys = [k for k in section.compare_keys if k != tables.SEED]
+    label = runs["sweep"].astype(str)
+    if keys and runs[keys[0]].nunique() <= 6:
+        label = label + ", " + keys[0] + "=" + runs[keys[0]].map(figures.label)
+    runs = runs.assign(comparison=label)
+    cols = ["run", "step"] + [c for c in data.wide.columns if c in _TRAJECTORY_COLUMNS]
+    history = data.wide.select(cols).to_pandas()
+    name, title = "comparison_trajectories", f"{section.name}: trajectories"
+    planned = [
+        (section, name, partial(figures.trajectories, history, runs, "comparison", out, name, title), section.figures)
+    ]
+    for x in keys:
+        name, title = f"comparison_finals_vs_{_slug(x)}", f"{section.name}: final metrics vs {x}"
+        planned.append((section, name, partial(figures.finals, runs, x, "sweep", out, name, title), section.figures))
+    return planned
 
 
 def _paper_figure(entry, sweep_data, out: Path, name: str, section, log):

@@ -97,7 +97,27 @@ def find_run_dirs(paths: Sequence[Path]) -> Dict[Path, Tuple[str, Path]]:
                 rel = run.parent.relative_to(root)
                 found[run] = (str(Path(root.name) / rel) if str(rel) != "." else root.name, run.parent)
                 dirnames[:] = []  # a run directory holds no runs
-    return found
+    return _distinct_names(found)
+
+
+def _distinct_names(found: Dict[Path, Tuple[str, Path]]) -> Dict[Path, Tuple[str, Path]]:
+    """Two sweep directories of the same name (a/multirun, b/multirun) get their parents' names in front until
+    the names differ: each sweep keeps its own section, never a merged one."""
+    dirs: Dict[str, set] = {}
+    for name, sweep_dir in found.values():
+        dirs.setdefault(name, set()).add(sweep_dir)
+    renamed: Dict[Path, str] = {}
+    for name, sweep_dirs in dirs.items():
+        if len(sweep_dirs) < 2:
+            continue
+        depth = 1
+        while depth < 8:
+            labels = {d: "/".join(d.parts[-1 - depth : -1]) + "/" + name for d in sweep_dirs}
+            if len(set(labels.values())) == len(sweep_dirs):
+                break
+            depth += 1
+        renamed.update(labels)
+    return {run: (renamed.get(d, name), d) for run, (name, d) in found.items()}
 
 
 def _is_run_dir(path: Path) -> bool:

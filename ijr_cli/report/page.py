@@ -125,6 +125,8 @@ class SweepSection:
     figures: List[Figure] = field(default_factory=list)
     paper_figures: List[Figure] = field(default_factory=list)  # from the figure registry
     not_drawn: list = field(default_factory=list)  # registry.NotDrawn: the paper figures this sweep cannot draw
+    kind: str = "sweep"  # or "comparison" (--compare: every sweep side by side; no status of its own)
+    compare_keys: list = field(default_factory=list)
 
 
 def table_html(table: pd.DataFrame) -> str:
@@ -220,8 +222,11 @@ def page(
             o.h(2, "Warnings") + "<ul class='warn'>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>"
         )
     for s in sections:
-        body.append(o.h(2, f"Sweep {s.name}") + f"<p><code>{html.escape(s.path)}</code></p>")
-        body.append(o.h(3, f"{s.name}: status") + status_html(s.states))
+        if s.kind == "comparison":
+            body.append(o.h(2, f"Comparison: {s.name}") + f"<p><code>{html.escape(s.path)}</code></p>")
+        else:
+            body.append(o.h(2, f"Sweep {s.name}") + f"<p><code>{html.escape(s.path)}</code></p>")
+            body.append(o.h(3, f"{s.name}: status") + status_html(s.states))
         for t_title, note, table in s.tables:
             body.append(
                 o.h(3, f"{s.name}: {t_title}") + (f"<p>{html.escape(note)}</p>" if note else "") + table_html(table)
@@ -256,8 +261,9 @@ def page(
         + "</table></div>"
     )
     total = sum(len(s.states) for s in sections)
+    n_sweeps = sum(s.kind == "sweep" for s in sections)
     intro = (
-        f"<p>{len(sections)} sweep(s), {total} job(s). Tables are mean ± sample standard deviation over the "
+        f"<p>{n_sweeps} sweep(s), {total} job(s). Tables are mean ± sample standard deviation over the "
         "runs of a group, with the number of runs n; accuracies in %. Files beside this page: "
         + ", ".join(f"<code>{html.escape(f)}</code>" for f in files)
         + ".</p>"

@@ -311,3 +311,49 @@ def to_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
     return styler.to_latex(
         hrules=True, caption=caption or None, label=label or None, position_float="centering" if caption else None
     )
+
+
+# ------------------------------------------------------------------------------------------ comparing sweeps
+def common_keys(runs: pd.DataFrame, swept: dict, sweeps: Sequence[str]) -> List[str]:
+    """The swept keys (seed included) that every one of `sweeps` swept, in the first sweep's order."""
+    keys = [k for k in swept.get(sweeps[0], []) if all(k in swept.get(s, []) for s in sweeps[1:])]
+    return [k for k in keys if k in runs]
+
+
+def comparison(runs: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """The sweeps side by side: mean ± std per (sweep, common key values but the seed) for each metric."""
+    keys = ["sweep"] + [k for k in keys if k != SEED]
+    return display_aggregate(aggregate(runs, keys, metrics), keys, metrics)
+
+
+def paired_differences(runs: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str], base: str):
+    """Runs matched across sweeps on every common key (the seed included): per other sweep and metric, the number
+    of matched pairs, the largest |other − base| and the mean of other − base (e.g. a packed sweep against its
+    unpacked twin: zero up to rounding). None when no run matches."""
+    if not keys:
+        return None
+    numeric = runs[["sweep", *keys, *metrics]].copy()
+    for m in metrics:
+        numeric[m] = pd.to_numeric(numeric[m], errors="coerce")
+    reference = numeric[numeric["sweep"] == base].drop(columns="sweep")
+    rows = []
+    for sweep in [s for s in dict.fromkeys(numeric["sweep"]) if s != base]:
+        other = numeric[numeric["sweep"] == sweep].drop(columns="sweep")
+        pairs = reference.merge(other, on=list(keys), suffixes=("_base", "_other"))
+        if pairs.empty:
+            continue
+        for m in metrics:
+            delta = (pairs[f"{m}_other"] - pairs[f"{m}_base"]).dropna()
+            if not len(delta):
+                continue
+            rows.append(
+                {
+                    "sweep": sweep,
+                    "against": base,
+                    "metric": m,
+                    "pairs": len(delta),
+                    "max abs Δ": float(delta.abs().max()),
+                    "mean Δ": float(delta.mean()),
+                }
+            )
+    return pd.DataFrame(rows) if rows else None
