@@ -170,7 +170,7 @@ def test_runs_table_sorts_filters_and_highlights_offline_in_chromium(tmp_path, c
     chart and the filtered-out runs leave them; each run page draws its charts without errors."""
     sweep = tmp_path / "lr_bs"
     make_sweep(sweep, [0.01, 0.1, 0.2], [32, 128], [0, 1], steps=40, every=2)
-    proc = subprocess.run([IJR_REPORT, str(sweep), "--no-figures"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([IJR_REPORT, str(sweep)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     index = sweep / "report" / "index.html"
     assert "src='http" not in index.read_text() and "<script src" not in index.read_text()  # no CDN

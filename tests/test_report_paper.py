@@ -133,7 +133,7 @@ def test_every_registry_figure_draws_from_a_sweep_that_holds_its_data(tmp_path, 
         },
         steps=50,
     )
-    build.build(build.ReportOptions(paths=[root], query_slurm=False))
+    build.build(build.ReportOptions(paths=[root], query_slurm=False, figure_jobs=1))
     stems = {p.stem for p in (root / "report" / "figures").glob("*.png")}
     keys = [e.key for e in registry.registry()]
     assert set(keys) <= stems, set(keys) - stems

@@ -4,6 +4,7 @@ values of a COMPLETED run with a damaged metrics.jsonl taken from its summary.js
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -138,7 +139,7 @@ def test_run_pages_one_per_run_linked_from_the_runs_table(tmp_path):
 
     sweep = tmp_path / "lr"
     make_sweep(sweep, [0.05, 0.1], [32], [0, 1], steps=30, every=3)
-    build.build(build.ReportOptions(paths=[sweep], figures=False, query_slurm=False))
+    build.build(build.ReportOptions(paths=[sweep], figures=False, run_pages=True, query_slurm=False))
     out = sweep / "report"
     index = (out / "index.html").read_text()
     links = re.findall(r"<td class='text' data-v='[^']*'><a href='([^']+)'>", index)
@@ -146,7 +147,15 @@ def test_run_pages_one_per_run_linked_from_the_runs_table(tmp_path):
     page = (out / unquote(links[0])).read_text()
     payload = json.loads(re.search(r"id='ijr-run-data'>(.*?)</script>", page, re.S).group(1))
     sharp = next(c for c in payload["charts"] if c["title"] == "sharpness")
-    assert [s["name"] for s in sharp["series"]] == ["sharpness", "threshold"] and len(sharp["series"][0]["x"]) == 10
+    assert [s["name"] for s in sharp["series"]] == ["sharpness", "threshold"]
+    steps = np.frombuffer(base64.b64decode(sharp["series"][0]["x"]["i32"]), "<i4")
+    values = np.frombuffer(base64.b64decode(sharp["series"][0]["y"]["f32"]), "<f4")
+    logged = [
+        json.loads(line)
+        for line in (sweep / unquote(links[0]).split("/")[-1][:-5] / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps.tolist() == [r["step"] for r in logged]
+    np.testing.assert_allclose(values, [r["sharpness"] for r in logged], rtol=1e-6)
     assert "<a href='../../index.html'>" in page
     diff = re.search(r"differs from its sweep</h2>(.*?)</table>", page, re.S).group(1)
     assert re.findall(r"<td class='text'>([a-z_.]+)</td>", diff) == ["optimizer.lr", "seed"]
@@ -172,7 +181,7 @@ def test_compare_overlays_two_sweeps_with_paired_differences(tmp_path, monkeypat
     save = figures._save
     monkeypatch.setattr(figures, "_save", lambda fig, *a: seen.setdefault(a[1], fig) and save(fig, *a))
     out = tmp_path / "rep"
-    build.build(build.ReportOptions(paths=[a, b], out=out, compare=True, query_slurm=False))
+    build.build(build.ReportOptions(paths=[a, b], out=out, compare=True, query_slurm=False, figure_jobs=1))
     summary = json.loads((out / "report.json").read_text())
     assert set(summary["sweeps"]) == {"a/multirun", "b/multirun"}  # two sections, never merged
     side = pd.read_csv(out / "tables" / "comparison.csv")

@@ -52,7 +52,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         metavar="COLUMN",
         help="the column that names a run's regulariser family in the correlation table (default: family)",
     )
-    ap.add_argument("--no-figures", action="store_true", help="tables and page only (fast)")
+    ap.add_argument(
+        "--no-figures", action="store_true", help="tables and the page only, without figures and run pages (fast)"
+    )
     ap.add_argument(
         "--compare",
         action="store_true",
@@ -65,6 +67,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="also paper 000's synthetic theory figures (Fig. 1's secular function, Fig. 2's bounds on random p)",
     )
     ap.add_argument("--jobs", type=int, default=0, help="threads reading metrics files (default: one per CPU)")
+    ap.add_argument(
+        "--figure-jobs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="processes drawing figures (default: one per CPU; 1: draw in the report's own process)",
+    )
     ap.add_argument("--no-slurm", action="store_true", help="do not ask squeue for the state of SLURM jobs")
     return ap.parse_args(argv)
 
@@ -88,6 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 theory=args.theory,
                 compare=args.compare,
                 jobs=args.jobs,
+                figure_jobs=args.figure_jobs,
                 query_slurm=not args.no_slurm,
                 command=" ".join([PROG, *argv]),
             ),

@@ -38,7 +38,9 @@ class ReportOptions:
     figures: bool = True
     theory: bool = False  # also paper 000's synthetic Figs. 1-2 (no run's data)
     compare: bool = False  # overlay the sweeps in the same tables and figures
+    run_pages: Optional[bool] = None  # a page per run (default: with the figures; they are charts too)
     jobs: int = 0  # threads reading metrics files (0: one per CPU)
+    figure_jobs: int = 0  # processes drawing figures (0: one per CPU; 1: in this process)
     query_slurm: bool = True
     command: str = "ijr-report"  # as typed, for the page's "how it was generated"
 
@@ -74,6 +76,8 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
     """Everything into a temporary sibling directory, then swapped in for `out` (never half-written)."""
     t0 = time.perf_counter()
     out = check_paths(args.paths, args.out, args.jobs)
+    if args.figure_jobs < 0:
+        raise UserError(f"--figure-jobs {args.figure_jobs}: give a number of processes >= 1, or 0 for one per CPU")
     data = collect.collect(args.paths, jobs=args.jobs, query_slurm=args.query_slurm)
     runs = data.runs
     if runs.empty:
@@ -114,20 +118,33 @@ def build(args: ReportOptions, log: Callable[[str], None] = lambda message: None
             n_history = history.result()
         timings["tables_s"] = time.perf_counter() - t1
         log(f"tables written ({timings['tables_s']:.1f} s; history: {n_history:,} values)")
-        theory = []
+        theory, explorer = [], []
+        with_pages = args.figures if args.run_pages is None else args.run_pages
+
+        def pages_and_explorer():  # (in this process, while the figures are drawn in others)
+            t3 = time.perf_counter()
+            explorer.append(write_run_pages_and_explorer(data, tmp, log, with_pages=with_pages))
+            timings["run_pages_s" if with_pages else "explorer_s"] = time.perf_counter() - t3
+            if with_pages:
+                log(f"{len(runs)} run page(s) written ({timings['run_pages_s']:.1f} s)")
+
         if args.figures:
             t2 = time.perf_counter()
-            theory = write_figures(data, sections, tmp / "figures", log, theory=args.theory)
+            jobs = args.figure_jobs or os.cpu_count() or 1
+            theory = write_figures(
+                data, sections, tmp / "figures", log, theory=args.theory, jobs=jobs, meanwhile=pages_and_explorer
+            )
             timings["figures_s"] = time.perf_counter() - t2
             count = sum(len(s.figures) + len(s.paper_figures) for s in sections) + len(theory)
-            log(f"{count} figures drawn ({timings['figures_s']:.1f} s)")
-        t3 = time.perf_counter()
-        explorer = write_run_pages_and_explorer(data, tmp, log)
-        timings["run_pages_s"] = time.perf_counter() - t3
-        log(f"{len(runs)} run page(s) written ({timings['run_pages_s']:.1f} s)")
+            log(f"{count} figures drawn ({timings['figures_s']:.1f} s, {jobs} process(es), run pages alongside)")
+        else:
+            pages_and_explorer()
+        explorer = explorer[0]
         generated = generation_facts(args.command, out, data, timings)
-        files = ["runs.parquet", "runs.csv", "history.parquet", "tables/", "runs/", "report.json"] + (
-            ["figures/"] if args.figures else []
+        files = (
+            ["runs.parquet", "runs.csv", "history.parquet", "tables/", "report.json"]
+            + (["figures/"] if args.figures else [])
+            + (["runs/"] if with_pages else [])
         )
         title = "ijr report: " + data.title
         (tmp / "index.html").write_text(
@@ -232,13 +249,15 @@ RUN_COLUMNS = (  # the runs table's columns after the swept keys, when logged
 PARALLEL_METRICS = (M.TEST_ACC, M.GEN_GAP_LOSS, M.SHARPNESS, M.JAC_OP_NORM, M.INPUT_JAC_MAX)
 
 
-def write_run_pages_and_explorer(data: collect.Collection, out: Path, log: Callable[[str], None]) -> str:
-    """runs/<sweep>/<run>.html for every run, and the index page's explorer: the runs table (sort, filter,
-    select), parallel coordinates and every run's sharpness / threshold and test accuracy, selected runs
-    highlighted (explorer.js)."""
+def write_run_pages_and_explorer(
+    data: collect.Collection, out: Path, log: Callable[[str], None], with_pages: bool = True
+) -> str:
+    """runs/<sweep>/<run>.html for every run (charts: drawn with the figures, not with --no-figures), and the
+    index page's explorer: the runs table (sort, filter, select), parallel coordinates and every run's
+    sharpness / threshold and test accuracy, selected runs highlighted (explorer.js)."""
     from ijr_cli.report import run_pages
 
-    links = run_pages.write_run_pages(data, out, page.CSS, page.script(), log)
+    links = run_pages.write_run_pages(data, out, page.CSS, page.script(), log) if with_pages else {}
     swept = list(dict.fromkeys(k for keys in data.swept.values() for k in keys))
     columns = swept + [c for c in collect.present(data.runs, RUN_COLUMNS) if c not in swept]
     axes = [k for k in swept if k != tables.SEED and pd.to_numeric(data.runs[k], errors="coerce").notna().all()]
@@ -310,13 +329,21 @@ def _slug(text: str) -> str:
 
 
 def write_figures(
-    data: collect.Collection, sections, out: Path, log: Callable[[str], None] = lambda m: None, theory: bool = False
+    data: collect.Collection,
+    sections,
+    out: Path,
+    log: Callable[[str], None] = lambda m: None,
+    theory: bool = False,
+    jobs: int = 1,
+    meanwhile: Callable[[], None] = lambda: None,
 ):
     """Every figure of every sweep section, then (with `theory`) the synthetic theory figures; `log` hears
-    "figure i/N name (elapsed)" as each is drawn (drawing is most of a report's time)."""
+    "figure i/N name (elapsed)" as each is drawn (drawing is most of a report's time). `jobs` > 1 draws in that
+    many forked processes (`_draw_all`); `meanwhile` runs in this process while they draw."""
     from ijr_cli.report import figures, registry
     from ijr_cli.report import theory as theory_figures
 
+    planning = time.perf_counter()
     out.mkdir()
     runs = data.runs
     wide = data.wide
@@ -332,7 +359,8 @@ def write_figures(
         if wide is not None:
             import polars as pl
 
-            everything = wide.filter(pl.col("run").is_in(list(sub.index))).to_pandas()
+            mine = wide if len(sub) == len(runs) else wide.filter(pl.col("run").is_in(list(sub.index)))
+            everything = mine.to_pandas()
             cols = ["run", "step"] + [c for c in wide.columns if c in _TRAJECTORY_COLUMNS or _is_spectrum(c)]
             history = everything[cols]
             for k in keys or [None]:
@@ -362,19 +390,52 @@ def write_figures(
             sweep_data = registry.SweepData(sweep, sub, everything, keys)
             drawable, section.not_drawn = registry.plan(sweep_data, len(sections) > 1, slug)
             for name, entry in drawable:
-                draw = partial(_paper_figure, entry, sweep_data, out, name, section, log)
+                draw = partial(_paper_figure, entry, sweep_data, out, name)
                 planned.append((section, name, draw, section.paper_figures))
     drawn_theory = []
     if theory:
         planned += [(None, "paper000_fig1", partial(theory_figures.paper000_fig1, out), drawn_theory)]
         planned += [(None, "paper000_fig2", partial(theory_figures.paper000_fig2, out), drawn_theory)]
+    log(f"{len(planned)} figures planned ({time.perf_counter() - planning:.1f} s)")
     started = time.perf_counter()
-    for i, (_, name, draw, destination) in enumerate(planned, 1):
-        fig = draw()
+    entries = {e.key: e for e in registry.registry()}
+    for i, (fig, (section, name, _, destination)) in enumerate(zip(_draw_all(planned, jobs, meanwhile), planned), 1):
         log(f"figure {i}/{len(planned)} {name} ({time.perf_counter() - started:.1f} s)")
-        if fig:
+        if isinstance(fig, NotDrawnFigure):
+            section.not_drawn.append(registry.NotDrawn(entries[fig.key], fig.reason))
+            log(f"warning: {name} not drawn: {fig.reason}")
+        elif fig:
             destination.append(fig)
     return drawn_theory
+
+
+_PLANNED: list = []  # the figures a forked drawing process draws (inherited, never pickled)
+
+
+def _draw_one(i: int):
+    return _PLANNED[i][2]()
+
+
+def _draw_all(planned: list, jobs: int, meanwhile: Callable[[], None]):
+    """Each planned figure's result, in order. With jobs > 1 (and fork available), `jobs` forked processes draw
+    them: each inherits the data, so nothing large is pickled (only the small Figure records come back);
+    matplotlib draws one figure per process at a time, so 2 cores give ~2x. The drawing code uses pandas, numpy
+    and matplotlib only (never polars, whose thread pool a fork does not carry over)."""
+    import multiprocessing
+
+    global _PLANNED
+    if jobs <= 1 or len(planned) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        meanwhile()
+        yield from (draw() for _, _, draw, _ in planned)
+        return
+    _PLANNED = planned
+    try:
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(planned))) as pool:
+            results = pool.imap(_draw_one, range(len(planned)))
+            meanwhile()
+            yield from results
+    finally:
+        _PLANNED = []
 
 
 def _comparison_figures(data: collect.Collection, section, out: Path) -> list:
@@ -402,21 +463,24 @@ def _comparison_figures(data: collect.Collection, section, out: Path) -> list:
     return planned
 
 
-def _paper_figure(entry, sweep_data, out: Path, name: str, section, log):
+@dataclass
+class NotDrawnFigure:
+    """A registry figure that failed on a sweep's data (returned by a drawing process, listed by the parent)."""
+
+    key: str
+    reason: str
+
+
+def _paper_figure(entry, sweep_data, out: Path, name: str):
     """One registry figure; one that fails on this sweep's data is listed as not drawn (with the error), and the
     report goes on."""
-    from ijr_cli.report import registry
-
     try:
         return entry.draw(sweep_data, out, name, entry)
     except Exception as exc:  # noqa: BLE001  (a figure's failure must not lose the report; it is named)
         import matplotlib.pyplot as plt
 
         plt.close("all")
-        reason = f"failed on this sweep's data: {type(exc).__name__}: {exc}"
-        section.not_drawn.append(registry.NotDrawn(entry, reason))
-        log(f"warning: {name} not drawn: {reason}")
-        return None
+        return NotDrawnFigure(entry.key, f"failed on this sweep's data: {type(exc).__name__}: {exc}")
 
 
 def _is_spectrum(column: str) -> bool:

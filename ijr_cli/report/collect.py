@@ -497,7 +497,10 @@ def collect(paths: Sequence[Path], jobs: int = 0, query_slurm: bool = True) -> C
                 sweep_dirs.setdefault(sweep, sweep_dir)
         wide, read_warnings = concat_histories(pending, keep=metas)
     warnings += [w for _, w in read_warnings]
-    states = {s: sweep_state.sweep_states(d, query_slurm=query_slurm) for s, d in sweep_dirs.items()}
+    with ThreadPoolExecutor(1) as pool:  # the phases (numpy, mostly off the GIL) beside the status files
+        detected = pool.submit(phase_columns, wide) if wide is not None else None
+        states = {s: sweep_state.sweep_states(d, query_slurm=query_slurm) for s, d in sweep_dirs.items()}
+        detected = detected.result() if detected is not None else None
     single = _single_runs(paths, found, metas)
     for sweep, names in single.items():  # a report of run directories: their states only, not their folder's
         states[sweep] = [st for st in states[sweep] if st.name in names]
@@ -507,7 +510,7 @@ def collect(paths: Sequence[Path], jobs: int = 0, query_slurm: bool = True) -> C
         facts = run_facts(wide)
         facts.index = facts.index.astype(int)
         runs = runs.join(facts.drop(columns=[c for c in facts if c in runs or c == "elapsed_s"]), how="left")
-        runs = runs.join(phase_columns(wide), how="left")
+        runs = runs.join(detected, how="left")
     logged = set(runs.index[runs["last_step"].notna()]) if "last_step" in runs else set()
     damaged = {i for i, _ in read_warnings} | (set(metas) - logged)  # bad lines skipped, or no history at all
     runs = finals_from_summaries(runs, metas, damaged, warnings)

@@ -14,6 +14,16 @@ const IJR = (() => {
     return node;
   }
 
+  // a numeric array as run_pages.packed writes it ({f32: base64} or {i32: base64}), or a plain list
+  function unpack(v) {
+    if (Array.isArray(v)) return v;
+    const key = v.f32 !== undefined ? "f32" : "i32";
+    const text = atob(v[key]);
+    const bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    return Array.from(key === "f32" ? new Float32Array(bytes.buffer) : new Int32Array(bytes.buffer));
+  }
+
   function fmt(v) {
     if (v === null || v === undefined || Number.isNaN(v)) return "–";
     const a = Math.abs(v);
@@ -41,6 +51,7 @@ const IJR = (() => {
 
   // series: [{name, x: [], y: [], color, dash, width, opacity}]; marks: [{x, label}]
   function lineChart(host, spec) {
+    spec = {...spec, series: spec.series.map(s => ({...s, x: unpack(s.x), y: unpack(s.y)}))};
     const w = spec.w || 300, h = spec.h || 190, m = {l: 46, r: 8, t: 18, b: 26};
     const svg = frame(host, spec.title || "", w, h);
     const xs = spec.series.flatMap(s => s.x), ys = spec.series.flatMap(s => s.y);

@@ -81,27 +81,33 @@ def runs_table_html(runs: pd.DataFrame, links: Dict[int, str], columns: List[str
         for i, h in enumerate(heads)
         if i > 0
     )
+    cells_of = {}  # column -> its cells' html, built per column (vectorised): 1,000 runs in milliseconds
+    for c in columns:
+        v = runs[c] if c in runs else pd.Series(None, index=runs.index, dtype=object)
+        number = pd.to_numeric(v, errors="coerce")
+        if number.notna().any() and (number.notna() | v.isna()).all():
+            shown = number * (100 if c in percent else 1)
+            texts = [
+                "–" if pd.isna(x) else (f"{x:.2f}" if c in percent else text_of(round_sig(x))) for x in shown.tolist()
+            ]
+            exact = ["" if pd.isna(x) else repr(float(x)) for x in shown.tolist()]
+            cells_of[c] = [f"<td data-v='{e}'>{html.escape(t)}</td>" for e, t in zip(exact, texts)]
+        else:
+            texts = [html.escape(text_of(x)) for x in v.tolist()]
+            cells_of[c] = [f"<td class='text' data-v='{t}'>{t}</td>" for t in texts]
     body = []
-    for i, row in runs.iterrows():
-        run_id = html.escape(str(row["run_id"]))
+    for k, (i, row) in enumerate(zip(runs.index, runs[["run_id", "run", "sweep", "status"]].itertuples(index=False))):
+        run_id = html.escape(str(row.run_id))
         link = links.get(i)
-        name = f"<a href='{link}'>{html.escape(str(row['run']))}</a>" if link else html.escape(str(row["run"]))
+        name = f"<a href='{link}'>{html.escape(str(row.run))}</a>" if link else html.escape(str(row.run))
+        status = html.escape(str(row.status))
         cells = [
             f"<td><input type='checkbox' class='pick' value='{run_id}' aria-label='select {run_id}'></td>",
-            f"<td class='text' data-v='{html.escape(str(row['run']))}'>{name}</td>",
-            f"<td class='text'>{html.escape(str(row['sweep']))}</td>",
-            f"<td class='text {html.escape(str(row['status']))}'>{html.escape(str(row['status']))}</td>",
+            f"<td class='text' data-v='{html.escape(str(row.run))}'>{name}</td>",
+            f"<td class='text'>{html.escape(str(row.sweep))}</td>",
+            f"<td class='text {status}'>{status}</td>",
+            *(cells_of[c][k] for c in columns),
         ]
-        for c in columns:
-            v = row.get(c)
-            number = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
-            if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
-                shown = v * 100 if c in percent and not pd.isna(v) else v
-                text = "–" if pd.isna(v) else (f"{shown:.2f}" if c in percent else text_of(round_sig(shown)))
-                exact = "" if pd.isna(number) else repr(float(shown))
-                cells.append(f"<td data-v='{exact}'>{html.escape(text)}</td>")
-            else:
-                cells.append(f"<td class='text' data-v='{html.escape(text_of(v))}'>{html.escape(text_of(v))}</td>")
         body.append(f"<tr data-run='{run_id}'>" + "".join(cells) + "</tr>")
     return (
         f"<p id='runs-table-count'></p><div class='scroll'><table id='runs-table'><thead><tr class='names'>{names}"
