@@ -188,3 +188,12 @@ def test_theory_figures_only_with_theory(tmp_path):
     build.build(build.ReportOptions(paths=[sweep], query_slurm=False, theory=True))
     stems = {p.stem for p in (sweep / "report" / "figures").glob("*.png")}
     assert {"paper000_fig1_secular", "paper000_fig2_impurity_bounds"} <= stems
+
+
+def test_finals_without_a_logged_threshold(tmp_path, drawn):
+    runs = _runs(
+        {"optimizer.weight_decay": [0.0, 0.005] * 2, "sharpness": [3.0, 4.0, 3.5, 4.5], "seed": [0, 0, 1, 1]}, 4
+    )
+    assert figures.finals(runs, "optimizer.weight_decay", None, tmp_path, "wd", "wd") is not None
+    axes = {ax.get_title(): ax for ax in drawn["wd"].axes}
+    assert not [ln for ln in axes["sharpness"].get_lines() if ln.get_linestyle() == "--"]

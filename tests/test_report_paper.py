@@ -71,6 +71,12 @@ def test_missing_data_is_named_with_the_preset_that_measures_it(tmp_path):
         "needs metrics sharpness, jac_op_norm; run with metrics=full"
     )
     assert reasons["paper000_fig09_m_vectors"] == "needs metrics m_cos, m_mrl; run with metrics=appendix_d"
+    assert reasons["paper002_fig2_weight_decay"] == (
+        "needs metrics sharpness, gen_gap_loss or gen_gap_acc; run with metrics=eos"  # (no eval metric in a preset)
+    )
+    assert reasons["paper000_fig07_baseline_vs_ejr"] == (
+        "needs metric test_loss; evaluate during the run (trainer.eval_every)"
+    )
     assert len(skipped) == len(registry.registry())
     assert registry.preset_for(["sharpness", "threshold"]) == "metrics=eos"
     assert registry.preset_for(["nonsense"]) == "metrics.names=[nonsense]"

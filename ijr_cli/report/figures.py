@@ -296,8 +296,9 @@ def trajectories(
         ax.set_title(panel_title, fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel(metric + (" (%)" if percent else ""))
-        if not percent:
-            readable_scale(ax, stats[metric]["mean"])
+        if not percent:  # (a companion drawn on the same axis, such as the threshold, counts for the scale)
+            companions = [stats[e]["mean"] for e in _extras(extra) if e in stats and isinstance(extra, str)]
+            readable_scale(ax, np.concatenate([stats[metric]["mean"].to_numpy(), *[c.to_numpy() for c in companions]]))
     _legend_on_top(fig, axes, hue, len(order), nrows, title)
     return _save(
         fig,
@@ -405,8 +406,10 @@ def finals(runs: pd.DataFrame, x: str, hue: Optional[str], out_dir: Path, name: 
             swept_log_axis(ax, data[x])
         else:
             ax.set_xticks(range(len(xs)), [label(v) for v in xs])
-        shown = [values] + ([pd.to_numeric(data[M.THRESHOLD], errors="coerce")] if metric == M.SHARPNESS else [])
-        readable_scale(ax, np.concatenate([v.to_numpy(dtype=float) for v in shown if v is not None]))
+        shown = [values]
+        if metric == M.SHARPNESS and M.THRESHOLD in data:
+            shown.append(pd.to_numeric(data[M.THRESHOLD], errors="coerce"))
+        readable_scale(ax, np.concatenate([v.to_numpy(dtype=float) for v in shown]))
         ax.set_title(metric + (" (%)" if scale == 100 else ""), fontsize=9)
         ax.set_ylabel(metric + (" (%)" if scale == 100 else ""))
         ax.set_xlabel(x)

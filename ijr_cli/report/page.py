@@ -46,6 +46,11 @@ th[aria-sort='descending']::after { content: ' ▼'; } tr[hidden] { display: non
 """
 
 
+def figure_label(entry) -> str:
+    """'paper 000 Fig. 3', or 'the edge of stochastic stability (Andreyev & Beneventano 2024)'."""
+    return f"paper {entry.paper} {entry.figure}" if entry.paper.isdigit() else f"{entry.figure} ({entry.paper})"
+
+
 def _script() -> str:
     """explorer.js (the page scripts), embedded in every page."""
     from pathlib import Path
@@ -245,7 +250,7 @@ def page(
             body.append(
                 "<p>Not drawn from this sweep:</p><ul class='notdrawn'>"
                 + "".join(
-                    f"<li><b>paper {html.escape(n.entry.paper)} {html.escape(n.entry.figure)}</b> "
+                    f"<li><b>{html.escape(figure_label(n.entry))}</b> "
                     f"({html.escape(n.entry.what)}): {html.escape(n.reason)}</li>"
                     for n in s.not_drawn
                 )

@@ -118,6 +118,8 @@ def batch_sharpness_vs_threshold(data: SweepData, out: Path, name: str, entry) -
         lr = pd.to_numeric(pd.Series([data.value(run, "optimizer.lr")]), errors="coerce").iloc[0]
         if not pd.isna(lr) and lr > 0:
             ax.axhline(2 / lr, color="k", linestyle="--", linewidth=0.9, label="2/η")
+        shown = [b[M.BATCH_SHARPNESS].to_numpy()] + ([np.array([2 / lr])] if not pd.isna(lr) and lr > 0 else [])
+        F.readable_scale(ax, np.concatenate(shown))
         ax.set_title(
             ", ".join(f"{k}={F.label(data.value(run, k))}" for k in data.swept) or data.run_id(run), fontsize=8
         )
@@ -168,8 +170,8 @@ FIGURES = (
     ),
     PaperFigure(
         "batch_sharpness_vs_threshold",
-        "EoSS",
-        "edge of stochastic stability",
+        "Andreyev & Beneventano 2024",
+        "the edge of stochastic stability",
         "batch sharpness against 2/η for SGD runs",
         metrics=(M.BATCH_SHARPNESS,),
         condition=_sgd,

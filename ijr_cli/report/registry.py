@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 
 from ijr_cli.core import arrays as array_store
+from ijr_cli.core import metric_names as M
 from ijr_cli.core.resources import conf_dir
 
 SEED = "seed"
@@ -140,8 +141,11 @@ def missing(entry: PaperFigure, data: SweepData) -> Optional[str]:
     if entry.arrays and not data.runs_with(arrays=entry.arrays):
         need += list(entry.arrays)
     if need:
-        wanted = [m for m in (*entry.metrics, *entry.any_metrics[:1], *entry.arrays) if m]
+        measured = [m for m in (*entry.metrics, *entry.any_metrics[:1], *entry.arrays) if m not in M.EVAL_METRICS]
+        wanted = measured or list(need)
         plural = "s" if len(need) > 1 else ""
+        if all(m in M.EVAL_METRICS for m in need):  # (evaluation metrics are always logged: evaluate at all)
+            return f"needs metric{plural} {', '.join(need)}; evaluate during the run (trainer.eval_every)"
         return f"needs metric{plural} {', '.join(need)}; run with {preset_for(wanted)}"
     if entry.condition is not None:
         return entry.condition(data)
