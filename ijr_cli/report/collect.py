@@ -499,7 +499,9 @@ def collect(paths: Sequence[Path], jobs: int = 0, query_slurm: bool = True) -> C
     warnings += [w for _, w in read_warnings]
     with ThreadPoolExecutor(1) as pool:  # the phases (numpy, mostly off the GIL) beside the status files
         detected = pool.submit(phase_columns, wide) if wide is not None else None
-        states = {s: sweep_state.sweep_states(d, query_slurm=query_slurm) for s, d in sweep_dirs.items()}
+        states = {
+            s: sweep_state.sweep_states(d, query_slurm=query_slurm, finished_tails=False) for s, d in sweep_dirs.items()
+        }
         detected = detected.result() if detected is not None else None
     single = _single_runs(paths, found, metas)
     for sweep, names in single.items():  # a report of run directories: their states only, not their folder's
