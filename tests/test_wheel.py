@@ -59,6 +59,7 @@ def test_the_wheel_carries_the_configs_and_the_studies(installed):
     assert conf and all(f"ijr_cli/conf/{c}" in names for c in conf)
     assert all(f"ijr_cli/sweeps/{p.name}" in names for p in (ROOT / "sweeps").glob("*.yaml"))
     assert not any(n.startswith("ijr_cli/conf/local/") and n.endswith(".yaml") for n in names)  # site files stay
+    assert "ijr_cli/report/explorer.js" in names  # the report page's scripts, embedded in every page
 
 
 @pytest.mark.slow  # (31 s: make test was 12 min after issue 15; test-slow runs it)
