@@ -407,8 +407,19 @@ def status(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--all", action="store_true", help="list the COMPLETED jobs too")
     parser.add_argument("--json", action="store_true", help="print one JSON object (counts and jobs)")
     parser.add_argument("--no-slurm", action="store_true", help="do not ask SLURM (squeue) about queued jobs")
+    parser.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=10.0,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 10) until no job is running: a live table on a terminal, a line per "
+        "refresh (counts and the jobs that changed) elsewhere",
+    )
     args = parser.parse_args(argv)
     sweep_dir = Path(args.sweep_dir)
+    if args.watch is not None and not args.watch > 0:
+        _error("ijr-status", f"--watch {args.watch:g}: give the seconds between refreshes, > 0")
     if not sweep_dir.is_dir():
         hint = sweep_state.tiny_hint(sweep_dir) or "; give a sweep directory such as outputs/sweeps/NAME"
         _error("ijr-status", f"{sweep_dir} is not a directory{hint}")
@@ -419,6 +430,20 @@ def status(argv: Optional[List[str]] = None) -> None:
             f"{sweep_dir} holds no runs and no sweep plan (sweep.yaml); give the directory that "
             f"ijr-sweep or ijr-train -m wrote (the parent of the run directories)",
         )
+    if args.watch is not None:
+        from ijr_cli.sweep import watch
+
+        try:
+            watch.watch(
+                sweep_dir,
+                args.watch,
+                sys.stdout,
+                sys.stdout.isatty(),
+                lambda: sweep_state.sweep_states(sweep_dir, query_slurm=not args.no_slurm),
+            )
+        except KeyboardInterrupt:
+            print("ijr-status: stopped watching", file=sys.stderr)
+        return
     if args.json:
         print(
             json.dumps(
