@@ -93,3 +93,19 @@ def slurm_cluster():
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = previous
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Every matplotlib figure ijr-report saves in this process, by file stem (after `declutter`, as saved)."""
+    from ijr_cli.report import figures
+
+    seen = {}
+    save = figures._save
+
+    def keep(fig, out_dir, name, title, caption):
+        seen[name] = fig
+        return save(fig, out_dir, name, title, caption)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    return seen

@@ -14,20 +14,6 @@ from synthetic_sweep import make_sweep, write_run  # noqa: E402
 from ijr_cli.report import build, collect, figures
 
 
-@pytest.fixture
-def drawn(monkeypatch):
-    """Every matplotlib figure the report saves, by file stem (after `declutter`, as saved)."""
-    seen = {}
-    save = figures._save
-
-    def keep(fig, out_dir, name, title, caption):
-        seen[name] = fig
-        return save(fig, out_dir, name, title, caption)
-
-    monkeypatch.setattr(figures, "_save", keep)
-    return seen
-
-
 def _runs(values: dict, n: int) -> pd.DataFrame:
     return pd.DataFrame({k: v for k, v in values.items()}, index=range(n))
 

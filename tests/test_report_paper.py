@@ -37,19 +37,6 @@ def paper_sweep(root, grid: dict, steps=60, arrays=True):
     return root
 
 
-@pytest.fixture
-def drawn(monkeypatch):
-    seen = {}
-    save = figures._save
-
-    def keep(fig, out_dir, name, title, caption):
-        seen[name] = fig
-        return save(fig, out_dir, name, title, caption)
-
-    monkeypatch.setattr(figures, "_save", keep)
-    return seen
-
-
 def _sweep_data(root):
     data = collect.collect([root], query_slurm=False)
     name = next(iter(data.sweep_dirs))
