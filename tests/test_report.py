@@ -410,6 +410,7 @@ def test_empty_input_is_one_line_and_nothing_is_written(tmp_path):
     (tmp_path / "afile").write_text("")
     for args, says in (
         (["--jobs", "-1"], "--jobs -1: give a number of threads"),
+        (["--figure-jobs", "-1"], "--figure-jobs -1: give a number of processes >= 1, or 0 for one per CPU"),
         (["--metrics", "nope"], "--metrics nope: not logged by any run"),
         (["--family-by", "nope"], "--family-by nope: no such column"),
         (["--out", tmp_path / "afile"], "is a file; give a directory"),

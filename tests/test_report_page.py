@@ -31,6 +31,12 @@ window.addEventListener('load', () => {
 </script>"""
 
 
+def _headless(chromium, size: str) -> list:
+    """Headless Chromium as a container allows it, with time for the page's scripts and a window of `size`."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=20000"]
+    return [chromium, *flags, f"--window-size={size}"]
+
+
 def _browser():
     return next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
 
@@ -66,15 +72,7 @@ def test_index_html_renders_in_chromium_and_every_image_loads(tmp_path, chromium
     assert n_images >= 8
     checked = tmp_path / "checked.html"  # the page plus a script that records what the browser saw
     checked.write_text(page.replace("</body>", CHECK + "</body>"))
-    browser = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--virtual-time-budget=20000",
-        "--window-size=1280,1600",
-    ]
+    browser = _headless(chromium, "1280,1600")
     dom = subprocess.run([*browser, "--dump-dom", checked.as_uri()], capture_output=True, text=True, timeout=180)
     found = re.search(r'<pre id="ijr-check">(.*?)</pre>', dom.stdout, re.S)
     assert found, f"the page did not load in chromium: {dom.stderr[-1500:]}"
@@ -137,15 +135,7 @@ def _run_in_chromium(chromium, page_path, tmp_path, name, extra_head, extra_body
     page = page_path.read_text()
     checked = page_path.with_name(f".{name}.checked.html")  # beside the page: its relative links still work
     checked.write_text(page.replace("<head>", "<head>" + extra_head, 1).replace("</body>", extra_body + "</body>"))
-    browser = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--virtual-time-budget=20000",
-        f"--window-size={shot_size}",
-    ]
+    browser = _headless(chromium, shot_size)
     try:
         dom = subprocess.run([*browser, "--dump-dom", checked.as_uri()], capture_output=True, text=True, timeout=180)
     finally:

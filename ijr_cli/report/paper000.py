@@ -17,22 +17,13 @@ from ijr_cli.core import metric_names as M
 from ijr_cli.report import figures as F
 from ijr_cli.report import phases
 from ijr_cli.report.registry import PaperFigure, SweepData, caption_runs, swept_over
+from ijr_cli.report.theory import theorem1_bounds
 
 EJR_KEY = "regularizer.jacobian"
 
 
 def _reps(data: SweepData, metrics=(), arrays=(), limit: int = 3) -> List[int]:
     return data.representatives(data.runs_with(metrics, arrays), limit)
-
-
-def _run_title(data: SweepData, run: int) -> str:
-    parts = [f"{k}={F.label(data.value(run, k))}" for k in data.swept if k in data.runs]
-    return ", ".join(parts) or data.run_id(run)
-
-
-def _lr(data: SweepData, run: int) -> Optional[float]:
-    lr = pd.to_numeric(pd.Series([data.value(run, "optimizer.lr")]), errors="coerce").iloc[0]
-    return None if pd.isna(lr) else float(lr)
 
 
 def _marks(ax, data: SweepData, run: int) -> None:
@@ -63,18 +54,15 @@ def fig02_impurity(data: SweepData, out: Path, name: str, entry) -> Optional[F.F
         points = left.scatter(rows[M.P1_MEAN], rows[M.IMPURITY_MEAN], c=rows["step"], cmap="viridis", s=6)
         band = data.history_of(run)
         line = _rows(band, M.IMPURITY_MEAN)
-        right.plot(line["step"], line[M.IMPURITY_MEAN], color=f"C{i}", label=_run_title(data, run))
+        right.plot(line["step"], line[M.IMPURITY_MEAN], color=f"C{i}", label=data.title(run))
         if M.IMPURITY_Q25 in band and M.IMPURITY_Q75 in band:
             q = _rows(band, M.IMPURITY_Q25, M.IMPURITY_Q75)
             right.fill_between(q["step"], q[M.IMPURITY_Q25], q[M.IMPURITY_Q75], color=f"C{i}", alpha=0.2, lw=0)
-    q = np.linspace(0.1, 1, 200)
-    gini = 2 * q * (1 - q)
-    left.plot(q, gini, color="C3", label="Gini(p(1)) (upper bound)")
-    left.plot(q, gini / 2, color="C2", label="½·Gini(p(1)) (per-example lower bound)")
-    left.plot(q, q, color="0.4", linestyle=":", label="p(1)")
+    theorem1_bounds(
+        left, np.linspace(0.1, 1, 200), ("Gini(p(1)) (upper bound)", "½·Gini(p(1)) (per-example lower bound)")
+    )
     left.set_xlabel("⟨p(1)⟩, the mean top probability")
     left.set_ylabel("⟨λ(1)⟩, the mean impurity")
-    left.set_ylim(0, 0.55)
     left.legend(fontsize=6)
     fig.colorbar(points, ax=left, label="step")
     right.set_xlabel("step")
@@ -122,7 +110,7 @@ def fig03_sharpness_jacobian(data: SweepData, out: Path, name: str, entry) -> Op
             twin.plot(j["step"], j[M.JAC_OP_NORM] ** 2, color="C3", linewidth=1.0, label="‖⟨J⟩‖²")
             twin.set_ylabel("‖⟨J⟩‖²", color="C3")
             twin.grid(False)
-            ax.set_title(f"{_run_title(data, run)}: steps {F.label(lo)}–{F.label(hi)}", fontsize=8)
+            ax.set_title(f"{data.title(run)}: steps {F.label(lo)}–{F.label(hi)}", fontsize=8)
             if not handles:
                 handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
         row[0].legend(handles=handles, fontsize=6, loc="upper left")
@@ -179,7 +167,7 @@ def fig04_trajectory(data: SweepData, out: Path, name: str, entry) -> Optional[F
         for ax, points, when, title, var in panels:
             ax.plot(points[:, 0], points[:, 1], color="0.8", linewidth=0.5, zorder=1)
             dots = ax.scatter(points[:, 0], points[:, 1], c=when, cmap="coolwarm", s=5, zorder=2)
-            ax.set_title(f"{_run_title(data, run)}: {title}", fontsize=8)
+            ax.set_title(f"{data.title(run)}: {title}", fontsize=8)
             ax.set_xlabel(f"PC1 ({100 * var[0]:.0f} %)" if var is not None else "UMAP 1")
             ax.set_ylabel(f"PC2 ({100 * var[1]:.0f} %)" if var is not None else "UMAP 2")
         fig.colorbar(dots, ax=row[-1], label="step")
@@ -217,9 +205,9 @@ def fig05_jacobian_phases(data: SweepData, out: Path, name: str, entry) -> Optio
                 ax.axvspan(a, b, color=tone, alpha=0.8, zorder=0)
                 ax.text((a + b) / 2, 0.95, text, transform=ax.get_xaxis_transform(), ha="center", fontsize=9)
             slopes = ", ".join(f"{v:.2g}" for v in period.slopes)
-            ax.set_title(f"{_run_title(data, run)}\nd log‖⟨J⟩‖/dt: {slopes}", fontsize=8)
+            ax.set_title(f"{data.title(run)}\nd log‖⟨J⟩‖/dt: {slopes}", fontsize=8)
         else:
-            ax.set_title(f"{_run_title(data, run)}\n(no active-regularisation period detected)", fontsize=8)
+            ax.set_title(f"{data.title(run)}\n(no active-regularisation period detected)", fontsize=8)
         F.readable_scale(ax, rows[M.JAC_OP_NORM])
         ax.set_xlabel("step")
         ax.set_ylabel("‖⟨J⟩‖₂")
@@ -321,7 +309,7 @@ def _heatmaps(data, run, array, out, name, title, caption, cmap="viridis", cente
         matrix = series.values[int(np.flatnonzero(series.steps == step)[0])]
         sns.heatmap(matrix, ax=ax, cmap=cmap, center=center, square=True, cbar=True, xticklabels=2, yticklabels=2)
         ax.set_title(f"step {step}", fontsize=8)
-    fig.suptitle(f"{title} ({_run_title(data, run)})", fontsize=10)
+    fig.suptitle(f"{title} ({data.title(run)})", fontsize=10)
     fig.tight_layout()
     return F._save(fig, out, name, title, caption + " " + caption_runs(data, [run]))
 
@@ -364,7 +352,7 @@ def fig09_m_vectors(data: SweepData, out: Path, name: str, entry) -> Optional[F.
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=5, ncols=2)
     ax.set_title("MRL of m/‖m‖ per class", fontsize=8)
-    fig.suptitle(f"Paper 000 Figs. 9, 28–30: the m-vectors ({_run_title(data, run)})", fontsize=10)
+    fig.suptitle(f"Paper 000 Figs. 9, 28–30: the m-vectors ({data.title(run)})", fontsize=10)
     fig.tight_layout()
     return F._save(
         fig,
@@ -386,12 +374,12 @@ def fig10_alignment(data: SweepData, out: Path, name: str, entry) -> Optional[F.
         frame = data.history_of(run)
         if M.COS_M_GRAD_Q50 in frame:
             q = frame[["step", M.COS_M_GRAD_Q25, M.COS_M_GRAD_Q50, M.COS_M_GRAD_Q75]].dropna()
-            axes[0].plot(q["step"], q[M.COS_M_GRAD_Q50], color=f"C{i}", label=_run_title(data, run))
+            axes[0].plot(q["step"], q[M.COS_M_GRAD_Q50], color=f"C{i}", label=data.title(run))
             axes[0].fill_between(q["step"], q[M.COS_M_GRAD_Q25], q[M.COS_M_GRAD_Q75], color=f"C{i}", alpha=0.2)
         for metric, style in ((M.ALIGN_S_GRAD, "-"), (M.ALIGN_S_TOP_EIG, "--")):
             if metric in frame:
                 a = frame[["step", metric]].dropna()
-                axes[1].plot(a["step"], a[metric], style, color=f"C{i}", label=f"{metric}: {_run_title(data, run)}")
+                axes[1].plot(a["step"], a[metric], style, color=f"C{i}", label=f"{metric}: {data.title(run)}")
     axes[0].set_title("cos(g, r) per example: median, 25–75 %", fontsize=8)
     axes[1].set_title("alignment with S = span{m_i} (solid: ∇L, dashed: top eigenvector)", fontsize=8)
     for ax in axes:
@@ -433,7 +421,7 @@ def fig11_histograms(data: SweepData, out: Path, name: str, entry) -> Optional[F
         ax.set_xlabel(xlabel)
         ax.set_ylabel("examples" if key == M.JQ1_NORM_HIST else "pairs")
         ax.legend(fontsize=6)
-    fig.suptitle(f"Paper 000 Fig. 11: histograms ({_run_title(data, run)})", fontsize=10)
+    fig.suptitle(f"Paper 000 Fig. 11: histograms ({data.title(run)})", fontsize=10)
     fig.tight_layout()
     return F._save(
         fig,
@@ -465,7 +453,7 @@ def fig12_norms(data: SweepData, out: Path, name: str, entry) -> Optional[F.Figu
     for ax, metric in zip(axes.flat, metrics):
         for i, run in enumerate(runs):
             rows = data.history_of(run)[["step", metric]].dropna()
-            ax.plot(rows["step"], rows[metric], color=f"C{i}", linewidth=1.0, label=_run_title(data, run))
+            ax.plot(rows["step"], rows[metric], color=f"C{i}", linewidth=1.0, label=data.title(run))
         ax.set_title(titles[metric], fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel(metric)
@@ -476,7 +464,7 @@ def fig12_norms(data: SweepData, out: Path, name: str, entry) -> Optional[F.Figu
         colours = sns.color_palette("rocket", len(names))
         for k, (layer, colour) in enumerate(zip(names, colours)):
             ax.plot(layers.steps, layers.values[:, k], color=colour, linewidth=0.9, label=str(layer))
-        ax.set_title(f"layerwise ‖θ_l‖ ({_run_title(data, layer_run)})", fontsize=8)
+        ax.set_title(f"layerwise ‖θ_l‖ ({data.title(layer_run)})", fontsize=8)
         ax.set_xlabel("step")
         ax.legend(fontsize=5)
     fig.suptitle("Paper 000 Figs. 12–14: logit and weight norms", fontsize=10)
@@ -515,10 +503,10 @@ def fig15_hessian_vs_proxy(data: SweepData, out: Path, name: str, entry) -> Opti
         top.plot(
             rows["step"], c * rows[M.IJR_PROXY], color="C3", linestyle="--", linewidth=1.0, label="c(t)·⟨λ(1)⟩‖⟨J⟩û‖²"
         )
-        lr = _lr(data, run)
+        lr = data.lr(run)
         if lr:
             top.axhline(2 / lr, color="k", linestyle=":", linewidth=0.8, label="2/η")
-        top.set_title(_run_title(data, run), fontsize=8)
+        top.set_title(data.title(run), fontsize=8)
         top.legend(fontsize=6)
         bottom.plot(rows["step"], c, color="C2")
         bottom.set_ylabel("c(t)")

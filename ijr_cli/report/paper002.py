@@ -115,14 +115,11 @@ def batch_sharpness_vs_threshold(data: SweepData, out: Path, name: str, entry) -
         if M.SHARPNESS in frame:
             s = frame[["step", M.SHARPNESS]].dropna()
             ax.plot(s["step"], s[M.SHARPNESS], color="C0", linewidth=0.9, label="sharpness (full batch)")
-        lr = pd.to_numeric(pd.Series([data.value(run, "optimizer.lr")]), errors="coerce").iloc[0]
-        if not pd.isna(lr) and lr > 0:
+        lr = data.lr(run)
+        if lr:
             ax.axhline(2 / lr, color="k", linestyle="--", linewidth=0.9, label="2/η")
-        shown = [b[M.BATCH_SHARPNESS].to_numpy()] + ([np.array([2 / lr])] if not pd.isna(lr) and lr > 0 else [])
-        F.readable_scale(ax, np.concatenate(shown))
-        ax.set_title(
-            ", ".join(f"{k}={F.label(data.value(run, k))}" for k in data.swept) or data.run_id(run), fontsize=8
-        )
+        F.readable_scale(ax, np.concatenate([b[M.BATCH_SHARPNESS].to_numpy(), [2 / lr] if lr else []]))
+        ax.set_title(data.title(run), fontsize=8)
         ax.set_xlabel("step")
         ax.legend(fontsize=6)
     fig.suptitle("The edge of stochastic stability: batch sharpness against 2/η", fontsize=10)

@@ -97,6 +97,18 @@ class SweepData:
     def value(self, run: int, key: str):
         return self.runs.loc[run, key] if key in self.runs else None
 
+    def title(self, run: int) -> str:
+        """The run's swept values ('optimizer.lr=0.1, seed=0'), or its id when nothing is swept."""
+        from ijr_cli.core.humanize import value as text_of
+
+        parts = [f"{k}={text_of(self.value(run, k))}" for k in self.swept if k in self.runs]
+        return ", ".join(parts) or self.run_id(run)
+
+    def lr(self, run: int) -> Optional[float]:
+        """The run's learning rate (optimizer.lr), or None."""
+        lr = pd.to_numeric(pd.Series([self.value(run, "optimizer.lr")]), errors="coerce").iloc[0]
+        return None if pd.isna(lr) else float(lr)
+
 
 @dataclass(frozen=True)
 class PaperFigure:

@@ -30,6 +30,15 @@ def secular(lam: np.ndarray, p: np.ndarray) -> np.ndarray:
     return 1 - np.sum(p[None, :] ** 2 / (p[None, :] - lam[:, None]), axis=1)
 
 
+def theorem1_bounds(ax, q: np.ndarray, labels=("Gini(p(1)) (upper bound)", "½·Gini(p(1)) (lower bound)")) -> None:
+    """Theorem 1's curves against the top probability q: Gini(q) = 2q(1 − q), ½·Gini(q) and q (λ(1) ≤ p(1))."""
+    gini = 2 * q * (1 - q)
+    ax.plot(q, gini, color="C3", label=labels[0])
+    ax.plot(q, gini / 2, color="C2", label=labels[1])
+    ax.plot(q, q, color="0.4", linestyle=":", label="p(1)")
+    ax.set_ylim(0, 0.55)
+
+
 def paper000_fig1(out_dir: Path, p: Sequence[float] = (0.45, 0.3, 0.15, 0.07, 0.03)) -> Figure:
     plt, sns = _plt()
     p = np.sort(np.asarray(p, dtype=np.float64))[::-1]
@@ -67,15 +76,11 @@ def paper000_fig2(out_dir: Path, num_classes: int = 10, n: int = 4000, seed: int
     lam1 = impurity_eigenvalues(p)[:, -1]
     p1 = p.max(axis=1)
     q = np.linspace(1 / num_classes, 1, 300)
-    gini = 2 * q * (1 - q)
     fig, ax = plt.subplots(figsize=(5.0, 3.8))
     ax.scatter(p1, lam1, s=3, alpha=0.35, color="C0", label=f"λ(1) of random p (C = {num_classes})")
-    ax.plot(q, gini, color="C3", label="Gini(p(1)) = 2p(1)(1 − p(1))")
-    ax.plot(q, gini / 2, color="C2", label="½·Gini(p(1))")
-    ax.plot(q, q, color="0.4", linestyle=":", label="p(1)")
+    theorem1_bounds(ax, q, ("Gini(p(1)) = 2p(1)(1 − p(1))", "½·Gini(p(1))"))
     ax.set_xlabel("p(1), the top probability")
     ax.set_ylabel("λ(1), the impurity")
-    ax.set_ylim(0, 0.55)
     ax.legend(fontsize=7)
     ax.set_title("Impurity against the top probability (Theorem 1 bounds)", fontsize=10)
     fig.tight_layout()
