@@ -11,7 +11,7 @@ LAUNCHER ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep status report lint format test test-slow test-system test-all bench bench-sharpness bench-ejr bench-report bench-packed clean
+.PHONY: help install train sweep status report lint format test test-slow test-system test-all bench bench-sharpness bench-ejr bench-report bench-packed bench-loggers clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,10 +20,10 @@ $(BIN)/ijr-train: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PINS)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,loggers]'  # loggers: the live loggers' packages, for their tests
 	@touch $@
 
-install: $(BIN)/ijr-train  ## create $(VENV) (if needed) and install ijr editable with its test tools
+install: $(BIN)/ijr-train  ## create $(VENV) (if needed) and install ijr editable with its test tools and the live loggers
 
 train: install  ## run the default experiment (fc-tanh, full-batch GD, MSE, digits); extra overrides in ARGS="..."
 	$(BIN)/ijr-train $(ARGS)
@@ -76,6 +76,9 @@ bench-ejr: install  ## cost of a step with ejr / ejr_sam / ejr_v2 / SAM / the ex
 
 bench-packed: install  ## K runs packed (vmapped) vs K sequential runs, metrics=eos (ARGS="--settings fcn3_cifar --ks 1 32 --device cuda")
 	$(BIN)/python bench/packed.py $(ARGS)
+
+bench-loggers: install  ## cost of logger=tensorboard / mlflow / wandb against logger=none on a tiny run (bench/loggers.py)
+	$(BIN)/python bench/loggers.py $(ARGS)
 
 bench-report: install  ## ijr-report on 1,000 synthetic runs x 2,000 steps x 20 metrics (generates 1.5 GB in /tmp once)
 	$(BIN)/python bench/report_speed.py $(ARGS)

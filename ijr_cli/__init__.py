@@ -6,6 +6,8 @@ Subpackages, top layer first (a module imports only from the layers below it; im
   sweep/       study files -> jobs and their run-directory names; a sweep directory's state (no torch)
   run/         one run: build its parts from the config, its life in the run directory (resume is there), signals
   measure/     the named metrics of SCIENCE.md, train/test evaluation, when each group is due
+  track/       the live loggers (TensorBoard, MLflow, W&B) and `ijr-report --to` (beside measure/: neither imports
+               the other)
   curvature/   Hessian / Gauss-Newton products, Lanczos, Jacobians, impurity, the probe set's passes
   train/       RunState, one training step (plain, SAM, EJR), the fit loop
   objectives, optim, data, models   losses and mixup; optimizers and schedules; datasets on the device; architectures

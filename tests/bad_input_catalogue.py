@@ -73,6 +73,23 @@ FAULTS = [
         "test_pack",
     ),
     (
+        "`logger=mlflow` (or tensorboard, wandb) without its package",
+        "`logger=mlflow needs the Python package mlflow, which is not installed: pip install 'ijr[mlflow]' (or drop "
+        "mlflow from logger=)`, exit 2, nothing written; `ijr-sweep` refuses it at pre-flight",
+        "test_track",
+    ),
+    (
+        "an unreachable MLflow tracking server",
+        "one warning `the mlflow logger failed (...); it is off for the rest of this run, which goes on ...`; the "
+        "run completes, status.json's `loggers.mlflow.disabled` says why; `ijr-report RUN --to mlflow` exports it",
+        "test_track",
+    ),
+    (
+        "a full disk under a run's `tb/`",
+        "one warning `the tensorboard logger failed (step N: ... No space left on device)`; the run completes",
+        "test_track",
+    ),
+    (
         "`make status SWEEP=eos_lr` when only `eos_lr-tiny` exists",
         "`only the --tiny version of this sweep exists "
         "here: outputs/sweeps/eos_lr-tiny (make status SWEEP=eos_lr TINY=1 ...)`",

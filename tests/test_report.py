@@ -14,6 +14,7 @@ from conftest import TINY, run_cli
 from helpers import cli
 from synthetic_sweep import make_sweep, write_run  # noqa: E402
 
+from ijr_cli.core.config import family  # noqa: E402
 from ijr_cli.report import collect, figures, tables, theory  # noqa: E402
 
 
@@ -132,10 +133,10 @@ def test_family_names_the_regularisers_in_force():
         "regularizer.augment": False,
         "regularizer.jacobian": "none",
     }
-    assert collect.family(base) == "weight_decay"
-    assert collect.family({**base, "optimizer.weight_decay": 0.0}) == "none"
-    assert collect.family({**base, "regularizer.mixup_alpha": 0.4}) == "mixup"
-    assert collect.family({**base, "optimizer.name": "sam", "regularizer.augment": True}) == "augment+sam"
+    assert family(base) == "weight_decay"
+    assert family({**base, "optimizer.weight_decay": 0.0}) == "none"
+    assert family({**base, "regularizer.mixup_alpha": 0.4}) == "mixup"
+    assert family({**base, "optimizer.name": "sam", "regularizer.augment": True}) == "augment+sam"
 
 
 # ------------------------------------------------------------------------------------------ history and run facts

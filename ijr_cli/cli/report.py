@@ -75,7 +75,22 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="processes drawing figures (default: one per CPU; 1: draw in the report's own process)",
     )
     ap.add_argument("--no-slurm", action="store_true", help="do not ask squeue for the state of SLURM jobs")
-    return ap.parse_args(argv)
+    ap.add_argument(
+        "--to",
+        choices=("mlflow", "tensorboard"),
+        help="instead of a report, write the finished runs into MLflow (one MLflow run per ijr run) or TensorBoard "
+        "(each run's tb/); a rerun updates them, never duplicates (README: Watching runs)",
+    )
+    ap.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="--to mlflow: the tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<outputs>/mlflow.db)",
+    )
+    ap.add_argument("--experiment", metavar="NAME", help="--to mlflow: the experiment (default: each sweep's name)")
+    args = ap.parse_args(argv)
+    if (args.tracking_uri or args.experiment) and args.to != "mlflow":
+        ap.error("--tracking-uri and --experiment go with --to mlflow")
+    return args
 
 
 def log(message: str) -> None:
@@ -85,6 +100,8 @@ def log(message: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.to:
+        return export_runs(args)
     try:
         result = build(
             ReportOptions(
@@ -117,3 +134,35 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         f"{PROG}: {result['runs']} run(s) -> {result['out'] / 'index.html'}"
         + (f" ({result['warnings']} warning(s))" if result["warnings"] else "")
     )
+
+
+def export_runs(args: argparse.Namespace) -> None:
+    """`--to mlflow|tensorboard`: the finished runs below the paths into the tracker (`ijr_cli.track.export`)."""
+    from tqdm import tqdm
+
+    from ijr_cli.report.collect import find_run_dirs
+    from ijr_cli.track.export import export  # (torch, for TensorBoard's SummaryWriter: only on this path)
+
+    found = find_run_dirs(args.paths)
+    if not found:
+        print(f"{PROG}: error: no run directory below {' '.join(map(str, args.paths))}", file=sys.stderr)
+        raise SystemExit(2)
+    runs = sorted(found)
+    bar = tqdm(total=len(runs), desc=f"{PROG}: --to {args.to}", unit="run", disable=None, file=sys.stderr)
+    try:
+        result = export(
+            runs,
+            args.to,
+            tracking_uri=args.tracking_uri,
+            experiment=args.experiment,
+            progress=lambda done, total: bar.update(1),
+        )
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        bar.close()
+    for run, why in result.skipped.items():
+        log(f"{run}: {why}; not exported")
+    made = f" ({result.created} new, {len(result.exported) - result.created} updated)" if args.to == "mlflow" else ""
+    print(f"{PROG}: {len(result.exported)} run(s) -> {args.to}{made}: {result.where or 'nothing written'}")

@@ -32,6 +32,7 @@ from ijr_cli.core.resources import sweeps_dir
 from ijr_cli.sweep import packing
 from ijr_cli.sweep import state as sweep_state
 from ijr_cli.sweep import study as sweeps
+from ijr_cli.track.base import check_installed, selected
 
 SWEEPS_DIR = sweeps_dir()
 # launcher class -> the name of its conf/launcher option
@@ -65,6 +66,7 @@ def preflight(
                 check_known_keys(OmegaConf.to_container(cfg, resolve=False))
                 typed = OmegaConf.to_object(cfg)
                 validate(typed)
+                check_installed(selected(typed.logger))
                 d = typed.dataset
                 if check_files and (torchvision_files or d.name == DatasetName.npz):
                     check_data_files(d.name, d.data_dir, d.download, d.path)

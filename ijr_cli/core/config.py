@@ -243,6 +243,44 @@ class MetricsConfig:
 
 
 @dataclass
+class TensorBoardLoggerConfig:
+    """logger=tensorboard: event files in the run directory's tb/ (`ijr_cli.track.tensorboard`)."""
+
+    flush_secs: int = 10  # seconds between flushes of the event file (what a live TensorBoard sees)
+
+
+@dataclass
+class MlflowLoggerConfig:
+    """logger=mlflow: one MLflow run per ijr run (`ijr_cli.track.mlflow`)."""
+
+    tracking_uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<outputs>/mlflow.db
+    experiment: Optional[str] = None  # null: the sweep's name (a run outside a sweep: "ijr")
+    flush_secs: float = 5.0  # rows are sent in one request at most this often (0: each row as it is logged)
+    request_timeout_s: int = 10  # per HTTP request to a tracking server
+    request_retries: int = 1  # per HTTP request (MLflow's own default, 7 with backoff, can stall a run minutes)
+
+
+@dataclass
+class WandbLoggerConfig:
+    """logger=wandb: one W&B run per ijr run (`ijr_cli.track.wandb`); offline unless asked (`wandb sync` later)."""
+
+    mode: str = "offline"  # offline | online
+    project: str = "ijr"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # null: the sweep's name
+
+
+@dataclass
+class LoggerConfig:
+    """The live loggers in force (`logger=[tensorboard,mlflow,wandb]`; default none): a section each, null = off.
+    They never change a result, so a run may be resumed with other loggers."""
+
+    tensorboard: Optional[TensorBoardLoggerConfig] = None
+    mlflow: Optional[MlflowLoggerConfig] = None
+    wandb: Optional[WandbLoggerConfig] = None
+
+
+@dataclass
 class TrainConfig:
     seed: int = 0
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -254,6 +292,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 SCHEMA_NAME = "ijr_train_schema"
@@ -659,3 +698,23 @@ def _validate_jacobian_regularizer(cfg: TrainConfig) -> None:
         "regularizer=ejr with trainer.grad_chunk needs the same dropout mask in its two passes: set "
         "model.dropout=0 or trainer.grad_chunk=null",
     )
+
+
+def family(config: dict) -> str:
+    """The regularisers in force (paper 002 Fig. 5's families): label_smoothing, mixup, augment, sam, the
+    Jacobian regulariser, joined by '+'; a run with none of them is 'weight_decay' when it has weight decay,
+    else 'none'."""
+    parts = []
+    if (config.get("regularizer.label_smoothing") or 0) > 0:
+        parts.append("label_smoothing")
+    if (config.get("regularizer.mixup_alpha") or 0) > 0:
+        parts.append("mixup")
+    if config.get("regularizer.augment"):
+        parts.append("augment")
+    if config.get("optimizer.name") == "sam":
+        parts.append("sam")
+    if config.get("regularizer.jacobian") not in (None, "none"):
+        parts.append(str(config["regularizer.jacobian"]))
+    if parts:
+        return "+".join(parts)
+    return "weight_decay" if (config.get("optimizer.weight_decay") or 0) > 0 else "none"

@@ -39,6 +39,7 @@ SLURM_VARS = (
 
 # Keys that may differ between a run's stored config and a resuming command (they do not change results).
 RESUME_FREE_KEYS = ("trainer.progress",)
+RESUME_FREE_PREFIXES = ("logger.",)  # the live loggers (a run may be resumed with others, or none)
 
 
 def flatten(d, prefix="") -> Dict[str, Any]:
@@ -58,7 +59,11 @@ def config_differences(stored_yaml: str, new_yaml: str) -> List[str]:
     import yaml
 
     a, b = flatten(yaml.safe_load(stored_yaml)), flatten(yaml.safe_load(new_yaml))
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUME_FREE_KEYS)
+    return sorted(
+        k
+        for k in set(a) | set(b)
+        if a.get(k) != b.get(k) and k not in RESUME_FREE_KEYS and not k.startswith(RESUME_FREE_PREFIXES)
+    )
 
 
 def config_conflict(config_path: Path, new_yaml: str, shown: int = 6) -> Optional[str]:

@@ -11,6 +11,8 @@ in `other` and written back unchanged.
   wall_time_s  train_s summed over the attempts; `resumed` whether any attempt continued from a checkpoint
   error, traceback, stop_reason, created, updated, finished, and the run's facts (host, command, cwd, device,
   dtype, git, versions, num_params, total_steps, steps_per_epoch, step_passes)
+  loggers      per live logger (`ijr_cli.track`) what a resume needs to continue its run: MLflow's run id, W&B's
+               id; `disabled`: why a logger that failed was turned off
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class Status:
     updated: Optional[str] = None
     finished: Optional[str] = None
     facts: Dict[str, Any] = field(default_factory=dict)  # host, command, device, git, versions, num_params, ...
+    loggers: Dict[str, Any] = field(default_factory=dict)  # per live logger its run (MLflow run id, W&B id, ...)
     other: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -113,6 +116,7 @@ class Status:
                 "finished": self.finished,
                 "wall_time_s": self.wall_time_s,
                 "resumed": self.resumed,
+                "loggers": self.loggers or None,
             }
         )
         out.update(self.other)

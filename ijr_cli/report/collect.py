@@ -31,6 +31,7 @@ import yaml
 
 from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
+from ijr_cli.core.config import family
 from ijr_cli.core.status import read_status
 from ijr_cli.report.phases import EOS_FRACTION, phase_columns
 from ijr_cli.sweep import state as sweep_state
@@ -453,26 +454,6 @@ def swept_value(key: str, config: dict, pairs: Dict[str, str]):
     if f"{key}.name" in config and key in pairs:
         return config[f"{key}.name"]
     return pairs.get(key)
-
-
-def family(config: dict) -> str:
-    """The regularisers in force (paper 002 Fig. 5's families): label_smoothing, mixup, augment, sam, the
-    Jacobian regulariser, joined by '+'; a run with none of them is 'weight_decay' when it has weight decay,
-    else 'none'."""
-    parts = []
-    if (config.get("regularizer.label_smoothing") or 0) > 0:
-        parts.append("label_smoothing")
-    if (config.get("regularizer.mixup_alpha") or 0) > 0:
-        parts.append("mixup")
-    if config.get("regularizer.augment"):
-        parts.append("augment")
-    if config.get("optimizer.name") == "sam":
-        parts.append("sam")
-    if config.get("regularizer.jacobian") not in (None, "none"):
-        parts.append(str(config["regularizer.jacobian"]))
-    if parts:
-        return "+".join(parts)
-    return "weight_decay" if (config.get("optimizer.weight_decay") or 0) > 0 else "none"
 
 
 # ------------------------------------------------------------------------------------------ the whole collection

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from ijr_cli.core import metric_names as M
 from ijr_cli.core import records
@@ -25,6 +25,8 @@ from ijr_cli.run.build import Built, build
 from ijr_cli.run.lock import RunLock
 from ijr_cli.run.signals import StopSignals
 from ijr_cli.run.summary import environment, summary_table
+from ijr_cli.track.base import Loggers, RunInfo, check_installed, selected
+from ijr_cli.track.live import loggers_for_run
 from ijr_cli.train.loop import fit
 from ijr_cli.train.state import save_checkpoint
 from ijr_cli.train.step import step_passes, train_step
@@ -37,6 +39,7 @@ def run(cfg: TrainConfig, *, run_dir: Path, config_yaml: str, overrides: List[st
 
     The run directory's lock (`lock.RunLock`) is held from before its status is read until the run ends."""
     validate(cfg)
+    check_installed(selected(cfg.logger))
     with RunLock(run_dir):
         return _run(cfg, run_dir, config_yaml, overrides)
 
@@ -61,24 +64,31 @@ def _run(cfg: TrainConfig, run_dir: Path, config_yaml: str, overrides: List[str]
     t0 = time.perf_counter()
     last_row: Dict[str, object] = {}
     stops = StopSignals()
+    loggers = loggers_for_run(cfg.logger, RunInfo.of(rd.path, config_yaml, overrides, status.facts.get("git")))
     try:
         lifecycle.resume(b.state, checkpoint, log, array_log, attempt)
+        loggers.start(status, b.state.last_logged_step + 1, rd.metrics_path)
         write_status(rd.status_path, status)
         with log.open(), array_log.open(), stops:
-            result = _fit(cfg, b, log, array_log, last_row, rd, stops, started=t0, earlier_s=earlier_s)
+            result = _fit(cfg, b, log, array_log, last_row, rd, stops, started=t0, earlier_s=earlier_s, loggers=loggers)
         if result.status == "STOPPED":
             message = lifecycle.record_stop(rd, status, attempt, result, b.state.step, time.perf_counter() - t0)
+            summary = {}
         else:
             summary = lifecycle.finish(
                 rd, status, attempt, result, b.state, last_row, b.spec.sampler.steps_per_epoch, time.perf_counter() - t0
             )
+        lifecycle.finish_loggers(rd, status, loggers, summary)
     except StorageError as e:
         lifecycle.record_storage_failure(rd, status, attempt, e, time.perf_counter() - t0)
+        loggers.finish("FAILED", {})
         raise
     except BaseException as e:
         lifecycle.record_failure(rd, status, attempt, e, time.perf_counter() - t0)
+        loggers.finish("FAILED", {})
         raise
     finally:
+        loggers.close()
         lifecycle.release_reserve(rd)
     if result.status == "STOPPED":
         stops.pass_on(message)
@@ -115,8 +125,11 @@ def lr_schedule(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return lr_at
 
 
-def row_writer(log: records.MetricsLog, array_log: ArrayLog, last_row: Dict[str, object]) -> Callable[[dict], None]:
-    """row -> stored: array-valued metrics to arrays.bin, the rest to metrics.jsonl (and kept as the last row)."""
+def row_writer(
+    log: records.MetricsLog, array_log: ArrayLog, last_row: Dict[str, object], loggers: Optional[Loggers] = None
+) -> Callable[[dict], None]:
+    """row -> stored: array-valued metrics to arrays.bin, the rest to metrics.jsonl (and kept as the last row),
+    then to the live loggers."""
 
     def log_row(row: dict) -> None:
         scalars, arrays = split_arrays(row)
@@ -124,6 +137,8 @@ def row_writer(log: records.MetricsLog, array_log: ArrayLog, last_row: Dict[str,
         last_row.clear()
         last_row.update(scalars)
         log.write(scalars)
+        if loggers:
+            loggers.log(scalars)
 
     return log_row
 
@@ -139,6 +154,7 @@ def _fit(
     *,
     started: float,
     earlier_s: float,
+    loggers: Optional[Loggers] = None,
 ):
     """The fit loop wired to this run: its step, its rows (evaluation and the due measurements), its log, its
     checkpoints, its learning-rate schedule and its stop signals."""
@@ -159,7 +175,7 @@ def _fit(
         total_steps=b.total_steps,
         step_fn=lambda step: train_step(state.model, state.optimizer, b.data, step, b.spec),
         evaluate=evaluate_row,
-        log=row_writer(log, array_log, last_row),
+        log=row_writer(log, array_log, last_row, loggers),
         checkpoint=lambda: save_checkpoint(rd.checkpoint_path, state.checkpoint_dict()),
         lr_at=lr_at,
         row_due=b.schedule.any_due,

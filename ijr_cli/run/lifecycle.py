@@ -251,3 +251,14 @@ def finish(
     status.status, status.stop_reason, status.finished = result.status, result.stop_reason, records.now_iso()
     write_status(rd.status_path, status)
     return summary
+
+
+def finish_loggers(rd: records.RunDirectory, status: Status, loggers, summary: dict) -> None:
+    """The live loggers' end of the attempt (after summary.json and status.json, which MLflow takes as artifacts);
+    status.json again when one of them failed there (it records why the logger was turned off)."""
+    if not loggers:
+        return
+    before = len(loggers.disabled)
+    loggers.finish(status.status, summary)
+    if len(loggers.disabled) != before:
+        write_status(rd.status_path, status)

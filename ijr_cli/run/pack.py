@@ -34,6 +34,8 @@ from ijr_cli.run.build import Built, build
 from ijr_cli.run.lock import RunLock
 from ijr_cli.run.signals import StopSignals
 from ijr_cli.stack import ModelStack, unstackable_reason
+from ijr_cli.track.base import Loggers, RunInfo, check_installed, selected
+from ijr_cli.track.live import loggers_for_run
 from ijr_cli.train.pack_loop import fit_pack
 from ijr_cli.train.packed import PackedSpec, StackedSGD, packed_train_step
 from ijr_cli.train.state import save_checkpoint
@@ -63,6 +65,7 @@ class _Member:
     arrays: Optional[ArrayLog] = None
     last_row: Dict[str, object] = field(default_factory=dict)
     lr_at: object = None
+    loggers: Optional[Loggers] = None  # its own live loggers' runs
 
 
 def run_pack(
@@ -83,6 +86,7 @@ def run_pack(
         for i, job in enumerate(jobs):
             try:
                 validate(job.cfg)
+                check_installed(selected(job.cfg.logger))
                 held.enter_context(RunLock(job.run_dir))
                 rd, stored, extending = lifecycle.open_run_directory(job.run_dir, job.config_yaml)
                 if lifecycle.is_finished(stored) and not extending:
@@ -182,10 +186,13 @@ def _run_members(members: List[_Member], name: str, size: int, stops: StopSignal
         m.status, m.attempt = lifecycle.begin_attempt(m.rd, m.stored, m.job.config_yaml, m.job.overrides, facts)
         m.log, m.arrays = records.MetricsLog(m.rd.metrics_path), ArrayLog(m.rd.path)
         m.lr_at = experiment.lr_schedule(m.job.cfg, m.b.total_steps)
+        info = RunInfo.of(m.rd.path, m.job.config_yaml, m.job.overrides, m.status.facts.get("git"))
+        m.loggers = loggers_for_run(m.job.cfg.logger, info)
     t0 = time.perf_counter()
     try:
         for m in members:
             lifecycle.resume(m.b.state, m.checkpoint, m.log, m.arrays, m.attempt)
+            m.loggers.start(m.status, m.b.state.last_logged_step + 1, m.rd.metrics_path)
             write_status(m.rd.status_path, m.status)
         with contextlib.ExitStack() as logs:
             for m in members:
@@ -194,25 +201,30 @@ def _run_members(members: List[_Member], name: str, size: int, stops: StopSignal
             results = _fit(members, stops, started=t0)
         for i, m in enumerate(members):
             result, elapsed = results[i], time.perf_counter() - t0
+            summary: dict = {}
             if result.status == "STOPPED":
                 lifecycle.record_stop(m.rd, m.status, m.attempt, result, m.b.state.step, elapsed)
             else:
-                lifecycle.finish(
+                summary = lifecycle.finish(
                     m.rd, m.status, m.attempt, result, m.b.state, m.last_row, m.b.spec.sampler.steps_per_epoch, elapsed
                 )
+            lifecycle.finish_loggers(m.rd, m.status, m.loggers, summary)
             print(f"ijr-train: {m.rd.path}: {m.status.status} at step {m.b.state.step} ({m.status.stop_reason})")
         stopped = [r.stop_reason for r in results.values() if r.status == "STOPPED"]
         return stopped[0] if stopped else None
     except StorageError as e:
         for m in members:
             lifecycle.record_storage_failure(m.rd, m.status, m.attempt, e, time.perf_counter() - t0)
+            m.loggers.finish("FAILED", {})
         raise
     except BaseException as e:
         for m in members:
             lifecycle.record_failure(m.rd, m.status, m.attempt, e, time.perf_counter() - t0)
+            m.loggers.finish("FAILED", {})
         raise
     finally:
         for m in members:
+            m.loggers.close()
             lifecycle.release_reserve(m.rd)
 
 
@@ -235,7 +247,7 @@ def _fit(members: List[_Member], stops: StopSignals, *, started: float):
     ).reshape(b0.total_steps, len(members))
     measurer = PackedMeasurer(stack, [m.b.measurer for m in members], spec.objectives, cfg0.trainer.eval_batch_size)
     earlier = [m.status.wall_time_s for m in members]
-    writers = [experiment.row_writer(m.log, m.arrays, m.last_row) for m in members]
+    writers = [experiment.row_writer(m.log, m.arrays, m.last_row, m.loggers) for m in members]
 
     def evaluate_rows(step: int, which: List[int]) -> Dict[int, Dict[str, object]]:
         groups = b0.schedule.due(step)
