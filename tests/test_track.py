@@ -346,6 +346,11 @@ def test_each_member_of_a_pack_has_its_own_logger_runs(compose, tmp_path):
         assert client.get_run(kept["run_id"]).data.params["optimizer.lr"] == str(job.cfg.optimizer.lr)
         ids.add(kept["run_id"])
     assert len(ids) == 2
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+    board = EventMultiplexer()  # what `tensorboard --logdir SWEEP_DIR` reads: one run per member
+    board.AddRunsFromDirectory(str(sweep))
+    assert sorted(board.Runs()) == ["0/tb", "1/tb"]
 
 
 # ------------------------------------------------------------------------------------------ failures
