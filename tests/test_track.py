@@ -285,19 +285,22 @@ def test_a_run_killed_with_sigkill_and_resumed_shows_each_step_once(tmp_path):
     import signal
     import time
 
+    import torch
     from mlflow.tracking import MlflowClient
 
     run_dir = tmp_path / "run"
-    args = [*TINY, "trainer.max_steps=3000", "trainer.eval_every=50", "trainer.checkpoint_every=500"]
+    args = [*TINY, "trainer.max_steps=6000", "trainer.eval_every=50", "trainer.checkpoint_every=1000"]
     args += ["logger=[tensorboard,mlflow]", "logger.tensorboard.flush_secs=1", f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen([IJR_TRAIN_PY, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if (run_dir / "checkpoint.pt").exists() and (run_dir / "metrics.jsonl").exists():
-            if max(r["step"] for r in rows_of(run_dir)) >= 800:
+    while time.time() < deadline and proc.poll() is None:  # until tb/ holds a step after the latest checkpoint
+        if (run_dir / "checkpoint.pt").exists() and (run_dir / "tb").exists():
+            checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
+            points = tensorboard_scalars(run_dir / "tb")[1].get("test_acc", [])
+            if points and max(st for st, _ in points) > checkpoint:
                 break
-        time.sleep(0.05)
-    time.sleep(1.5)  # (TensorBoard's writer flushes every second)
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before the moment to kill it"
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     status = json.loads((run_dir / "status.json").read_text())
