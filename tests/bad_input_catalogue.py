@@ -79,7 +79,7 @@ FAULTS = [
         "test_track",
     ),
     (
-        "an unreachable MLflow tracking server",
+        "an MLflow tracking server unreachable at the start, or dying mid-run",
         "one warning `the mlflow logger failed (...); it is off for the rest of this run, which goes on ...`; the "
         "run completes, status.json's `loggers.mlflow.disabled` says why; `ijr-report RUN --to mlflow` exports it",
         "test_track",

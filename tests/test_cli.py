@@ -80,6 +80,11 @@ BAD_INPUTS = {
     "unknown key": (["optimizer.momentun=0.9"], "momentun"),
     "negative learning rate": (["optimizer.lr=-0.1"], "optimizer.lr must be a positive number"),
     "zero learning rate": (["optimizer.lr=0"], "optimizer.lr must be a positive number"),
+    "unknown W&B mode": (["logger=wandb", "logger.wandb.mode=cloud"], "logger.wandb.mode must be offline or online"),
+    "unknown option in a list": (
+        ["logger=[tensorboard,mlfow]"],
+        "logger': mlflow, none, tensorboard, wandb (did you mean mlflow?)",
+    ),
     "zero batch size": (["optimizer=sgd", "optimizer.batch_size=0"], "optimizer.batch_size must be positive"),
     "batch larger than data": (["optimizer=sgd", "optimizer.batch_size=5000"], "larger than the 1437 training"),
     "n_train larger than data": (["dataset.n_train=5000"], "dataset.n_train=5000 is larger than the 1437"),

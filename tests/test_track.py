@@ -378,6 +378,59 @@ def test_an_unreachable_tracking_server_warns_once_and_the_run_completes(tmp_pat
     assert_tensorboard_equals_metrics(run_dir / "tb", run_dir)  # the other logger went on
 
 
+@pytest.mark.slow  # (an MLflow tracking server takes ~20 s to start here)
+def test_a_tracking_server_that_dies_mid_run_turns_mlflow_off_and_the_run_goes_on(tmp_path):
+    """A real `mlflow server`, killed while the run logs to it: one warning naming the step, the run COMPLETES
+    with every row in metrics.jsonl, status.json says why MLflow was turned off."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
+    server = subprocess.Popen(
+        [mlflow_cli, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--host", "127.0.0.1"]
+        + ["--port", str(port), "--workers", "1", "--default-artifact-root", str(tmp_path / "artifacts")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        run_dir = tmp_path / "run"
+        args = [*TINY, "trainer.max_steps=6000", "trainer.eval_every=50", "logger=mlflow"]
+        args += [f"logger.mlflow.tracking_uri=http://127.0.0.1:{port}", "logger.mlflow.flush_secs=0"]
+        args += ["logger.mlflow.request_timeout_s=2", "logger.mlflow.request_retries=0", f"hydra.run.dir={run_dir}"]
+        proc = subprocess.Popen([IJR_TRAIN_PY, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if (run_dir / "metrics.jsonl").exists() and len(rows_of(run_dir)) >= 10:
+                break
+            time.sleep(0.05)
+        os.killpg(server.pid, signal.SIGKILL)  # the server dies mid-run
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    assert proc.returncode == 0, err
+    warnings = [line for line in err.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "the mlflow logger failed (step " in warnings[0], err
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "COMPLETED" and status["loggers"]["mlflow"]["disabled"].startswith("step ")
+    assert status["loggers"]["mlflow"]["run_id"]  # (the run it had, for a resume or an export to continue)
+    assert [r["step"] for r in rows_of(run_dir)] == list(range(0, 6001, 50))
+
+
 def _can_mount_tmpfs() -> bool:
     try:
         r = subprocess.run(

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Iterator, List
 
 from omegaconf import OmegaConf
 
-from ijr_cli.core.errors import UserError
+from ijr_cli.core.errors import UserError, did_you_mean
 from ijr_cli.core.resources import conf_dir
 
 
@@ -82,8 +82,12 @@ def check_group_lists(overrides: List[str]) -> None:
         set_by: Dict[str, tuple] = {}
         for option in chosen:
             path = folder / f"{option}.yaml"
-            if not path.exists():
-                continue  # Hydra names the unknown option
+            if not path.exists():  # (Hydra's own words for a list: "Could not load", without the options)
+                options = sorted(p.stem for p in folder.glob("*.yaml"))
+                raise UserError(
+                    f"Could not find '{group}/{option}': available options in '{group}': {', '.join(options)}"
+                    f"{did_you_mean(str(option), options)}"
+                )  # (the words of ijr-train's, `hydra_errors.one_line`)
             for key, value in _leaves(yaml.safe_load(path.read_text()) or {}).items():
                 if key in set_by and set_by[key][1] != value and key != "defaults":
                     raise UserError(

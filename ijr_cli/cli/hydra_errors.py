@@ -12,6 +12,7 @@ import re
 
 from ijr_cli.core.config import fields_at
 from ijr_cli.core.errors import did_you_mean
+from ijr_cli.core.resources import conf_dir
 
 # the config groups that are not sections of the schema (they choose how jobs run, or a preset of many fields)
 OTHER_GROUPS = ("launcher", "experiment")
@@ -83,6 +84,13 @@ def one_line(report: str) -> str:
         missing = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
         if missing:
             text += did_you_mean(missing.group(2), options)
+    unloadable = re.search(r"Could not load '([^'/]+)/([^']+)'", text)  # an unknown option in a list: group=[a,b]
+    if unloadable and not options:
+        group, option = unloadable.groups()
+        known = sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+        if known:
+            text = f"Could not find '{group}/{option}': available options in '{group}': {', '.join(known)}"
+            text += did_you_mean(option, known)
     unknown = re.search(r"Could not override '([^']+)'", text)
     fields = None
     if unknown:

@@ -439,6 +439,7 @@ def validate(cfg: TrainConfig) -> None:
         cfg.model.dropout >= 0 and cfg.model.dropout < 1, f"model.dropout must be in [0, 1), got {cfg.model.dropout}"
     )
     _validate_ownership(cfg)
+    _validate_loggers(cfg.logger)
     m = cfg.model
     check_architecture(m.name.value, list(m.widths), m.depth, m.width_factor)
     if d.name == DatasetName.synthetic:
@@ -698,6 +699,27 @@ def _validate_jacobian_regularizer(cfg: TrainConfig) -> None:
         "regularizer=ejr with trainer.grad_chunk needs the same dropout mask in its two passes: set "
         "model.dropout=0 or trainer.grad_chunk=null",
     )
+
+
+def _validate_loggers(lg: LoggerConfig) -> None:
+    """The loggers' settings (their packages are checked by `ijr_cli.track.base.check_installed`)."""
+    if lg.wandb is not None:
+        _require(
+            lg.wandb.mode in ("offline", "online"),
+            f"logger.wandb.mode must be offline or online, got {lg.wandb.mode}",
+        )
+    if lg.mlflow is not None:
+        m = lg.mlflow
+        _require(m.flush_secs >= 0, f"logger.mlflow.flush_secs must be >= 0, got {m.flush_secs}")
+        _require(
+            m.request_timeout_s > 0, f"logger.mlflow.request_timeout_s must be positive, got {m.request_timeout_s}"
+        )
+        _require(m.request_retries >= 0, f"logger.mlflow.request_retries must be >= 0, got {m.request_retries}")
+    if lg.tensorboard is not None:
+        _require(
+            lg.tensorboard.flush_secs > 0,
+            f"logger.tensorboard.flush_secs must be positive, got {lg.tensorboard.flush_secs}",
+        )
 
 
 def family(config: dict) -> str:

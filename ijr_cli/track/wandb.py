@@ -39,8 +39,6 @@ class WandbLogger:
     def start(self, info: RunInfo, kept: Dict[str, Any], first_step: int) -> Dict[str, Any]:
         import wandb
 
-        if self.cfg.mode not in ("offline", "online"):
-            raise ValueError(f"logger.wandb.mode must be offline or online, got {self.cfg.mode}")
         self.new = not kept.get("id")
         run_id = kept.get("id") or new_id()
         self.run = wandb.init(
