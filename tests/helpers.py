@@ -130,3 +130,14 @@ def run_in_process(compose, run_dir, overrides):
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         overrides=list(overrides),
     )
+
+
+def can_mount_tmpfs() -> bool:
+    """A private mount namespace (unshare -rm) in which a small tmpfs can be mounted: root, or user namespaces."""
+    try:
+        r = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import IJR_TRAIN, ROOT, TINY, run_cli
-from helpers import IJR_REPORT, IJR_STATUS, IJR_SWEEP
+from helpers import IJR_REPORT, IJR_STATUS, IJR_SWEEP, can_mount_tmpfs
 
 from ijr_cli.core.errors import RunDirectoryInUse
 from ijr_cli.core.records import same_process_alive
@@ -172,18 +172,7 @@ def test_ctrl_c_stops_a_run_at_a_step_boundary_with_a_checkpoint(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ I/O failures
-def _can_mount_tmpfs() -> bool:
-    """A private mount namespace (unshare -rm) in which a small tmpfs can be mounted: root, or user namespaces."""
-    try:
-        r = subprocess.run(
-            ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
-
-
-needs_tmpfs = pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs here (unshare -rm)")
+needs_tmpfs = pytest.mark.skipif(not can_mount_tmpfs(), reason="cannot mount a tmpfs here (unshare -rm)")
 
 
 def _in_small_disk(tmp_path, size: str, script: str) -> subprocess.CompletedProcess:

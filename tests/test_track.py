@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY, run_cli
-from helpers import ROOT, cli, run_in_process
+from helpers import ROOT, can_mount_tmpfs, cli, run_in_process
 
 for _package in ("tensorboard", "mlflow", "wandb"):  # `make install` installs them (the `loggers` extra)
     pytest.importorskip(_package)
@@ -191,6 +191,22 @@ def test_wandb_offline_run_holds_the_history_config_and_summary(logged_run):
     assert summary["status"] == "COMPLETED" and summary["test_acc"] == final["test_acc"]
 
 
+def interrupt_at_step(at: int, monkeypatch):
+    """The run's step raises KeyboardInterrupt at step `at` (its rows before it logged; FAILED, "interrupted");
+    returns the real step, to put back for the resume."""
+    from ijr_cli.run import experiment
+
+    real_step = experiment.train_step
+
+    def interrupted(model, optimizer, data, step, spec):
+        if step == at:
+            raise KeyboardInterrupt
+        return real_step(model, optimizer, data, step, spec)
+
+    monkeypatch.setattr(experiment, "train_step", interrupted)
+    return real_step
+
+
 # ------------------------------------------------------------------------------------------ resume, packs
 def test_a_resumed_run_continues_each_loggers_run_with_no_step_twice(compose, tmp_path, monkeypatch):
     """Interrupted at step 35 (its rows up to 30 logged, its checkpoint at 20), then resumed: TensorBoard shows
@@ -203,14 +219,7 @@ def test_a_resumed_run_continues_each_loggers_run_with_no_step_twice(compose, tm
     (tmp_path / "sweep.yaml").write_text("name: resumed\n")
     run_dir = tmp_path / "run"
     overrides = [*TINY, *SHARPNESS_K, "logger=[tensorboard,mlflow,wandb]"]
-    real_step = experiment.train_step
-
-    def interrupted(model, optimizer, data, step, spec):
-        if step == 35:
-            raise KeyboardInterrupt
-        return real_step(model, optimizer, data, step, spec)
-
-    monkeypatch.setattr(experiment, "train_step", interrupted)
+    real_step = interrupt_at_step(35, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_in_process(compose, run_dir, overrides)
     first = json.loads((run_dir / "status.json").read_text())
@@ -257,14 +266,7 @@ def test_loggers_added_on_resume_get_the_earlier_rows_too(compose, tmp_path, mon
     from ijr_cli.run import experiment
 
     run_dir = tmp_path / "run"
-    real_step = experiment.train_step
-
-    def interrupted(model, optimizer, data, step, spec):
-        if step == 35:
-            raise KeyboardInterrupt
-        return real_step(model, optimizer, data, step, spec)
-
-    monkeypatch.setattr(experiment, "train_step", interrupted)
+    real_step = interrupt_at_step(35, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_in_process(compose, run_dir, TINY)  # no logger
     monkeypatch.setattr(experiment, "train_step", real_step)
@@ -431,18 +433,8 @@ def test_a_tracking_server_that_dies_mid_run_turns_mlflow_off_and_the_run_goes_o
     assert [r["step"] for r in rows_of(run_dir)] == list(range(0, 6001, 50))
 
 
-def _can_mount_tmpfs() -> bool:
-    try:
-        r = subprocess.run(
-            ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs here (unshare -rm)")
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="cannot mount a tmpfs here (unshare -rm)")
 def test_a_full_disk_under_tb_turns_tensorboard_off_and_the_run_goes_on(tmp_path):
     """tb/ on a 16 KiB tmpfs (a private mount namespace): TensorBoard's writes fail mid-run; one warning, the
     logger is off, the run COMPLETES with every row in metrics.jsonl."""
