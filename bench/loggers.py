@@ -22,20 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-TINY = [
-    "dataset=synthetic",
-    "dataset.num_train_examples=256",
-    "dataset.num_test_examples=128",
-    "dataset.input_shape=[10]",
-    "dataset.num_classes=4",
-    "model.widths=[16]",
-    "loss=ce",
-    "optimizer=sgd",
-    "optimizer.batch_size=32",
-    "optimizer.lr=0.05",
-    "trainer.progress=false",
-    "metrics=light",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import TINY  # noqa: E402 (the tests' tiny run: synthetic Gaussian mixture, fcn3 16, SGD batch 32)
+
+RUN = [*TINY, "metrics=light", "trainer.checkpoint_every=500"]  # (TINY checkpoints every 20 steps; the default here)
 SETTINGS = ["none", "tensorboard", "mlflow, new store", "mlflow", "wandb", "[tensorboard,mlflow,wandb]"]
 IJR_TRAIN = str(Path(sys.executable).with_name("ijr-train"))
 
@@ -45,7 +35,7 @@ def one(setting: str, steps: int, every: int, root: Path, i: int):
     if setting.endswith("new store"):
         root = root / "fresh"
         root.mkdir()
-    args = [*TINY, f"trainer.max_steps={steps}", f"trainer.eval_every={every}", f"logger={logger}"]
+    args = [*RUN, f"trainer.max_steps={steps}", f"trainer.eval_every={every}", f"logger={logger}"]
     t0 = time.perf_counter()
     r = subprocess.run(
         [IJR_TRAIN, *args, f"hydra.run.dir={root / 'outputs' / 'runs' / f'{i}-{steps}-{len(setting)}'}"],

@@ -5,31 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import IJR_TRAIN, ROOT, SHARED_DATASETS, cli  # noqa: F401 (re-exported to the tests)
+from helpers import IJR_TRAIN, ROOT, SHARED_DATASETS, TINY, cli  # noqa: F401 (re-exported to the tests)
 
 
 def run_cli(args, *, cwd=None, timeout=300, env=None):
     """Run `ijr-train ARGS` and return the CompletedProcess (text output)."""
     return cli("ijr-train", args, cwd=cwd, timeout=timeout, env=env)
-
-
-# A tiny, fast configuration for CLI tests (a Gaussian-mixture task, a small MLP).
-TINY = [
-    "dataset=synthetic",
-    "dataset.num_train_examples=256",
-    "dataset.num_test_examples=128",
-    "dataset.input_shape=[10]",
-    "dataset.num_classes=4",
-    "model.widths=[16]",
-    "loss=ce",
-    "optimizer=sgd",
-    "optimizer.batch_size=32",
-    "optimizer.lr=0.05",
-    "trainer.max_steps=40",
-    "trainer.eval_every=10",
-    "trainer.checkpoint_every=20",
-    "trainer.progress=false",
-]
 
 
 @pytest.fixture

@@ -16,6 +16,25 @@ IJR_TRAIN, IJR_SWEEP, IJR_STATUS, IJR_REPORT = (
 )
 
 
+# A tiny, fast configuration for CLI tests (and bench/loggers.py) (a Gaussian-mixture task, a small MLP).
+TINY = [
+    "dataset=synthetic",
+    "dataset.num_train_examples=256",
+    "dataset.num_test_examples=128",
+    "dataset.input_shape=[10]",
+    "dataset.num_classes=4",
+    "model.widths=[16]",
+    "loss=ce",
+    "optimizer=sgd",
+    "optimizer.batch_size=32",
+    "optimizer.lr=0.05",
+    "trainer.max_steps=40",
+    "trainer.eval_every=10",
+    "trainer.checkpoint_every=20",
+    "trainer.progress=false",
+]
+
+
 def cli(command: str, args, *, cwd=None, timeout=300, env=None) -> subprocess.CompletedProcess:
     """Run one of ijr's commands (`ijr-train`, `ijr-sweep`, `ijr-status`, `ijr-report`) as a user would: text
     output captured, HYDRA_FULL_ERROR unset, from the repository root unless `cwd` says otherwise."""

@@ -54,6 +54,16 @@ ARRAY_METRICS = (
     TRAJECTORY,
 )
 
+# list-valued scalars of a row (metrics.jsonl holds a list): each entry is its own column / tracked scalar,
+# `list_column(name, i)` (sharpness_k_2: the second tracked eigenvalue), in the report and in the live loggers
+LIST_METRICS = (SHARPNESS_K,)
+
+
+def list_column(key: str, i: int) -> str:
+    """The name of the i-th (1-based) entry of a list metric: sharpness_k_2 is the second tracked eigenvalue."""
+    return f"{key}_{i}"
+
+
 # bookkeeping recorded beside the metrics (each row's step and lr, a measurement's cost and conditions)
 STEP, LR, BATCH_LOSS, ELAPSED_S = "step", "lr", "batch_loss", "elapsed_s"
 SHARPNESS_PATH = "sharpness_path"  # which Hessian-vector product path ran (cached_double_backward, ...)

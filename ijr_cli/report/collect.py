@@ -135,7 +135,7 @@ def _read_yaml(path: Path):
 # ------------------------------------------------------------------------------------------ metrics.jsonl
 # Keys ijr writes that are not plain numbers (everything else in a row is read as float64, `step` as int64).
 TEXT_KEYS = (M.SHARPNESS_PATH, M.PROBE_BN_MODE)
-LIST_KEYS = (M.SHARPNESS_K,)
+LIST_KEYS = M.LIST_METRICS
 
 
 def _dtype(key: str, value=None):
@@ -265,9 +265,7 @@ def read_metrics(path: Path):
 CHUNK_FILES = 50  # metrics files per polars call
 
 
-def list_column(key: str, i: int) -> str:
-    """The column of the i-th (1-based) entry of a list metric: sharpness_k_2 is the second tracked eigenvalue."""
-    return f"{key}_{i}"
+list_column = M.list_column  # (the report's columns are the live loggers' tags: core.metric_names)
 
 
 def expand_lists(frame):

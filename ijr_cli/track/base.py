@@ -37,7 +37,6 @@ NAMES = ("tensorboard", "mlflow", "wandb")
 PACKAGES = {"tensorboard": ("tensorboard",), "mlflow": ("mlflow",), "wandb": ("wandb",)}
 EXPORTABLE = ("tensorboard", "mlflow")  # ijr-report --to
 MESSAGE_CHARS = 400  # of a logger's error in its one warning (an HTTP client's can run to kilobytes)
-LIST_KEYS = (M.SHARPNESS_K,)  # list-valued scalars of a row: one value per entry, as name_1 ... name_K
 SWEEP_FILES = ("sweep.yaml", "multirun.yaml")  # a directory holding one of these is a sweep (ijr-sweep, Hydra -m)
 
 
@@ -112,10 +111,10 @@ def scalars(row: Dict[str, Any]) -> Dict[str, float]:
     for k, v in row.items():
         if k == M.STEP:
             continue
-        if k in LIST_KEYS and isinstance(v, list):
+        if k in M.LIST_METRICS and isinstance(v, list):
             for i, x in enumerate(v, 1):
                 if _finite(x):
-                    out[f"{k}_{i}"] = float(x)
+                    out[M.list_column(k, i)] = float(x)
         elif _finite(v):
             out[k] = float(v)
     return out

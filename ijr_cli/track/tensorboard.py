@@ -56,7 +56,7 @@ class TensorBoardLogger:
         for key, value in values.items():
             w.add_scalar(key, value, step)
         self.logged.update(values)
-        if not self.charted and f"{M.SHARPNESS_K}_1" in values:
+        if not self.charted and M.list_column(M.SHARPNESS_K, 1) in values:
             w.add_custom_scalars({"sharpness": {"top Hessian eigenvalues (sharpness_k)": ["Multiline", [EIGENVALUES]]}})
             self.charted = True
 
